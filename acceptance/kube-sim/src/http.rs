@@ -1,0 +1,76 @@
+//! Response helpers and the streaming body used by watches.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+pub type Resp = hyper::Response<Body>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+pub fn json(code: u16, v: &Value) -> Resp {
+    hyper::Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-cache, private")
+        .body(full(serde_json::to_vec(v).unwrap_or_default()))
+        .expect("response")
+}
+
+pub fn text(code: u16, s: String) -> Resp {
+    hyper::Response::builder()
+        .status(code)
+        .header("content-type", "text/plain")
+        .body(full(s))
+        .expect("response")
+}
+
+pub fn error(e: &ApiError) -> Resp {
+    let mut b = hyper::Response::builder()
+        .status(e.code)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-cache, private");
+    if let Some(s) = e.retry_after {
+        b = b.header("retry-after", s.to_string());
+    }
+    b.body(full(
+        serde_json::to_vec(&e.status_body()).unwrap_or_default(),
+    ))
+    .expect("response")
+}
+
+/// A body fed from a channel: each message is one chunk (one watch event line).
+pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+pub fn streaming(rx: mpsc::Receiver<Bytes>) -> Resp {
+    hyper::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-cache, private")
+        .body(ChannelBody(rx).boxed())
+        .expect("response")
+}

@@ -1,0 +1,175 @@
+//! The HTTPS server of one cluster: TLS accept loop and the request pipeline (control endpoint,
+//! counters, faults, authentication, authorization, dispatch).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::{self, Request, Route};
+use crate::cluster::Cluster;
+use crate::control;
+use crate::error::ApiError;
+use crate::http::{self, Resp};
+
+type BoxError = std::io::Error;
+
+/// Bind 127.0.0.1:0 and serve until the cluster's shutdown token fires.
+pub async fn start(cluster: Arc<Cluster>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let _ = cluster.addr.set(addr);
+    let acceptor = TlsAcceptor::from(Arc::new(cluster.pki.server_config()?));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = cluster.shutdown.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            let Ok((tcp, _)) = accepted else { continue };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.as_ref().to_vec());
+                let cert = Arc::new(cert);
+                let shutdown = cluster.shutdown.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let cluster = cluster.clone();
+                    let cert = cert.clone();
+                    async move { serve(cluster, req, cert).await }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+fn bearer(req: &hyper::Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|v| v.trim().to_string())
+}
+
+async fn serve(
+    cluster: Arc<Cluster>,
+    req: hyper::Request<Incoming>,
+    cert: Arc<Option<Vec<u8>>>,
+) -> Result<Resp, BoxError> {
+    let cert = cert.as_ref().as_deref();
+    let token = bearer(&req);
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let query = api::parse_query(req.uri().query());
+    let header = |k: &str| {
+        req.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let content_type = header("content-type");
+    let user_agent = header("user-agent");
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
+
+    if path == "/_sim" || path.starts_with("/_sim/") {
+        if token.as_deref() != Some(cluster.auth.control_token.as_str()) {
+            return Ok(http::error(&ApiError::unauthorized()));
+        }
+        let (code, v) = control::handle(&cluster, &method, &path, &body);
+        return Ok(http::json(code, &v));
+    }
+
+    let request = Request {
+        method,
+        path,
+        query,
+        content_type,
+        user_agent,
+        body,
+    };
+    let route = api::route(&cluster, &request);
+    let (verb, label) = match &route {
+        Ok(Route::Resource(t)) => (t.verb, Some(t.resource_label())),
+        _ => ("get", None),
+    };
+    cluster
+        .counters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .count(verb, label.as_deref(), &request.path);
+
+    let fault = control::faults_for(&cluster, &request.path, verb);
+    if fault.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
+    }
+    if fault.drop {
+        return Err(std::io::Error::other("kube-sim: injected connection drop"));
+    }
+    if let Some(code) = fault.status {
+        return Ok(http::error(&ApiError::injected(code, fault.retry_after_s)));
+    }
+
+    Ok(
+        match respond(&cluster, &request, route, token.as_deref(), cert).await {
+            Ok(r) => r,
+            Err(e) => http::error(&e),
+        },
+    )
+}
+
+async fn respond(
+    cluster: &Arc<Cluster>,
+    req: &Request,
+    route: Result<Route, ApiError>,
+    token: Option<&str>,
+    cert: Option<&[u8]>,
+) -> Result<Resp, ApiError> {
+    let public = matches!(
+        req.path.as_str(),
+        "/version" | "/healthz" | "/livez" | "/readyz"
+    );
+    let who = match cluster.auth.authenticate(token, cert, &cluster.store) {
+        Ok(w) => Some(w),
+        Err(e) if !public => return Err(e),
+        Err(_) => None,
+    };
+    match route? {
+        Route::NonResource => Ok(api::non_resource(cluster, req)),
+        Route::Resource(t) => {
+            let who = who.ok_or_else(ApiError::unauthorized)?;
+            let label = t.resource_label();
+            cluster
+                .auth
+                .authorize(&who, &api::attributes(&t, &label), &cluster.store)?;
+            api::handle(cluster, req, &t, &who).await
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Acceptance harness: drives the real `terraform` (or `tofu`) binary against the built
+//! provider through `dev_overrides`, one scratch working directory per scenario.
+//!
+//! Scenarios run only with `TF_ACC=1` (as in terraform-plugin-testing); `make test` sets it and
+//! provides `TF_ACC_TERRAFORM_PATH` and `MESH_PROVIDER_DIR`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The provider's source address, as users write it in `required_providers`.
+pub const PROVIDER_SOURCE: &str = "registry.terraform.io/tfmesh/mesh";
+
+/// True when acceptance tests should run; prints why a test is skipped otherwise.
+pub fn enabled(test: &str) -> bool {
+    let on = std::env::var("TF_ACC").is_ok_and(|v| !v.is_empty() && v != "0");
+    if !on {
+        eprintln!("skipping {test}: set TF_ACC=1 to run acceptance tests (make test does)");
+    }
+    on
+}
+
+/// The Terraform CLI to use: `TF_ACC_TERRAFORM_PATH`, else `terraform` or `tofu` on PATH.
+pub fn terraform_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("TF_ACC_TERRAFORM_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    for name in ["terraform", "tofu"] {
+        if let Some(dir) = std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .find(|d| d.join(name).is_file())
+        {
+            return dir.join(name);
+        }
+    }
+    panic!("no terraform or tofu found: set TF_ACC_TERRAFORM_PATH or run `make test`");
+}
+
+/// The directory holding the built `terraform-provider-mesh`.
+pub fn provider_dir() -> PathBuf {
+    let dir = std::env::var_os("MESH_PROVIDER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join("debug")
+        });
+    assert!(
+        dir.join("terraform-provider-mesh").is_file(),
+        "no provider binary in {}: run `make build` first",
+        dir.display()
+    );
+    dir
+}
+
+/// A scratch Terraform working directory wired to the built provider.
+pub struct Workspace {
+    pub dir: PathBuf,
+    terraform: PathBuf,
+    cli_config: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Workspace {
+    /// A fresh directory for scenario `name`.
+    pub fn new(name: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!(
+            "mesh-acc-{name}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create workspace");
+        let cli_config = dir.join("dev.tfrc");
+        std::fs::write(
+            &cli_config,
+            format!(
+                "provider_installation {{\n  dev_overrides {{\n    \"{PROVIDER_SOURCE}\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
+                provider_dir().display()
+            ),
+        )
+        .expect("write CLI config");
+        Self {
+            dir,
+            terraform: terraform_binary(),
+            cli_config,
+            extra_env: Vec::new(),
+        }
+    }
+
+    /// Sets an environment variable for every Terraform command of this workspace.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.extra_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Writes `main.tf`: the `required_providers` block followed by `body`.
+    pub fn config(&self, body: &str) {
+        let text = format!(
+            "terraform {{\n  required_providers {{\n    mesh = {{\n      source = \"{PROVIDER_SOURCE}\"\n    }}\n  }}\n}}\n\n{body}\n"
+        );
+        std::fs::write(self.dir.join("main.tf"), text).expect("write main.tf");
+    }
+
+    /// A `terraform` command in this workspace with the test environment set.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.terraform);
+        cmd.args(args)
+            .current_dir(&self.dir)
+            .env("TF_CLI_CONFIG_FILE", &self.cli_config)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_INPUT", "0")
+            .env("CHECKPOINT_DISABLE", "1")
+            .env_remove("TF_LOG")
+            .stdin(Stdio::null());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `terraform <args>` and returns its output, whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run terraform")
+    }
+
+    /// Runs `terraform <args>` and panics with its output unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "terraform {} failed ({}):\n{stdout}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    pub fn apply(&self) -> String {
+        self.ok(&["apply", "-auto-approve", "-no-color"])
+    }
+
+    pub fn destroy(&self) -> String {
+        self.ok(&["destroy", "-auto-approve", "-no-color"])
+    }
+
+    /// `terraform plan -detailed-exitcode`: 0 = no changes, 2 = changes (1 = error, which panics).
+    pub fn plan_exit_code(&self) -> i32 {
+        let out = self.run(&["plan", "-detailed-exitcode", "-no-color"]);
+        let code = out.status.code().unwrap_or(-1);
+        assert!(
+            code == 0 || code == 2,
+            "terraform plan failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        code
+    }
+
+    /// Asserts the plan is empty, printing it when it is not.
+    pub fn assert_empty_plan(&self) {
+        let out = self.run(&["plan", "-detailed-exitcode", "-no-color"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "after apply the plan was not empty:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `terraform output -json`, parsed.
+    pub fn outputs(&self) -> serde_json::Value {
+        let raw = self.ok(&["output", "-json"]);
+        serde_json::from_str(&raw).expect("output -json is JSON")
+    }
+
+    /// One output's value (sensitive ones included).
+    pub fn output(&self, name: &str) -> serde_json::Value {
+        self.outputs()[name]["value"].clone()
+    }
+
+    /// Resource addresses in state.
+    pub fn state_list(&self) -> Vec<String> {
+        let out = self.run(&["state", "list"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// Writes a file into the workspace (for openssl checks and the like).
+    pub fn write_file(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, content).expect("write file");
+        p
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        // Keep the directory of a failed scenario (and on request) for inspection.
+        if !std::thread::panicking() && std::env::var_os("MESH_ACC_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Runs `openssl <args>` and returns stdout; panics with stderr on failure.
+pub fn openssl(args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

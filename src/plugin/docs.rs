@@ -1,0 +1,202 @@
+//! Registry documentation rendered from schemas, in the layout the Terraform and OpenTofu
+//! registries read (`docs/index.md`, `docs/resources/<name>.md`). The descriptions in the
+//! schemas are the single source; CI fails when the committed files are stale.
+
+use std::fmt::Write as _;
+
+use super::schema::{Attribute, Block, Mode, NestedBlock, Schema};
+use super::value::{Type, Value};
+
+/// Front matter + body of a resource page.
+pub fn resource_page(
+    type_name: &str,
+    schema: &Schema,
+    example: Option<&str>,
+    import: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    let summary = first_paragraph(&schema.block.description);
+    let _ = writeln!(out, "---");
+    let _ = writeln!(
+        out,
+        "page_title: \"{type_name} Resource - terraform-provider-mesh\""
+    );
+    let _ = writeln!(out, "subcategory: \"\"");
+    let _ = writeln!(out, "description: |-");
+    for line in summary.lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    let _ = writeln!(out, "---\n");
+    let _ = writeln!(out, "# {type_name} (Resource)\n");
+    let _ = writeln!(out, "{}\n", schema.block.description.trim());
+    if let Some(example) = example {
+        let _ = writeln!(out, "## Example Usage\n");
+        let _ = writeln!(out, "```terraform\n{}\n```\n", example.trim_end());
+    }
+    let _ = writeln!(
+        out,
+        "<!-- generated from the provider schema by `make docs` -->"
+    );
+    let _ = writeln!(out, "## Schema\n");
+    render_block(&mut out, &schema.block, "");
+    if let Some(import) = import {
+        let _ = writeln!(out, "## Import\n");
+        let _ = writeln!(out, "```shell\n{}\n```", import.trim_end());
+    }
+    out
+}
+
+/// The provider's index page.
+pub fn index_page(description: &str, example: Option<&str>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "---");
+    let _ = writeln!(out, "page_title: \"mesh Provider\"");
+    let _ = writeln!(out, "description: |-");
+    for line in first_paragraph(description).lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    let _ = writeln!(out, "---\n");
+    let _ = writeln!(out, "# mesh Provider\n");
+    let _ = writeln!(out, "{}\n", description.trim());
+    if let Some(example) = example {
+        let _ = writeln!(out, "## Example Usage\n");
+        let _ = writeln!(out, "```terraform\n{}\n```", example.trim_end());
+    }
+    out
+}
+
+fn first_paragraph(s: &str) -> String {
+    s.trim().split("\n\n").next().unwrap_or("").to_string()
+}
+
+fn render_block(out: &mut String, block: &Block, anchor_prefix: &str) {
+    let sections: [(&str, fn(&Attribute) -> bool); 3] = [
+        ("Required", |a| a.mode == Mode::Required),
+        ("Optional", |a| {
+            matches!(a.mode, Mode::Optional | Mode::OptionalComputed)
+        }),
+        ("Read-Only", |a| a.mode == Mode::Computed),
+    ];
+    for (title, pick) in sections {
+        let attrs: Vec<&Attribute> = block.attributes.iter().filter(|a| pick(a)).collect();
+        let blocks: Vec<&NestedBlock> = if title == "Optional" {
+            block.blocks.iter().collect()
+        } else {
+            vec![]
+        };
+        if attrs.is_empty() && blocks.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "### {title}\n");
+        for b in &blocks {
+            let anchor = format!("{anchor_prefix}{}", b.name);
+            let _ = writeln!(
+                out,
+                "- `{}` (Block) {} (see [below for nested schema](#nestedblock--{}))",
+                b.name,
+                sentence(&b.block.description),
+                anchor.replace('.', "--")
+            );
+        }
+        for a in attrs {
+            let _ = writeln!(out, "- `{}` ({}) {}", a.name, type_label(a), attr_text(a));
+        }
+        let _ = writeln!(out);
+    }
+    for b in &block.blocks {
+        let anchor = format!("{anchor_prefix}{}", b.name);
+        let _ = writeln!(
+            out,
+            "<a id=\"nestedblock--{}\"></a>",
+            anchor.replace('.', "--")
+        );
+        let _ = writeln!(out, "### Nested Schema for `{anchor}`\n");
+        render_block(out, &b.block, &format!("{anchor}."));
+    }
+}
+
+fn type_label(a: &Attribute) -> String {
+    let base = match &a.ty {
+        Type::String => "String".to_string(),
+        Type::Number => "Number".to_string(),
+        Type::Bool => "Boolean".to_string(),
+        Type::List(t) => format!("List of {}", inner_label(t)),
+        Type::Set(t) => format!("Set of {}", inner_label(t)),
+        Type::Map(t) => format!("Map of {}", inner_label(t)),
+        Type::Object(_) => "Object".to_string(),
+    };
+    if a.sensitive {
+        format!("{base}, Sensitive")
+    } else {
+        base
+    }
+}
+
+fn inner_label(t: &Type) -> &'static str {
+    match t {
+        Type::String => "String",
+        Type::Number => "Number",
+        Type::Bool => "Boolean",
+        _ => "Object",
+    }
+}
+
+fn attr_text(a: &Attribute) -> String {
+    let mut s = sentence(&a.description);
+    if let Some(d) = &a.default {
+        let _ = write!(s, " Defaults to `{}`.", literal(d));
+    }
+    if a.force_new {
+        s.push_str(" Changing this forces a new resource.");
+    }
+    s
+}
+
+fn literal(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("\"{s}\""),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => "null".into(),
+    }
+}
+
+fn sentence(s: &str) -> String {
+    let s = s.trim();
+    if s.is_empty() || s.ends_with('.') || s.ends_with(')') {
+        s.to_string()
+    } else {
+        format!("{s}.")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::resource::timeouts_block;
+
+    #[test]
+    fn pages_list_attributes_by_role_with_defaults_and_replacement() {
+        let schema = Schema::new(
+            0,
+            Block::new("Makes a thing.\n\nMore words.")
+                .attr(Attribute::string("name", "The name").required().force_new())
+                .attr(Attribute::number("size", "The size").default(3))
+                .attr(
+                    Attribute::string("secret", "The key")
+                        .computed()
+                        .sensitive(),
+                )
+                .block(timeouts_block(&[("create", "10m")])),
+        );
+        let page = resource_page("mesh_thing", &schema, Some("resource \"x\" {}"), None);
+        assert!(page.contains("description: |-\n  Makes a thing.\n---"));
+        assert!(page.contains(
+            "### Required\n\n- `name` (String) The name. Changing this forces a new resource."
+        ));
+        assert!(page.contains("- `size` (Number) The size. Defaults to `3`."));
+        assert!(page.contains("### Read-Only\n\n- `secret` (String, Sensitive) The key."));
+        assert!(page.contains("### Nested Schema for `timeouts`"));
+        assert!(page.contains("```terraform\nresource \"x\" {}\n```"));
+    }
+}

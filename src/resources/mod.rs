@@ -1,0 +1,15 @@
+//! One file per Terraform resource: schema, validation, plan, apply, read.
+
+pub mod root_ca;
+
+use std::sync::Arc;
+
+use crate::plugin::Resource;
+
+/// The provider's documentation page (docs/index.md).
+pub const PROVIDER_DESCRIPTION: &str = include_str!("provider.md");
+
+/// Every resource type the provider serves.
+pub fn all() -> Vec<Arc<dyn Resource>> {
+    vec![Arc::new(root_ca::RootCa)]
+}
