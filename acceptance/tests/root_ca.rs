@@ -32,7 +32,10 @@ output "ec" {
 /// Writes a root's cert and key to files and returns `openssl x509 -text` of the cert.
 fn inspect(ws: &Workspace, name: &str, root: &serde_json::Value) -> String {
     let cert = ws.write_file(&format!("{name}.crt"), root["cert_pem"].as_str().unwrap());
-    let key = ws.write_file(&format!("{name}.key"), root["private_key_pem"].as_str().unwrap());
+    let key = ws.write_file(
+        &format!("{name}.key"),
+        root["private_key_pem"].as_str().unwrap(),
+    );
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
     // The key belongs to the certificate.
     assert_eq!(
@@ -46,7 +49,13 @@ fn inspect(ws: &Workspace, name: &str, root: &serde_json::Value) -> String {
 fn expires_within(ws: &Workspace, name: &str, hours: u64) -> bool {
     let cert = ws.dir.join(format!("{name}.crt"));
     let status = Command::new("openssl")
-        .args(["x509", "-noout", "-checkend", &(hours * 3600).to_string(), "-in"])
+        .args([
+            "x509",
+            "-noout",
+            "-checkend",
+            &(hours * 3600).to_string(),
+            "-in",
+        ])
         .arg(cert)
         .stdout(Stdio::null())
         .status()
@@ -62,15 +71,27 @@ fn root_ca_lifecycle() {
     let ws = Workspace::new("root-ca");
     ws.config(TWO_ROOTS);
     let applied = ws.apply();
-    assert!(applied.contains("Apply complete! Resources: 2 added"), "{applied}");
-    assert!(!applied.contains("PRIVATE KEY"), "key material printed by apply");
+    assert!(
+        applied.contains("Apply complete! Resources: 2 added"),
+        "{applied}"
+    );
+    assert!(
+        !applied.contains("PRIVATE KEY"),
+        "key material printed by apply"
+    );
     ws.assert_empty_plan();
 
     let rsa = ws.output("rsa");
     let text = inspect(&ws, "rsa", &rsa);
     assert!(text.contains("Public-Key: (4096 bit)"), "{text}");
-    assert!(text.contains("Subject: O = Istio, CN = Mesh Root"), "{text}");
-    assert!(text.contains("X509v3 Basic Constraints: critical\n                CA:TRUE"), "{text}");
+    assert!(
+        text.contains("Subject: O = Istio, CN = Mesh Root"),
+        "{text}"
+    );
+    assert!(
+        text.contains("X509v3 Basic Constraints: critical\n                CA:TRUE"),
+        "{text}"
+    );
     assert!(text.contains("X509v3 Key Usage: critical\n                Digital Signature, Certificate Sign, CRL Sign"), "{text}");
     assert!(text.contains("X509v3 Subject Key Identifier"), "{text}");
     assert!(!text.contains("Extended Key Usage"), "{text}");
@@ -79,7 +100,10 @@ fn root_ca_lifecycle() {
     assert!(expires_within(&ws, "rsa", 87_700));
     assert_eq!(rsa["id"], rsa["fingerprint_sha256"]);
     assert_eq!(rsa["ready_for_renewal"], false);
-    assert_eq!(rsa["not_after"].as_str().unwrap().len(), "2036-11-20T18:25:41Z".len());
+    assert_eq!(
+        rsa["not_after"].as_str().unwrap().len(),
+        "2036-11-20T18:25:41Z".len()
+    );
 
     let ec = ws.output("ec");
     let text = inspect(&ws, "ec", &ec);
@@ -93,12 +117,18 @@ fn root_ca_lifecycle() {
     let plan = ws.ok(&["plan", "-no-color"]);
     assert!(plan.contains("mesh_root_ca.rsa must be replaced"), "{plan}");
     assert!(plan.contains("# forces replacement"), "{plan}");
-    assert!(plan.contains("Plan: 1 to add, 0 to change, 1 to destroy"), "{plan}");
+    assert!(
+        plan.contains("Plan: 1 to add, 0 to change, 1 to destroy"),
+        "{plan}"
+    );
     ws.apply();
     ws.assert_empty_plan();
     let rsa2 = ws.output("rsa");
     assert_ne!(rsa2["fingerprint_sha256"], rsa["fingerprint_sha256"]);
-    assert_eq!(ws.output("ec")["fingerprint_sha256"], ec["fingerprint_sha256"]);
+    assert_eq!(
+        ws.output("ec")["fingerprint_sha256"],
+        ec["fingerprint_sha256"]
+    );
 
     let destroyed = ws.destroy();
     assert!(destroyed.contains("Resources: 2 destroyed"), "{destroyed}");
@@ -123,8 +153,14 @@ resource "mesh_root_ca" "bad" {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Invalid rsa_bits"), "{err}");
-    assert!(err.contains("unsupported RSA key size 1024: expected one of 2048, 3072, 4096"), "{err}");
-    assert!(err.contains("rsa_bits            = 1024"), "diagnostic does not point at the line:\n{err}");
+    assert!(
+        err.contains("unsupported RSA key size 1024: expected one of 2048, 3072, 4096"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rsa_bits            = 1024"),
+        "diagnostic does not point at the line:\n{err}"
+    );
     assert!(err.contains("Invalid early_renewal_hours"), "{err}");
 }
 
@@ -177,14 +213,32 @@ resource "mesh_root_ca" "r" {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     let all = format!("{}\n{}\n{stderr}", seen.join("\n"), rest.join("\n"));
 
-    for bad in ["Request cancelled", "plugin exited", "connection is shut down", "Unavailable"] {
-        assert!(!all.contains(bad), "the provider died under SIGINT ({bad}):\n{all}");
+    for bad in [
+        "Request cancelled",
+        "plugin exited",
+        "connection is shut down",
+        "Unavailable",
+    ] {
+        assert!(
+            !all.contains(bad),
+            "the provider died under SIGINT ({bad}):\n{all}"
+        );
     }
     // Whatever Terraform had started creating finished and is in state.
-    let created = rest.iter().filter(|l| l.contains("Creation complete")).count();
+    let created = rest
+        .iter()
+        .filter(|l| l.contains("Creation complete"))
+        .count();
     let in_state = ws.state_list();
-    assert!(created >= 1, "the in-flight create did not complete:\n{all}");
-    assert_eq!(in_state.len(), created, "state does not hold what was created:\n{all}");
+    assert!(
+        created >= 1,
+        "the in-flight create did not complete:\n{all}"
+    );
+    assert_eq!(
+        in_state.len(),
+        created,
+        "state does not hold what was created:\n{all}"
+    );
     assert!(
         created < 4 || status.success(),
         "interrupted apply exited {status} after creating everything"

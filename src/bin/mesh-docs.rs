@@ -48,7 +48,10 @@ fn main() -> ExitCode {
                     std::fs::create_dir_all(dir).expect("create docs directory");
                 }
                 std::fs::write(&path, content).expect("write doc");
-                println!("wrote {}", path.strip_prefix(&root).unwrap_or(&path).display());
+                println!(
+                    "wrote {}",
+                    path.strip_prefix(&root).unwrap_or(&path).display()
+                );
             }
             ExitCode::SUCCESS
         }
@@ -56,7 +59,12 @@ fn main() -> ExitCode {
             let stale: Vec<_> = files
                 .iter()
                 .filter(|(path, content)| read_optional(path).as_deref() != Some(content))
-                .map(|(path, _)| path.strip_prefix(&root).unwrap_or(path).display().to_string())
+                .map(|(path, _)| {
+                    path.strip_prefix(&root)
+                        .unwrap_or(path)
+                        .display()
+                        .to_string()
+                })
                 .collect();
             if stale.is_empty() {
                 println!("docs are up to date");

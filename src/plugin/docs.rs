@@ -69,8 +69,11 @@ fn first_paragraph(s: &str) -> String {
     s.trim().split("\n\n").next().unwrap_or("").to_string()
 }
 
+/// A section title and which attributes belong in it.
+type Section = (&'static str, fn(&Attribute) -> bool);
+
 fn render_block(out: &mut String, block: &Block, anchor_prefix: &str) {
-    let sections: [(&str, fn(&Attribute) -> bool); 3] = [
+    let sections: [Section; 3] = [
         ("Required", |a| a.mode == Mode::Required),
         ("Optional", |a| {
             matches!(a.mode, Mode::Optional | Mode::OptionalComputed)

@@ -103,6 +103,9 @@ async fn serve(provider: Provider, debug: bool) -> anyhow::Result<()> {
         .as_ref()
         .map(|der| base64::engine::general_purpose::STANDARD_NO_PAD.encode(der))
         .unwrap_or_default();
+    // Handlers first: Terraform may send Ctrl-C as soon as it has read the handshake line,
+    // and the default SIGINT action would kill us.
+    let signals = Signals::install()?;
     let mut out = std::io::stdout().lock();
     if debug {
         let reattach = serde_json::json!({
@@ -126,7 +129,7 @@ async fn serve(provider: Provider, debug: bool) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
-    tokio::spawn(handle_signals(debug, shutdown.clone()));
+    tokio::spawn(handle_signals(signals, debug, shutdown.clone()));
     tracing::info!(socket = %socket.display(), tls = server_cert_der.is_some(), "provider serving");
 
     let served = tokio::spawn(server);
@@ -152,7 +155,7 @@ pub async fn serve_listener(
 ) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let service = ProviderService::new(provider, stop);
-    let incoming = accept_loop(listener, tls.map(|t| t.acceptor));
+    let incoming = accept_loop(listener, tls.map(|t| t.acceptor), shutdown.clone());
     tonic::transport::Server::builder()
         .add_service(
             ProviderServer::new(service)
@@ -173,15 +176,24 @@ pub async fn serve_listener(
         .context("serving gRPC")
 }
 
-async fn handle_signals(debug: bool, shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!("cannot install signal handlers");
-        return;
-    };
+/// SIGINT and SIGTERM streams, registered (and so no longer fatal) from creation on.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+}
+
+async fn handle_signals(signals: Signals, debug: bool, shutdown: CancellationToken) {
+    let Signals { mut int, mut term } = signals;
     loop {
         tokio::select! {
             _ = int.recv() => {
@@ -253,11 +265,16 @@ impl Drop for SocketDir {
 fn accept_loop(
     listener: UnixListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
 ) -> ReceiverStream<std::io::Result<Conn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         loop {
-            let (stream, _) = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = shutdown.cancelled() => return,
+            };
+            let (stream, _) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");

@@ -23,7 +23,7 @@ struct Registered {
     ty: Type,
 }
 
-/// The gRPC service. Cheap to clone; all clones share the stop token.
+/// The gRPC service. Cheap to clone; all clones share the stop tokens.
 #[derive(Clone)]
 pub struct ProviderService {
     inner: Arc<Inner>,
@@ -32,7 +32,11 @@ pub struct ProviderService {
 struct Inner {
     description: &'static str,
     resources: BTreeMap<&'static str, Registered>,
-    stop: CancellationToken,
+    /// Cancels every operation, present and future (the caller's token).
+    stop_all: CancellationToken,
+    /// Cancels the operations in flight; StopProvider cancels it and arms a fresh one, so a
+    /// provider that outlives a Ctrl-C (reattach/debug mode) can still work afterwards.
+    stop: Mutex<CancellationToken>,
     terraform_version: Mutex<Option<String>>,
 }
 
@@ -58,7 +62,8 @@ impl ProviderService {
             inner: Arc::new(Inner {
                 description: provider.description,
                 resources,
-                stop,
+                stop: Mutex::new(stop.child_token()),
+                stop_all: stop,
                 terraform_version: Mutex::new(None),
             }),
         }
@@ -76,7 +81,8 @@ impl ProviderService {
     }
 
     fn ctx(&self) -> Ctx {
-        Ctx::new(self.inner.stop.clone())
+        let stop = self.inner.stop.lock().unwrap_or_else(|e| e.into_inner());
+        Ctx::new(stop.clone())
     }
 
     fn provider_schema(&self) -> Schema {
@@ -464,7 +470,9 @@ impl ProviderRpc for ProviderService {
         _req: Request<pb::stop_provider::Request>,
     ) -> Result<Response<pb::stop_provider::Response>, Status> {
         tracing::info!("StopProvider: cancelling in-flight operations");
-        self.inner.stop.cancel();
+        let fresh = self.inner.stop_all.child_token();
+        let mut stop = self.inner.stop.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *stop, fresh).cancel();
         Ok(Response::new(pb::stop_provider::Response {
             error: String::new(),
         }))

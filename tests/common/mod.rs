@@ -13,7 +13,8 @@ use terraform_provider_mesh::plugin::diag::AttributePath;
 use terraform_provider_mesh::plugin::proto::go_plugin as gp;
 pub use terraform_provider_mesh::plugin::proto::tfplugin6 as pb;
 use terraform_provider_mesh::plugin::value::{self, Type};
-use terraform_provider_mesh::plugin::{Provider, Value};
+use terraform_provider_mesh::plugin::{Provider, Resource, Value};
+use terraform_provider_mesh::resources::root_ca::RootCa;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -71,7 +72,7 @@ impl Drop for TempDir {
 // Connections
 
 /// A plaintext gRPC channel over a Unix socket.
-pub async fn unix_channel(path: &Path) -> Channel {
+pub async fn try_unix_channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
     let path = path.to_path_buf();
     Endpoint::try_from("http://[::]:50051")
         .expect("static endpoint")
@@ -79,6 +80,11 @@ pub async fn unix_channel(path: &Path) -> Channel {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
         }))
+        .await
+}
+
+pub async fn unix_channel(path: &Path) -> Channel {
+    try_unix_channel(path)
         .await
         .expect("connecting to the provider socket")
 }
@@ -250,4 +256,113 @@ pub fn show(diags: &[pb::Diagnostic]) -> String {
         .map(|d| format!("[{}] {}: {}", d.severity, d.summary, d.detail))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// RPC shorthands
+
+pub async fn validate(
+    client: &mut ProviderClient,
+    type_name: &str,
+    config: Option<pb::DynamicValue>,
+) -> Vec<pb::Diagnostic> {
+    client
+        .validate_resource_config(pb::validate_resource_config::Request {
+            type_name: type_name.into(),
+            config,
+            client_capabilities: None,
+        })
+        .await
+        .expect("ValidateResourceConfig")
+        .into_inner()
+        .diagnostics
+}
+
+pub async fn plan(
+    client: &mut ProviderClient,
+    type_name: &str,
+    prior: Option<pb::DynamicValue>,
+    proposed: Option<pb::DynamicValue>,
+    config: Option<pb::DynamicValue>,
+) -> pb::plan_resource_change::Response {
+    client
+        .plan_resource_change(pb::plan_resource_change::Request {
+            type_name: type_name.into(),
+            prior_state: prior,
+            proposed_new_state: proposed,
+            config,
+            prior_private: vec![],
+            provider_meta: None,
+            client_capabilities: None,
+        })
+        .await
+        .expect("PlanResourceChange")
+        .into_inner()
+}
+
+pub async fn apply(
+    client: &mut ProviderClient,
+    type_name: &str,
+    prior: Option<pb::DynamicValue>,
+    planned: Option<pb::DynamicValue>,
+    config: Option<pb::DynamicValue>,
+    planned_private: Vec<u8>,
+) -> pb::apply_resource_change::Response {
+    client
+        .apply_resource_change(pb::apply_resource_change::Request {
+            type_name: type_name.into(),
+            prior_state: prior,
+            planned_state: planned,
+            config,
+            planned_private,
+            provider_meta: None,
+        })
+        .await
+        .expect("ApplyResourceChange")
+        .into_inner()
+}
+
+pub async fn read(
+    client: &mut ProviderClient,
+    type_name: &str,
+    state: Option<pb::DynamicValue>,
+    private: Vec<u8>,
+) -> pb::read_resource::Response {
+    client
+        .read_resource(pb::read_resource::Request {
+            type_name: type_name.into(),
+            current_state: state,
+            private,
+            provider_meta: None,
+            client_capabilities: None,
+        })
+        .await
+        .expect("ReadResource")
+        .into_inner()
+}
+
+pub async fn import(
+    client: &mut ProviderClient,
+    type_name: &str,
+    id: &str,
+) -> pb::import_resource_state::Response {
+    client
+        .import_resource_state(pb::import_resource_state::Request {
+            type_name: type_name.into(),
+            id: id.into(),
+            client_capabilities: None,
+        })
+        .await
+        .expect("ImportResourceState")
+        .into_inner()
+}
+
+/// The value type of mesh_root_ca.
+pub fn root_ca_type() -> Type {
+    RootCa.schema().value_type()
+}
+
+/// A mesh_root_ca configuration: the given attributes, everything else null.
+pub fn root_ca_config(pairs: &[(&str, Value)]) -> Value {
+    Value::object(pairs.iter().cloned())
 }

@@ -98,7 +98,7 @@ fn percent_decode(s: &str) -> String {
 pub enum Route {
     /// Discovery, version, health, openapi.
     NonResource,
-    Resource(Target),
+    Resource(Box<Target>),
 }
 
 pub struct Target {
@@ -167,10 +167,10 @@ pub fn route(cluster: &Cluster, req: &Request) -> ApiResult<Route> {
     if info.namespaced && ns.is_empty() && !name.is_empty() {
         return Err(not_served());
     }
-    if !sub.is_empty()
-        && !(sub == "status" && info.status)
-        && !info.subresources.iter().any(|s| s == sub)
-    {
+    let sub_served = sub.is_empty()
+        || (sub == "status" && info.status)
+        || info.subresources.iter().any(|s| s == sub);
+    if !sub_served {
         return Err(not_served());
     }
     let verb = match (req.method.as_str(), name.is_empty()) {
@@ -192,13 +192,13 @@ pub fn route(cluster: &Cluster, req: &Request) -> ApiResult<Route> {
     if info.create_only && verb != "create" {
         return Err(ApiError::method_not_allowed("only create is allowed"));
     }
-    Ok(Route::Resource(Target {
+    Ok(Route::Resource(Box::new(Target {
         info,
         ns,
         name: name.to_string(),
         sub: sub.to_string(),
         verb,
-    }))
+    })))
 }
 
 pub fn attributes<'a>(t: &'a Target, resource_label: &'a str) -> Attributes<'a> {
@@ -338,8 +338,7 @@ fn list(cluster: &Cluster, req: &Request, t: &Target) -> ApiResult<Resp> {
         .q("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0);
-    let mut out = Vec::new();
-    let mut cont = None;
+    let mut out: Vec<&Arc<Value>> = Vec::new();
     let mut remaining = 0usize;
     for obj in items.iter() {
         if let Some((ans, aname)) = &after {
@@ -350,33 +349,45 @@ fn list(cluster: &Cluster, req: &Request, t: &Target) -> ApiResult<Resp> {
         if !labels.matches(obj) || !fields.matches(obj) {
             continue;
         }
-        if let Some(l) = limit {
-            if out.len() >= l {
-                remaining += 1;
-                continue;
-            }
+        if limit.is_some_and(|l| out.len() >= l) {
+            remaining += 1;
+            continue;
         }
-        out.push(present(&t.info, obj));
-    }
-    if remaining > 0 {
-        if let Some(last) = out.last() {
-            cont = Some(encode_continue(object::namespace(last), object::name(last)));
-        }
+        out.push(obj);
     }
     let mut meta = json!({"resourceVersion": rv.to_string()});
-    if let Some(c) = cont {
-        meta["continue"] = json!(c);
-        meta["remainingItemCount"] = json!(remaining);
+    if remaining > 0 {
+        if let Some(last) = out.last() {
+            meta["continue"] = json!(encode_continue(object::namespace(last), object::name(last)));
+            meta["remainingItemCount"] = json!(remaining);
+        }
     }
-    Ok(http::json(
-        200,
-        &json!({
-            "apiVersion": t.info.api_version(),
-            "kind": format!("{}List", t.info.kind),
-            "metadata": meta,
-            "items": out,
-        }),
-    ))
+    // Serialize items straight from the store (no deep copies) unless their stored
+    // apiVersion/kind differ from the requested version.
+    let av = t.info.api_version();
+    let mut body = serde_json::to_vec(&json!({
+        "apiVersion": av,
+        "kind": format!("{}List", t.info.kind),
+        "metadata": meta,
+    }))
+    .unwrap_or_default();
+    body.pop(); // closing brace
+    body.extend_from_slice(b",\"items\":[");
+    for (i, obj) in out.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        let same = obj.get("apiVersion").and_then(Value::as_str) == Some(av.as_str())
+            && obj.get("kind").and_then(Value::as_str) == Some(t.info.kind.as_str());
+        let written = if same {
+            serde_json::to_writer(&mut body, obj.as_ref())
+        } else {
+            serde_json::to_writer(&mut body, &present(&t.info, obj))
+        };
+        written.map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    body.extend_from_slice(b"]}");
+    Ok(http::json_bytes(200, body))
 }
 
 fn check_content_type(req: &Request) -> ApiResult<()> {
@@ -527,28 +538,7 @@ fn admit_create(cluster: &Cluster, info: &ResourceInfo, obj: &mut Value) {
             spec.entry("completions").or_insert(json!(1));
             spec.entry("parallelism").or_insert(json!(1));
         }
-        ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            let names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
-            let stored: Vec<Value> = obj
-                .pointer("/spec/versions")
-                .and_then(Value::as_array)
-                .map(|vs| {
-                    vs.iter()
-                        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
-                        .filter_map(|v| v.get("name").cloned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let now = object::now_rfc3339();
-            obj["status"] = json!({
-                "acceptedNames": names,
-                "storedVersions": stored,
-                "conditions": [
-                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
-                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now}
-                ]
-            });
-        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => resources::establish_crd(obj),
         _ => {}
     }
     let _ = cluster;
@@ -906,10 +896,20 @@ fn delete_one(
         .store
         .get(&key, &t.ns, name)
         .ok_or_else(|| ApiError::not_found(&key.group, &key.resource, name))?;
-    if propagation(req, t, opts) == "Orphan" && !dry {
+    let policy = propagation(req, t, opts);
+    if policy == "Orphan" && !dry {
         crate::controllers::gc::orphan_dependents(cluster, object::uid(&current));
     }
+    let removable = object::finalizers(&current).is_empty();
+    if policy == "Foreground" && removable && !dry {
+        // Dependents go first, then the owner.
+        crate::controllers::gc::delete_dependents(cluster, object::uid(&current), &t.ns);
+    }
     let w = cluster.store.delete(&key, &t.ns, name, &pre, dry)?;
+    if w.deleted && !dry && policy == "Background" {
+        // Collected before the response, so clients never see orphans of a deleted owner.
+        crate::controllers::gc::delete_dependents(cluster, object::uid(&w.obj), &t.ns);
+    }
     if w.deleted && !dry && key == resources::crd_key() {
         let group = resources::crd_group(&w.obj);
         let plural = resources::crd_plural(&w.obj);

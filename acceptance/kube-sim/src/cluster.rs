@@ -234,14 +234,13 @@ impl Cluster {
         };
         let name = object::name(&obj).to_string();
         let av = info.api_version();
+        let crd = info.key() == resources::crd_key();
         self.store.write(&info.key(), &ns, &name, false, |cur| {
-            Ok(Write::Put(ssa::apply(
-                cur.map(|c| c.as_ref()),
-                &obj,
-                manager,
-                true,
-                &av,
-            )?))
+            let mut o = ssa::apply(cur.map(|c| c.as_ref()), &obj, manager, true, &av)?;
+            if crd && cur.is_none() {
+                resources::establish_crd(&mut o);
+            }
+            Ok(Write::Put(o))
         })
     }
 

@@ -296,6 +296,18 @@ impl Control {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value)> {
+        let (status, _, v) = self.raw_response(method, path, body).await?;
+        Ok((status, v))
+    }
+
+    /// Low-level request returning status, headers (lower-case names) and JSON body. Any path
+    /// can be requested (with this client's token), which tests use for raw API calls.
+    pub async fn raw_response(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, BTreeMap<String, String>, Value)> {
         let rest = self
             .url
             .strip_prefix("https://")
@@ -322,6 +334,11 @@ impl Control {
             .body(Full::new(Bytes::from(data)))?;
         let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
         let bytes = resp.into_body().collect().await?.to_bytes();
         let v = if bytes.is_empty() {
             Value::Null
@@ -329,7 +346,7 @@ impl Control {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}))
         };
-        Ok((status, v))
+        Ok((status, headers, v))
     }
 
     /// Every object in the cluster.

@@ -174,7 +174,11 @@ pub fn openapi_gv(store: &Store, gv: &str) -> Option<Value> {
     for r in rs.iter().filter(|r| !r.create_only) {
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
         let base = if r.namespaced {
-            format!("/{}/namespaces/{{namespace}}/{}/{{name}}", gv_path(&group, &version), r.plural)
+            format!(
+                "/{}/namespaces/{{namespace}}/{}/{{name}}",
+                gv_path(&group, &version),
+                r.plural
+            )
         } else {
             format!("/{}/{}/{{name}}", gv_path(&group, &version), r.plural)
         };
@@ -184,7 +188,16 @@ pub fn openapi_gv(store: &Store, gv: &str) -> Option<Value> {
             {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
             {"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": true}}
         ]);
-        let schema_name = format!("{}.{}.{}", if group.is_empty() { "io.k8s.api.core" } else { group.as_str() }, version, r.kind);
+        let schema_name = format!(
+            "{}.{}.{}",
+            if group.is_empty() {
+                "io.k8s.api.core"
+            } else {
+                group.as_str()
+            },
+            version,
+            r.kind
+        );
         let op = |verb: &str| {
             json!({"operationId": format!("{verb}{}", r.kind), "x-kubernetes-action": verb,
                 "x-kubernetes-group-version-kind": gvk, "parameters": params,

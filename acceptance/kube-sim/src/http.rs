@@ -29,6 +29,16 @@ pub fn json(code: u16, v: &Value) -> Resp {
         .expect("response")
 }
 
+/// Pre-serialized JSON.
+pub fn json_bytes(code: u16, body: Vec<u8>) -> Resp {
+    hyper::Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-cache, private")
+        .body(full(body))
+        .expect("response")
+}
+
 pub fn text(code: u16, s: String) -> Resp {
     hyper::Response::builder()
         .status(code)

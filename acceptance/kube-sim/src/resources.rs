@@ -641,3 +641,30 @@ fn crd_info(crd: &Value, version: &str, status: bool) -> ResourceInfo {
         categories: list("categories"),
     }
 }
+
+/// What the apiextensions controller reports for an accepted CRD: names accepted, established.
+pub fn establish_crd(obj: &mut Value) {
+    let names = obj
+        .pointer("/spec/names")
+        .cloned()
+        .unwrap_or(serde_json::json!({}));
+    let stored: Vec<Value> = obj
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                .filter_map(|v| v.get("name").cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let now = crate::object::now_rfc3339();
+    obj["status"] = serde_json::json!({
+        "acceptedNames": names,
+        "storedVersions": stored,
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now}
+        ]
+    });
+}

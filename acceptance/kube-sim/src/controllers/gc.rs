@@ -54,22 +54,33 @@ pub fn orphan_dependents(cluster: &Cluster, uid: &str) {
     }
 }
 
+/// Background/foreground propagation: delete (recursively) every object owned by `uid`.
+/// Dependents with finalizers only get their deletionTimestamp.
+pub fn delete_dependents(cluster: &Cluster, uid: &str, ns: &str) {
+    if uid.is_empty() {
+        return;
+    }
+    for (k, o) in dependents(cluster, uid, ns) {
+        let dep_ns = object::namespace(&o).to_string();
+        if let Ok(w) = cluster.store.delete(
+            &k,
+            &dep_ns,
+            object::name(&o),
+            &Preconditions::default(),
+            false,
+        ) {
+            if w.deleted {
+                delete_dependents(cluster, object::uid(&w.obj), &dep_ns);
+            }
+        }
+    }
+}
+
 pub fn on_event(cluster: &Arc<Cluster>, ev: &Event) {
     let ns = object::namespace(&ev.obj).to_string();
     match ev.kind {
         EventKind::Deleted => {
-            let uid = object::uid(&ev.obj);
-            if !uid.is_empty() {
-                for (k, o) in dependents(cluster, uid, &ns) {
-                    let _ = cluster.store.delete(
-                        &k,
-                        object::namespace(&o),
-                        object::name(&o),
-                        &Preconditions::default(),
-                        false,
-                    );
-                }
-            }
+            delete_dependents(cluster, object::uid(&ev.obj), &ns);
             if !ns.is_empty() {
                 finalize_namespace(cluster, &ns);
             }

@@ -1,0 +1,207 @@
+//! The control endpoint: fault injection, counters, dumps; several clusters; the CLI.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{client, sim};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, ListParams, PostParams};
+use kube_sim::Fault;
+use serde_json::json;
+
+fn fault(path: &str) -> Fault {
+    Fault {
+        path: path.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn faults_fail_then_recover() {
+    let sim = sim(&["c1"]).await;
+    let c = client(&sim, "c1").await;
+    let control = sim.cluster("c1").control();
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+
+    // Two 500s on secrets, then recovery; other paths unaffected.
+    control
+        .add_fault(&Fault {
+            status: Some(500),
+            count: Some(2),
+            ..fault("/api/v1/namespaces/*/secrets*")
+        })
+        .await
+        .unwrap();
+    cms.list(&ListParams::default()).await.unwrap();
+    for _ in 0..2 {
+        match secrets.list(&ListParams::default()).await.unwrap_err() {
+            kube::Error::Api(s) => assert_eq!((s.code, s.reason.as_str()), (500, "InternalError")),
+            other => panic!("{other:?}"),
+        }
+    }
+    secrets.list(&ListParams::default()).await.unwrap();
+
+    // 503s are retried by kube-rs: the counters show the attempts.
+    control.reset_counters().await.unwrap();
+    control
+        .add_fault(&Fault {
+            status: Some(503),
+            count: Some(2),
+            ..fault("/api/v1/namespaces/default/secrets")
+        })
+        .await
+        .unwrap();
+    secrets.list(&ListParams::default()).await.unwrap();
+    assert_eq!(control.counters().await.unwrap().get("list", "secrets"), 3);
+
+    // 429 with Retry-After, only for the create verb (raw request to see the header).
+    control
+        .add_fault(&Fault {
+            verb: Some("create".into()),
+            status: Some(429),
+            retry_after_s: Some(7),
+            count: Some(1),
+            ..fault("*")
+        })
+        .await
+        .unwrap();
+    secrets.list(&ListParams::default()).await.unwrap();
+    let c1 = sim.cluster("c1");
+    let raw = kube_sim::Control::new(&c1.url, &c1.ca_pem, &c1.admin_token).unwrap();
+    let body = json!({"metadata": {"name": "x"}});
+    let (code, headers, status) = raw
+        .raw_response("POST", "/api/v1/namespaces/default/configmaps", Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(code, 429);
+    assert_eq!(headers["retry-after"], "7");
+    assert_eq!(status["reason"], "TooManyRequests");
+    assert_eq!(status["details"]["retryAfterSeconds"], 7);
+    let (code, _, _) = raw
+        .raw_response("POST", "/api/v1/namespaces/default/configmaps", Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(code, 201);
+
+    // Connection drop once.
+    control
+        .add_fault(&Fault {
+            drop: Some(true),
+            count: Some(1),
+            ..fault("/api/v1/namespaces/default/configmaps/x")
+        })
+        .await
+        .unwrap();
+    let err = cms.get("x").await.unwrap_err();
+    assert!(
+        !matches!(err, kube::Error::Api(_)),
+        "a transport error, got {err:?}"
+    );
+    cms.get("x").await.unwrap();
+
+    // Global latency applies to every API request; clearing removes it.
+    control.set_global_latency(150).await.unwrap();
+    let t0 = Instant::now();
+    cms.get("x").await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(150));
+    control.clear_faults().await.unwrap();
+    let listed = control.request("GET", "/_sim/faults", None).await.unwrap();
+    assert_eq!(listed["faults"], json!([]));
+}
+
+#[tokio::test]
+async fn counters_and_dump() {
+    let sim = sim(&["c1", "c2"]).await;
+    let c = client(&sim, "c1").await;
+    let control = sim.cluster("c1").control();
+    control.reset_counters().await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "counted"}, "stringData": {"k": "v"}}))
+            .unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    for _ in 0..3 {
+        secrets.list(&ListParams::default()).await.unwrap();
+    }
+    let got = secrets.get("counted").await.unwrap();
+    assert_eq!(
+        got.data.unwrap()["k"].0,
+        b"v",
+        "stringData folded into data"
+    );
+    let counters = control.counters().await.unwrap();
+    assert_eq!(counters.get("create", "secrets"), 1);
+    assert_eq!(counters.get("list", "secrets"), 3);
+    assert_eq!(counters.get("get", "secrets"), 1);
+    assert_eq!(counters.total, 5);
+    // The other cluster counted nothing of this.
+    let other = sim.cluster("c2").control().counters().await.unwrap();
+    assert_eq!(other.get("list", "secrets"), 0);
+    control.reset_counters().await.unwrap();
+    assert_eq!(control.counters().await.unwrap().total, 0);
+
+    let dump = control.dump().await.unwrap();
+    assert!(dump
+        .iter()
+        .any(|o| o["kind"] == "Secret" && o["metadata"]["name"] == "counted"));
+    assert!(dump
+        .iter()
+        .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "kube-system"));
+    let c2_dump = sim.cluster("c2").control().dump().await.unwrap();
+    assert!(!c2_dump.iter().any(|o| o["metadata"]["name"] == "counted"));
+}
+
+#[tokio::test]
+async fn cli_serves_until_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = std::env::temp_dir().join(format!("kube-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let info = dir.join("info.json");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .args(["--clusters", "east,west", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--info")
+        .arg(&info)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("ready line in time")
+        .unwrap()
+        .unwrap();
+    assert!(ready.starts_with("kube-sim ready:"), "{ready}");
+
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&info).unwrap()).unwrap();
+    let west = &info["clusters"]["west"];
+    let control = kube_sim::Control::new(
+        west["url"].as_str().unwrap(),
+        west["ca_pem"].as_str().unwrap(),
+        west["control_token"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(!control.dump().await.unwrap().is_empty());
+    let yaml = std::fs::read_to_string(&kubeconfig).unwrap();
+    let client = common::client_from_yaml(&yaml, "west-cert").await;
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+    nss.get("kube-system").await.unwrap();
+    assert!(yaml.contains("current-context: east"));
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,879 @@
+//! Protocol tests: an in-process tfplugin6 client driving the provider over a Unix socket the
+//! way Terraform does (msgpack DynamicValues, attribute paths, requires_replace, StopProvider,
+//! GRPCController.Shutdown).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use terraform_provider_mesh::pki;
+use terraform_provider_mesh::plugin::resource::{import_passthrough, timeouts_block};
+use terraform_provider_mesh::plugin::value::{to_json, Type};
+use terraform_provider_mesh::plugin::{
+    Applied, Attribute, Block, Change, Ctx, Diagnostics, Failure, Provider, Resource, Schema, Value,
+};
+use tokio::sync::Notify;
+
+const ROOT_CA: &str = "mesh_root_ca";
+const THING: &str = "test_thing";
+
+/// Attributes of mesh_root_ca the provider computes.
+const ROOT_CA_COMPUTED: [&str; 6] = [
+    "id",
+    "cert_pem",
+    "private_key_pem",
+    "not_before",
+    "not_after",
+    "fingerprint_sha256",
+];
+
+/// Attributes of mesh_root_ca the user sets.
+const ROOT_CA_INPUTS: [&str; 7] = [
+    "common_name",
+    "organization",
+    "key_algorithm",
+    "rsa_bits",
+    "ecdsa_curve",
+    "validity_period_hours",
+    "early_renewal_hours",
+];
+
+// ---------------------------------------------------------------------------------------------
+// A test-only resource exercising what mesh_root_ca cannot: delete failures, import, blocking
+// creates, timeouts and large values.
+
+struct Thing {
+    /// Signalled when a create has started waiting for StopProvider.
+    waiting: Arc<Notify>,
+}
+
+/// `name` of a Thing whose create waits until Terraform calls StopProvider.
+const WAIT_FOR_STOP: &str = "wait-for-stop";
+
+#[tonic::async_trait]
+impl Resource for Thing {
+    fn type_name(&self) -> &'static str {
+        THING
+    }
+
+    fn schema(&self) -> Schema {
+        Schema::new(
+            0,
+            Block::new("A resource for protocol tests.")
+                .attr(Attribute::string("id", "Identifier.").computed().stable())
+                .attr(Attribute::string("name", "Name.").optional())
+                .attr(Attribute::string("payload", "Opaque payload.").optional())
+                .attr(Attribute::bool("fail_delete", "Make deletes fail.").optional())
+                .block(timeouts_block(&[("create", "1m"), ("delete", "1m")])),
+        )
+    }
+
+    async fn create(&self, ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {
+        if change.planned.get("name").as_str() == Some(WAIT_FOR_STOP) {
+            self.waiting.notify_one();
+            ctx.cancel.cancelled().await;
+            return Err(
+                anyhow::anyhow!("interrupted: Terraform asked the provider to stop").into(),
+            );
+        }
+        if ctx.cancel.is_cancelled() {
+            return Err(anyhow::anyhow!("cancelled before it started").into());
+        }
+        let mut state = change.planned.clone();
+        let id = format!(
+            "thing-{}",
+            change.planned.get("name").as_str().unwrap_or("x")
+        );
+        state.set("id", Value::from(id));
+        Ok(Applied::new(state))
+    }
+
+    async fn delete(&self, _ctx: &Ctx, prior: &Value, _private: &[u8]) -> Result<(), Failure> {
+        if prior.get("fail_delete").as_bool() == Some(true) {
+            let mut d = Diagnostics::new();
+            d.error("Cannot delete thing", "The backend refused.");
+            return Err(d.into());
+        }
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        _ctx: &Ctx,
+        state: &Value,
+        private: &[u8],
+    ) -> Result<Option<Applied>, Failure> {
+        let mut state = state.clone();
+        if state.get("name").is_null() {
+            let id = state.get("id").as_str().unwrap_or_default().to_string();
+            state.set("name", Value::from(format!("read-{id}")));
+        }
+        Ok(Some(Applied {
+            state,
+            private: private.to_vec(),
+        }))
+    }
+
+    fn import(&self, id: &str) -> Result<Applied, Diagnostics> {
+        Ok(import_passthrough(id))
+    }
+}
+
+fn thing_type() -> Type {
+    Thing {
+        waiting: Arc::default(),
+    }
+    .schema()
+    .value_type()
+}
+
+/// The real resources plus the test resource, whose `waiting` signal is returned.
+fn test_provider() -> (Provider, Arc<Notify>) {
+    let waiting = Arc::new(Notify::new());
+    let mut provider = terraform_provider_mesh::provider();
+    provider.resources.push(Arc::new(Thing {
+        waiting: waiting.clone(),
+    }));
+    (provider, waiting)
+}
+
+async fn serve_real() -> InProcess {
+    serve(terraform_provider_mesh::provider()).await
+}
+
+async fn serve_test() -> (InProcess, Arc<Notify>) {
+    let (provider, waiting) = test_provider();
+    (serve(provider).await, waiting)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema and metadata
+
+/// Asserts every attribute has a cty type (never `nested_type` semantics, which Terraform 1.0.x
+/// crashes on) and that attributes and nested blocks are all documented.
+fn check_block(block: &pb::schema::Block, at: &str, problems: &mut Vec<String>) {
+    if block.description.trim().is_empty() {
+        problems.push(format!("{at}: block without description"));
+    }
+    for a in &block.attributes {
+        let here = format!("{at}.{}", a.name);
+        if a.description.trim().is_empty() {
+            problems.push(format!("{here}: no description"));
+        }
+        match serde_json::from_slice::<serde_json::Value>(&a.r#type) {
+            Ok(t) if t.is_string() || t.is_array() => {}
+            _ => problems.push(format!("{here}: no JSON type constraint")),
+        }
+        // Exactly one of required, optional, computed, optional+computed.
+        if !matches!(
+            (a.required, a.optional, a.computed),
+            (true, false, false) | (false, true, _) | (false, false, true)
+        ) {
+            problems.push(format!("{here}: inconsistent required/optional/computed"));
+        }
+    }
+    for b in &block.block_types {
+        match &b.block {
+            Some(inner) => check_block(inner, &format!("{at}.{}", b.type_name), problems),
+            None => problems.push(format!("{at}.{}: nested block without a body", b.type_name)),
+        }
+    }
+}
+
+/// The part of GetProviderSchema.Response needed to see, on the wire, whether any attribute
+/// carries `nested_type` (field 10 of Schema.Attribute, absent from our vendored proto so the
+/// generated client would silently drop it).
+mod wire {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Response {
+        #[prost(map = "string, message", tag = "2")]
+        pub resource_schemas: std::collections::HashMap<String, Schema>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Schema {
+        #[prost(message, optional, tag = "2")]
+        pub block: Option<Block>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Block {
+        #[prost(message, repeated, tag = "2")]
+        pub attributes: Vec<Attribute>,
+        #[prost(message, repeated, tag = "3")]
+        pub block_types: Vec<NestedBlock>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NestedBlock {
+        #[prost(message, optional, tag = "2")]
+        pub block: Option<Block>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Attribute {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(bytes = "vec", optional, tag = "10")]
+        pub nested_type: Option<Vec<u8>>,
+    }
+
+    pub fn nested_type_attributes(block: &Block, out: &mut Vec<String>) {
+        for a in &block.attributes {
+            if a.nested_type.is_some() {
+                out.push(a.name.clone());
+            }
+        }
+        for b in block.block_types.iter().filter_map(|b| b.block.as_ref()) {
+            nested_type_attributes(b, out);
+        }
+    }
+}
+
+#[tokio::test]
+async fn schema_declares_root_ca_with_flat_documented_attributes() {
+    let mut p = serve_real().await;
+    let resp = p
+        .client
+        .get_provider_schema(pb::get_provider_schema::Request {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.diagnostics.is_empty(), "{}", show(&resp.diagnostics));
+
+    let schema = &resp.resource_schemas[ROOT_CA];
+    let block = schema.block.as_ref().unwrap();
+    assert_eq!(block.version, schema.version);
+    let attr = |name: &str| {
+        block
+            .attributes
+            .iter()
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("no attribute {name}"))
+    };
+
+    let key = attr("private_key_pem");
+    assert!(key.sensitive && key.computed && !key.optional && !key.required);
+    assert_eq!(key.r#type, b"\"string\"");
+    for name in ROOT_CA_INPUTS {
+        let a = attr(name);
+        // Optional with a default: optional+computed, never required.
+        assert!(a.optional && a.computed && !a.required, "{name}: {a:?}");
+    }
+    for name in ROOT_CA_COMPUTED {
+        let a = attr(name);
+        assert!(a.computed && !a.optional, "{name}: {a:?}");
+    }
+    assert_eq!(attr("rsa_bits").r#type, b"\"number\"");
+    assert_eq!(attr("ready_for_renewal").r#type, b"\"bool\"");
+
+    let mut problems = Vec::new();
+    check_block(
+        resp.provider.as_ref().unwrap().block.as_ref().unwrap(),
+        "provider",
+        &mut problems,
+    );
+    for (name, s) in &resp.resource_schemas {
+        check_block(s.block.as_ref().unwrap(), name, &mut problems);
+    }
+    assert_eq!(problems, Vec::<String>::new());
+
+    let caps = resp.server_capabilities.unwrap();
+    assert!(caps.get_provider_schema_optional);
+    assert!(!caps.plan_destroy);
+}
+
+#[tokio::test]
+async fn schema_never_sends_nested_type_on_the_wire() {
+    let p = serve_test().await.0;
+    let mut grpc = tonic::client::Grpc::new(unix_channel(&p.socket).await);
+    grpc.ready().await.unwrap();
+    let resp: wire::Response = grpc
+        .unary(
+            tonic::Request::new(pb::get_provider_schema::Request {}),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/tfplugin6.Provider/GetProviderSchema",
+            ),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.resource_schemas.len(), 2);
+    let mut offenders = Vec::new();
+    for s in resp.resource_schemas.values() {
+        let block = s.block.as_ref().unwrap();
+        assert!(!block.attributes.is_empty());
+        wire::nested_type_attributes(block, &mut offenders);
+    }
+    assert_eq!(offenders, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn metadata_lists_resources_and_capabilities() {
+    let mut p = serve_real().await;
+    let resp = p
+        .client
+        .get_metadata(pb::get_metadata::Request {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = resp
+        .resources
+        .iter()
+        .map(|r| r.type_name.as_str())
+        .collect();
+    assert_eq!(names, [ROOT_CA]);
+    assert!(resp.data_sources.is_empty());
+    assert!(resp.diagnostics.is_empty());
+    let caps = resp.server_capabilities.unwrap();
+    assert!(caps.get_provider_schema_optional);
+    assert!(!caps.plan_destroy);
+    assert!(!caps.move_resource_state);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ValidateResourceConfig
+
+#[tokio::test]
+async fn validate_accepts_unknowns_as_terraform_encodes_them() {
+    let mut p = serve_real().await;
+    let ty = root_ca_type();
+    // Exactly what Terraform sends for `common_name = var.x` (unknown during validate), a
+    // refined unknown, and a number carried as a string.
+    let config = raw_object(
+        &ty,
+        vec![
+            ("common_name", unknown()),
+            ("organization", refined_unknown()),
+            ("key_algorithm", "ECDSA".into()),
+            ("rsa_bits", unknown()),
+            ("validity_period_hours", "87600".into()),
+            ("early_renewal_hours", unknown()),
+        ],
+    );
+    assert_eq!(&mp(raw_get(&config, "common_name"))[..], [0xd4, 0x00, 0x00]);
+    let diags = validate(&mut p.client, ROOT_CA, dv_raw(config)).await;
+    assert!(diags.is_empty(), "{}", show(&diags));
+
+    // A known but invalid number as a string is decoded, then rejected on its attribute.
+    let config = raw_object(&ty, vec![("validity_period_hours", "0".into())]);
+    let diags = validate(&mut p.client, ROOT_CA, dv_raw(config)).await;
+    assert_eq!(error_paths(&diags), ["validity_period_hours"]);
+}
+
+#[tokio::test]
+async fn validate_reports_errors_on_the_attribute_at_fault() {
+    let mut p = serve_real().await;
+    let ty = root_ca_type();
+
+    for rsa_bits in [rmpv::Value::from(1024), rmpv::Value::from("1024")] {
+        let config = raw_object(&ty, vec![("rsa_bits", rsa_bits)]);
+        let diags = validate(&mut p.client, ROOT_CA, dv_raw(config)).await;
+        assert_eq!(diags.len(), 1, "{}", show(&diags));
+        assert!(is_error(&diags[0]));
+        assert_eq!(diags[0].attribute, Some(attr_path(&["rsa_bits"])));
+        assert!(diags[0].detail.contains("1024"), "{}", diags[0].detail);
+    }
+
+    let cases: [(&[(&str, Value)], &str); 3] = [
+        (&[("key_algorithm", Value::from("DSA"))], "key_algorithm"),
+        (
+            &[
+                ("key_algorithm", Value::from("ECDSA")),
+                ("ecdsa_curve", Value::from("P521")),
+            ],
+            "ecdsa_curve",
+        ),
+        (
+            &[
+                ("validity_period_hours", Value::from(100)),
+                ("early_renewal_hours", Value::from(100)),
+            ],
+            "early_renewal_hours",
+        ),
+    ];
+    for (pairs, at) in cases {
+        let diags = validate(&mut p.client, ROOT_CA, dv(&root_ca_config(pairs), &ty)).await;
+        assert_eq!(error_paths(&diags), [at], "{}", show(&diags));
+    }
+
+    // A value of the wrong type is reported on its path, not as an opaque failure.
+    let config = raw_object(&ty, vec![("rsa_bits", true.into())]);
+    let diags = validate(&mut p.client, ROOT_CA, dv_raw(config)).await;
+    assert_eq!(error_paths(&diags), ["rsa_bits"], "{}", show(&diags));
+}
+
+#[tokio::test]
+async fn validate_checks_timeouts_on_their_path() {
+    let mut p = serve_test().await.0;
+    let ty = thing_type();
+    let bad = Value::object([(
+        "timeouts",
+        Value::object([
+            ("create", Value::from("soon")),
+            ("delete", Value::from("5m")),
+        ]),
+    )]);
+    let diags = validate(&mut p.client, THING, dv(&bad, &ty)).await;
+    assert_eq!(diags.len(), 1, "{}", show(&diags));
+    assert!(is_error(&diags[0]));
+    assert_eq!(diags[0].attribute, Some(attr_path(&["timeouts", "create"])));
+
+    let good = Value::object([("timeouts", Value::object([("create", Value::from("90s"))]))]);
+    let diags = validate(&mut p.client, THING, dv(&good, &ty)).await;
+    assert!(diags.is_empty(), "{}", show(&diags));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plan, apply, read
+
+#[tokio::test]
+async fn plan_create_fills_defaults_and_leaves_computed_unknown() {
+    let mut p = serve_real().await;
+    let ty = root_ca_type();
+    // `resource "mesh_root_ca" "root" {}`: every attribute nil, as Terraform sends it.
+    let config = raw_object(&ty, vec![]);
+    let resp = plan(
+        &mut p.client,
+        ROOT_CA,
+        dv_null(),
+        dv_raw(config.clone()),
+        dv_raw(config),
+    )
+    .await;
+    assert!(resp.diagnostics.is_empty(), "{}", show(&resp.diagnostics));
+    assert!(resp.requires_replace.is_empty());
+
+    let planned = raw(&resp.planned_state);
+    let mut keys = raw_keys(&planned);
+    keys.sort();
+    let Type::Object(attrs) = &ty else { panic!() };
+    assert_eq!(keys, attrs.keys().cloned().collect::<Vec<_>>());
+    for name in ROOT_CA_COMPUTED {
+        assert!(
+            matches!(raw_get(&planned, name), rmpv::Value::Ext(0, _)),
+            "{name} should be planned unknown: {}",
+            raw_get(&planned, name)
+        );
+    }
+    let v = decode(&resp.planned_state, &ty);
+    assert_eq!(v.get("key_algorithm").as_str(), Some("RSA"));
+    assert_eq!(v.get("rsa_bits").as_i64(), Some(4096));
+    assert_eq!(v.get("ecdsa_curve").as_str(), Some("P256"));
+    assert_eq!(v.get("common_name").as_str(), Some("Root CA"));
+    assert_eq!(v.get("validity_period_hours").as_i64(), Some(87600));
+    assert_eq!(v.get("ready_for_renewal").as_bool(), Some(false));
+}
+
+#[tokio::test]
+async fn root_ca_lifecycle_apply_read_and_replan() {
+    let mut p = serve_real().await;
+    let ty = root_ca_type();
+    let config = root_ca_config(&[
+        ("common_name", Value::from("Mesh Root")),
+        ("key_algorithm", Value::from("ECDSA")),
+    ]);
+
+    // Create.
+    let planned = plan(
+        &mut p.client,
+        ROOT_CA,
+        dv_null(),
+        dv(&config, &ty),
+        dv(&config, &ty),
+    )
+    .await;
+    assert!(
+        planned.diagnostics.is_empty(),
+        "{}",
+        show(&planned.diagnostics)
+    );
+    let planned_value = decode(&planned.planned_state, &ty);
+    let applied = apply(
+        &mut p.client,
+        ROOT_CA,
+        dv_null(),
+        planned.planned_state.clone(),
+        dv(&config, &ty),
+        planned.planned_private.clone(),
+    )
+    .await;
+    assert!(
+        applied.diagnostics.is_empty(),
+        "{}",
+        show(&applied.diagnostics)
+    );
+    let state = decode(&applied.new_state, &ty);
+    assert!(state.is_wholly_known(), "{state:?}");
+    // Every value known at plan time is kept (Terraform checks this too).
+    for (name, v) in planned_value.as_map().unwrap() {
+        if !v.is_unknown() {
+            assert_eq!(state.get(name), v, "{name} changed during apply");
+        }
+    }
+    let cert = pki::inspect_cert(state.get("cert_pem").as_str().unwrap()).unwrap();
+    assert!(cert.is_ca);
+    assert!(cert.self_signed);
+    assert_eq!(cert.key_algorithm, "ECDSA P-256");
+    assert!(cert.subject.contains("CN=Mesh Root"), "{}", cert.subject);
+    assert_eq!(
+        state.get("fingerprint_sha256").as_str(),
+        Some(cert.fingerprint_sha256.as_str())
+    );
+    assert_eq!(state.get("id"), state.get("fingerprint_sha256"));
+    assert!(state
+        .get("private_key_pem")
+        .as_str()
+        .unwrap()
+        .contains("PRIVATE KEY"));
+    assert_eq!(state.get("ready_for_renewal").as_bool(), Some(false));
+
+    // Refresh returns the same state.
+    let refreshed = read(
+        &mut p.client,
+        ROOT_CA,
+        applied.new_state.clone(),
+        applied.private.clone(),
+    )
+    .await;
+    assert!(refreshed.diagnostics.is_empty());
+    assert_eq!(decode(&refreshed.new_state, &ty), state);
+    assert_eq!(refreshed.private, applied.private);
+
+    // No change: the plan is the prior state, nothing to replace.
+    let again = plan(
+        &mut p.client,
+        ROOT_CA,
+        dv(&state, &ty),
+        dv(&state, &ty),
+        dv(&config, &ty),
+    )
+    .await;
+    assert!(again.diagnostics.is_empty());
+    assert_eq!(decode(&again.planned_state, &ty), state);
+    assert!(again.requires_replace.is_empty());
+
+    // Changing any input (a different algorithm, say) replaces the CA, and only names it.
+    let changes = [
+        ("key_algorithm", Value::from("RSA")),
+        ("common_name", Value::from("Other Root")),
+        ("organization", Value::from("Other")),
+        ("rsa_bits", Value::from(2048)),
+        ("ecdsa_curve", Value::from("P384")),
+        ("validity_period_hours", Value::from(1000)),
+        ("early_renewal_hours", Value::from(10)),
+    ];
+    assert_eq!(changes.len(), ROOT_CA_INPUTS.len());
+    for (name, value) in changes {
+        let (mut changed_config, mut proposed) = (config.clone(), state.clone());
+        changed_config.set(name, value.clone());
+        proposed.set(name, value);
+        let replace = plan(
+            &mut p.client,
+            ROOT_CA,
+            dv(&state, &ty),
+            dv(&proposed, &ty),
+            dv(&changed_config, &ty),
+        )
+        .await;
+        assert!(
+            replace.diagnostics.is_empty(),
+            "{}",
+            show(&replace.diagnostics)
+        );
+        assert_eq!(
+            replace.requires_replace,
+            [attr_path(&[name])],
+            "changing {name}"
+        );
+    }
+
+    // A refresh that found the certificate due for renewal plans its replacement.
+    let mut due = state.clone();
+    due.set("ready_for_renewal", Value::Bool(true));
+    let renew = plan(
+        &mut p.client,
+        ROOT_CA,
+        dv(&due, &ty),
+        dv(&due, &ty),
+        dv(&config, &ty),
+    )
+    .await;
+    assert_eq!(renew.requires_replace, [attr_path(&["ready_for_renewal"])]);
+    assert_eq!(
+        decode(&renew.planned_state, &ty)
+            .get("ready_for_renewal")
+            .as_bool(),
+        Some(false)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// UpgradeResourceState, ImportResourceState
+
+fn stored_root_ca() -> Value {
+    Value::object([
+        ("common_name", Value::from("Root CA")),
+        ("organization", Value::from("Istio")),
+        ("key_algorithm", Value::from("ECDSA")),
+        ("rsa_bits", Value::from(4096)),
+        ("ecdsa_curve", Value::from("P256")),
+        ("validity_period_hours", Value::from(87600)),
+        ("early_renewal_hours", Value::from(0)),
+        ("id", Value::from("ab12")),
+        (
+            "cert_pem",
+            Value::from("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
+        ),
+        (
+            "private_key_pem",
+            Value::from("-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n"),
+        ),
+        ("not_before", Value::from("2026-01-01T00:00:00Z")),
+        ("not_after", Value::from("2036-01-01T00:00:00Z")),
+        ("fingerprint_sha256", Value::from("ab12")),
+        ("ready_for_renewal", Value::Bool(false)),
+    ])
+}
+
+async fn upgrade(
+    client: &mut ProviderClient,
+    version: i64,
+    json: &serde_json::Value,
+) -> pb::upgrade_resource_state::Response {
+    client
+        .upgrade_resource_state(pb::upgrade_resource_state::Request {
+            type_name: ROOT_CA.into(),
+            version,
+            raw_state: Some(pb::RawState {
+                json: serde_json::to_vec(json).unwrap(),
+                flatmap: Default::default(),
+            }),
+        })
+        .await
+        .expect("UpgradeResourceState")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn upgrade_state_turns_raw_json_into_msgpack() {
+    let mut p = serve_real().await;
+    let ty = root_ca_type();
+    let stored = stored_root_ca();
+    let mut json = to_json(&stored);
+    json["attribute_from_an_older_release"] = serde_json::json!("dropped");
+
+    // Terraform 1.0.3 calls this on every refresh, with the current version.
+    let resp = upgrade(&mut p.client, 0, &json).await;
+    assert!(resp.diagnostics.is_empty(), "{}", show(&resp.diagnostics));
+    let upgraded = raw(&resp.upgraded_state);
+    let mut keys = raw_keys(&upgraded);
+    keys.sort();
+    let Type::Object(attrs) = &ty else { panic!() };
+    assert_eq!(keys, attrs.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(decode(&resp.upgraded_state, &ty), stored);
+
+    // A state written by a newer provider cannot be read.
+    let resp = upgrade(&mut p.client, 1, &json).await;
+    assert_eq!(error_paths(&resp.diagnostics), ["(root)"]);
+    assert!(resp.upgraded_state.is_none());
+}
+
+#[tokio::test]
+async fn import_is_refused_for_root_ca_and_passthrough_for_others() {
+    let mut p = serve_test().await.0;
+    let resp = import(&mut p.client, ROOT_CA, "anything").await;
+    assert_eq!(error_paths(&resp.diagnostics), ["(root)"]);
+    assert!(resp.imported_resources.is_empty());
+
+    let ty = thing_type();
+    let resp = import(&mut p.client, THING, "abc").await;
+    assert!(resp.diagnostics.is_empty(), "{}", show(&resp.diagnostics));
+    let [imported] = resp.imported_resources.as_slice() else {
+        panic!("one imported resource expected")
+    };
+    assert_eq!(imported.type_name, THING);
+    let state = decode(&imported.state, &ty);
+    assert_eq!(state.get("id").as_str(), Some("abc"));
+    assert!(state.get("name").is_null());
+
+    // Terraform reads the imported object next; Read fills it in.
+    let refreshed = read(
+        &mut p.client,
+        THING,
+        imported.state.clone(),
+        imported.private.clone(),
+    )
+    .await;
+    let state = decode(&refreshed.new_state, &ty);
+    assert_eq!(state.get("id").as_str(), Some("abc"));
+    assert_eq!(state.get("name").as_str(), Some("read-abc"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delete, StopProvider, large messages, Shutdown
+
+#[tokio::test]
+async fn failed_delete_keeps_the_resource_and_successful_delete_returns_null() {
+    let mut p = serve_test().await.0;
+    let ty = thing_type();
+    let state = |fail: bool| {
+        Value::object([
+            ("id", Value::from("thing-a")),
+            ("name", Value::from("a")),
+            ("fail_delete", Value::Bool(fail)),
+        ])
+    };
+
+    let prior = dv(&state(true), &ty);
+    let resp = apply(
+        &mut p.client,
+        THING,
+        prior.clone(),
+        dv_null(),
+        dv_null(),
+        b"private".to_vec(),
+    )
+    .await;
+    assert_eq!(error_paths(&resp.diagnostics), ["(root)"]);
+    assert_eq!(resp.diagnostics[0].summary, "Cannot delete thing");
+    // The prior state comes back as it was sent: the resource stays in state.
+    assert_eq!(resp.new_state, prior);
+    assert_eq!(resp.private, b"private");
+
+    let resp = apply(
+        &mut p.client,
+        THING,
+        dv(&state(false), &ty),
+        dv_null(),
+        dv_null(),
+        vec![],
+    )
+    .await;
+    assert!(resp.diagnostics.is_empty(), "{}", show(&resp.diagnostics));
+    assert_eq!(resp.new_state.unwrap().msgpack, [0xc0]);
+}
+
+/// Starts a create that waits for StopProvider, calls StopProvider, and returns the apply's
+/// response (bounded: a create that ignores the stop fails the test).
+async fn stop_during_apply(
+    p: &mut InProcess,
+    waiting: &Notify,
+) -> pb::apply_resource_change::Response {
+    let ty = thing_type();
+    let config = Value::object([("name", Value::from(WAIT_FOR_STOP))]);
+    let mut planned = config.clone();
+    planned.set("id", Value::Unknown);
+
+    let mut client = p.client.clone();
+    let (cfg, pl) = (dv(&config, &ty), dv(&planned, &ty));
+    let in_flight =
+        tokio::spawn(async move { apply(&mut client, THING, dv_null(), pl, cfg, vec![]).await });
+    within(TIMEOUT, "the create to start", waiting.notified()).await;
+
+    let stopped = p
+        .client
+        .stop_provider(pb::stop_provider::Request {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stopped.error, "");
+    within(Duration::from_secs(5), "the stopped apply", in_flight)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn stop_provider_cancels_an_apply_in_flight() {
+    let (mut p, waiting) = serve_test().await;
+    let resp = stop_during_apply(&mut p, &waiting).await;
+    assert_eq!(error_paths(&resp.diagnostics), ["(root)"]);
+    assert!(
+        resp.diagnostics[0].summary.contains("stop"),
+        "{}",
+        show(&resp.diagnostics)
+    );
+    // Nothing was created, so nothing enters the state.
+    assert_eq!(resp.new_state.unwrap().msgpack, [0xc0]);
+
+    // StopProvider is not a shutdown: the server still answers.
+    p.client
+        .get_metadata(pb::get_metadata::Request {})
+        .await
+        .expect("serving after StopProvider");
+    assert!(!p.server.is_finished());
+}
+
+/// A provider reattached with `--debug` outlives a Ctrl-C'd apply, so StopProvider must only
+/// cancel the operations in flight (terraform-plugin-go re-arms its stop channel), not every
+/// later one.
+#[tokio::test]
+async fn operations_after_stop_provider_are_not_cancelled() {
+    let (mut p, waiting) = serve_test().await;
+    stop_during_apply(&mut p, &waiting).await;
+
+    // A later create (Thing's create gives up at once when the stop token is cancelled).
+    let ty = thing_type();
+    let config = Value::object([("name", Value::from("after"))]);
+    let mut planned = config.clone();
+    planned.set("id", Value::Unknown);
+    let applied = apply(
+        &mut p.client,
+        THING,
+        dv_null(),
+        dv(&planned, &ty),
+        dv(&config, &ty),
+        vec![],
+    )
+    .await;
+    assert!(
+        applied.diagnostics.is_empty(),
+        "{}",
+        show(&applied.diagnostics)
+    );
+    assert_eq!(
+        decode(&applied.new_state, &ty).get("id").as_str(),
+        Some("thing-after")
+    );
+}
+
+#[tokio::test]
+async fn requests_larger_than_four_mebibytes_round_trip() {
+    let mut p = serve_test().await.0;
+    let ty = thing_type();
+    let payload = "x".repeat(5 << 20);
+    let config = Value::object([
+        ("name", Value::from("big")),
+        ("payload", Value::from(payload.as_str())),
+    ]);
+    let resp = plan(
+        &mut p.client,
+        THING,
+        dv_null(),
+        dv(&config, &ty),
+        dv(&config, &ty),
+    )
+    .await;
+    assert!(resp.diagnostics.is_empty(), "{}", show(&resp.diagnostics));
+    let planned = decode(&resp.planned_state, &ty);
+    assert_eq!(planned.get("payload").as_str().map(str::len), Some(5 << 20));
+    assert_eq!(planned.get("payload").as_str(), Some(payload.as_str()));
+    assert!(planned.get("id").is_unknown());
+}
+
+#[tokio::test]
+async fn grpc_controller_shutdown_stops_the_server() {
+    let mut p = serve_real().await;
+    p.client
+        .get_metadata(pb::get_metadata::Request {})
+        .await
+        .unwrap();
+    p.controller
+        .shutdown(terraform_provider_mesh::plugin::proto::go_plugin::Empty {})
+        .await
+        .expect("Shutdown");
+    // The client keeps its channel open, as go-plugin's does until Kill returns.
+    let served = within(TIMEOUT, "serve_listener after Shutdown", &mut p.server).await;
+    served
+        .expect("server task")
+        .expect("serve_listener ends cleanly");
+}
