@@ -4,6 +4,8 @@
 //! Layers, arrows pointing one way: `resources` → `pki`, `plugin`; `plugin` knows the
 //! Terraform protocol and nothing else.
 
+pub mod istio;
+pub mod kube;
 pub mod pki;
 pub mod plugin;
 pub mod resources;

@@ -4,6 +4,8 @@
 //! Scenarios run only with `TF_ACC=1` (as in terraform-plugin-testing); `make test` sets it and
 //! provides `TF_ACC_TERRAFORM_PATH` and `MESH_PROVIDER_DIR`.
 
+pub mod sim;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

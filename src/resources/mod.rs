@@ -1,5 +1,7 @@
 //! One file per Terraform resource: schema, validation, plan, apply, read.
 
+pub mod cluster;
+pub mod kubernetes;
 pub mod root_ca;
 
 use std::sync::Arc;
@@ -11,5 +13,5 @@ pub const PROVIDER_DESCRIPTION: &str = include_str!("provider.md");
 
 /// Every resource type the provider serves.
 pub fn all() -> Vec<Arc<dyn Resource>> {
-    vec![Arc::new(root_ca::RootCa)]
+    vec![Arc::new(root_ca::RootCa), Arc::new(cluster::MeshCluster)]
 }

@@ -24,6 +24,7 @@ mod error;
 mod http;
 mod object;
 mod patch;
+mod proto;
 mod resources;
 mod selectors;
 mod server;

@@ -137,12 +137,29 @@ async fn serve(
         return Ok(http::error(&ApiError::injected(code, fault.retry_after_s)));
     }
 
-    Ok(
-        match respond(&cluster, &request, route, token.as_deref(), cert).await {
-            Ok(r) => r,
-            Err(e) => http::error(&e),
-        },
-    )
+    let started = std::time::Instant::now();
+    let resp = match respond(&cluster, &request, route, token.as_deref(), cert).await {
+        Ok(r) => r,
+        Err(e) => http::error(&e),
+    };
+    if log_requests() {
+        eprintln!(
+            "kube-sim[{}] {} {}{} -> {} ({:.1} ms)",
+            cluster.name,
+            request.method,
+            request.path,
+            if request.query.is_empty() { "" } else { "?..." },
+            resp.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    Ok(resp)
+}
+
+/// `KUBE_SIM_LOG=1` logs every API request (not its body) to stderr.
+fn log_requests() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("KUBE_SIM_LOG").is_ok_and(|v| !v.is_empty() && v != "0"))
 }
 
 async fn respond(

@@ -237,7 +237,13 @@ impl Store {
                 } else {
                     m.insert("namespace".into(), json!(ns));
                 }
-                m.insert("uid".into(), json!(object::new_uid()));
+                // Admission may have chosen the uid already (Jobs label their pods with it).
+                if m.get("uid")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    m.insert("uid".into(), json!(object::new_uid()));
+                }
                 m.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
                 m.insert("generation".into(), json!(1));
                 m.insert("resourceVersion".into(), json!(next_rv.to_string()));

@@ -411,6 +411,117 @@ async fn watch_streams_events_and_resumes() {
         within("watcher", found).await.unwrap().as_deref(),
         Some("late")
     );
+
+    // Streaming lists (sendInitialEvents + initial-events-end bookmark) see existing objects.
+    let streamed = within(
+        "streaming list",
+        kube::runtime::watcher(
+            api.clone(),
+            kube::runtime::watcher::Config::default()
+                .fields("metadata.name=late")
+                .streaming_lists(),
+        )
+        .applied_objects()
+        .boxed()
+        .try_next(),
+    )
+    .await
+    .unwrap()
+    .map(|o| o.name_any());
+    assert_eq!(streamed.as_deref(), Some("late"));
+}
+
+#[tokio::test]
+async fn dry_run_delete_collection_scale_and_access_reviews() {
+    let sim = sim(&["c1"]).await;
+    let c = client(&sim, "c1").await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let dry = api
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &cm("dry", &[]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.name_any(), "dry");
+    assert!(api.get_opt("dry").await.unwrap().is_none());
+
+    for n in ["x1", "x2", "y1"] {
+        let mut o = cm(n, &[]);
+        o.labels_mut().insert("group".into(), n[..1].to_string());
+        api.create(&PostParams::default(), &o).await.unwrap();
+    }
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("group=x"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = api
+        .list(&ListParams::default().labels("group"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| o.name_any())
+        .collect();
+    assert_eq!(left, vec!["y1"]);
+
+    let deps: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "s"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "s"}},
+            "template": {"metadata": {"labels": {"a": "s"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+    .unwrap();
+    deps.create(&PostParams::default(), &d).await.unwrap();
+    let scale = deps
+        .patch_scale(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(4));
+    assert_eq!(deps.get("s").await.unwrap().spec.unwrap().replicas, Some(4));
+
+    // SelfSubjectAccessReview answers with the caller's permissions.
+    c1_restricted_review(&sim).await;
+}
+
+async fn c1_restricted_review(sim: &kube_sim::Sim) {
+    sim.cluster("c1")
+        .control()
+        .add_restricted_user(&kube_sim::RestrictedUser {
+            token: "rev".into(),
+            name: None,
+            allow: vec![kube_sim::Allow {
+                verb: "get".into(),
+                resource: "pods/log".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    let reviews: Api<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview> =
+        Api::all(client_with_token(sim, "c1", "rev").await);
+    let ask = |verb: &str, resource: &str, sub: &str| {
+        serde_json::from_value::<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview>(json!({
+            "spec": {"resourceAttributes": {"verb": verb, "resource": resource, "subresource": sub, "namespace": "default"}}
+        }))
+        .unwrap()
+    };
+    let allowed = reviews
+        .create(&PostParams::default(), &ask("get", "pods", "log"))
+        .await
+        .unwrap();
+    assert!(allowed.status.unwrap().allowed);
+    let denied = reviews
+        .create(&PostParams::default(), &ask("delete", "pods", ""))
+        .await
+        .unwrap();
+    assert!(!denied.status.unwrap().allowed);
 }
 
 #[tokio::test]
@@ -710,6 +821,46 @@ async fn auth_tokens_certs_and_restrictions() {
         status(sa_pods.list(&ListParams::default()).await.unwrap_err()).code,
         401
     );
+
+    // A token secret created before its ServiceAccount is populated once the account exists.
+    let early: Secret = serde_json::from_value(json!({"metadata": {"name": "early-token",
+        "annotations": {"kubernetes.io/service-account.name": "late-sa"}},
+        "type": "kubernetes.io/service-account-token"}))
+    .unwrap();
+    admin_secrets
+        .create(&PostParams::default(), &early)
+        .await
+        .unwrap();
+    let late: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "late-sa"}})).unwrap();
+    sas.create(&PostParams::default(), &late).await.unwrap();
+    within(
+        "late token populated",
+        await_condition(
+            admin_secrets.clone(),
+            "early-token",
+            |s: Option<&Secret>| {
+                s.and_then(|s| s.data.as_ref())
+                    .is_some_and(|d| d.contains_key("token") && d.contains_key("ca.crt"))
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    // Deleting the ServiceAccount deletes its token secrets.
+    sas.delete("late-sa", &DeleteParams::default())
+        .await
+        .unwrap();
+    within(
+        "token secret removed with its account",
+        await_condition(
+            admin_secrets.clone(),
+            "early-token",
+            |s: Option<&Secret>| s.is_none(),
+        ),
+    )
+    .await
+    .unwrap();
 
     // TokenRequest.
     let tr: k8s_openapi::api::authentication::v1::TokenRequest = serde_json::from_value(

@@ -205,3 +205,47 @@ async fn cli_serves_until_sigterm() {
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn thousands_of_objects() {
+    use futures::{stream, StreamExt};
+    let sim = sim(&["c1"]).await;
+    let c = client(&sim, "c1").await;
+    let cms: Api<ConfigMap> = Api::namespaced(c, "default");
+    let n = 1500;
+    stream::iter(0..n)
+        .map(|i| {
+            let cms = cms.clone();
+            async move {
+                let cm: ConfigMap = serde_json::from_value(json!({
+                    "metadata": {"name": format!("cm-{i:04}"), "labels": {"shard": (i % 3).to_string()}},
+                    "data": {"i": i.to_string()}
+                }))
+                .unwrap();
+                cms.create(&PostParams::default(), &cm).await
+            }
+        })
+        .buffer_unordered(16)
+        .for_each(|r| async move {
+            r.unwrap();
+        })
+        .await;
+    let shard = cms
+        .list(&ListParams::default().labels("shard=1"))
+        .await
+        .unwrap();
+    assert_eq!(shard.items.len(), n / 3);
+    let mut paged = 0;
+    let mut lp = ListParams::default().limit(400);
+    loop {
+        let page = cms.list(&lp).await.unwrap();
+        paged += page.items.len();
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(paged, n + 1, "all ConfigMaps plus kube-root-ca.crt");
+    let counters = sim.cluster("c1").control().counters().await.unwrap();
+    assert_eq!(counters.get("create", "configmaps"), n as u64);
+}

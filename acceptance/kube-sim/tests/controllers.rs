@@ -202,6 +202,32 @@ async fn load_balancers_get_addresses_with_delay_and_hostnames() {
         .clone()
         .unwrap();
     assert_eq!(host, "elb-default.c1.lb.kube-sim.invalid");
+
+    // Deleting a LoadBalancer Service waits for the load balancer's release (finalizer).
+    let held = svcs.get("eastwest").await.unwrap();
+    assert!(held
+        .finalizers()
+        .iter()
+        .any(|f| f == "service.kubernetes.io/load-balancer-cleanup"));
+    control
+        .settings(&json!({"loadbalancer": {"delay_ms": 200}}))
+        .await
+        .unwrap();
+    svcs.delete("eastwest", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleting = svcs.get("eastwest").await.unwrap();
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    within(
+        "LB released",
+        await_condition(
+            svcs.clone(),
+            "eastwest",
+            conditions::is_deleted(&held.uid().unwrap()),
+        ),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -517,4 +543,146 @@ async fn installer_job_creates_what_istioctl_would() {
         .await
         .unwrap();
     assert!(log.contains("configmap \"nope\" not found"), "{log}");
+}
+
+#[tokio::test]
+async fn per_cluster_settings_from_options() {
+    let mut hostname = kube_sim::Settings::default();
+    hostname.loadbalancer.mode = kube_sim::LbMode::Hostname;
+    let sim = kube_sim::Sim::start(kube_sim::Options {
+        clusters: vec!["ip".into(), "elb".into()],
+        cluster_settings: [("elb".to_string(), hostname)].into_iter().collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (cluster, want_hostname) in [("ip", false), ("elb", true)] {
+        let svcs: Api<Service> = Api::namespaced(client(&sim, cluster).await, "default");
+        svcs.create(&PostParams::default(), &lb_service("gw"))
+            .await
+            .unwrap();
+        let svc = within(
+            "LB address",
+            await_condition(svcs.clone(), "gw", has_ingress),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let ingress = &svc.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0];
+        assert_eq!(ingress.hostname.is_some(), want_hostname, "{cluster}");
+        assert_eq!(ingress.ip.is_some(), !want_hostname, "{cluster}");
+    }
+    assert_eq!(
+        sim.cluster("elb").settings().loadbalancer.mode,
+        kube_sim::LbMode::Hostname
+    );
+}
+
+const REMOTE_IOP: &str = r#"apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata:
+  name: remote-c2
+spec:
+  profile: remote
+  revision: canary
+  values:
+    global:
+      meshID: mesh1
+      multiCluster:
+        clusterName: c2
+      network: network2
+      remotePilotAddress: 203.0.113.7
+    istiodRemote:
+      injectionPath: /inject/cluster/c2/net/network2
+"#;
+
+#[tokio::test]
+async fn installer_remote_profile_with_revision() {
+    let sim = sim(&["c2"]).await;
+    let c = client(&sim, "c2").await;
+    // The installer runs from another namespace; it creates istio-system with the network label.
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "iop"}, "data": {"remote.yaml": REMOTE_IOP}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut job = installer_job("install-remote", "iop");
+    job.metadata.namespace = Some("default".into());
+    let mut value = serde_json::to_value(&job).unwrap();
+    value["spec"]["template"]["spec"]["serviceAccountName"] = json!("default");
+    value["spec"]["template"]["spec"]["containers"][0]["command"] = json!(["istioctl"]);
+    value["spec"]["template"]["spec"]["containers"][0]["args"] = json!([
+        "install",
+        "--filename=/config/iop.yaml",
+        "--skip-confirmation"
+    ]);
+    value["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "iop", "mountPath": "/config"}]);
+    value["spec"]["template"]["spec"]["volumes"] = json!([{"name": "iop", "configMap": {"name": "iop", "items": [{"key": "remote.yaml", "path": "iop.yaml"}]}}]);
+    let job: Job = serde_json::from_value(value).unwrap();
+    let jobs: Api<Job> = Api::namespaced(c.clone(), "default");
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    within(
+        "remote installer complete",
+        await_condition(jobs.clone(), "install-remote", job_condition("Complete")),
+    )
+    .await
+    .unwrap();
+
+    let ns = Api::<Namespace>::all(c.clone())
+        .get("istio-system")
+        .await
+        .unwrap();
+    assert_eq!(
+        ns.labels()
+            .get("topology.istio.io/network")
+            .map(String::as_str),
+        Some("network2")
+    );
+    // No istiod Deployment on a remote; a headless Service + EndpointSlice to the remote pilot.
+    let deps: Api<Deployment> = Api::namespaced(c.clone(), "istio-system");
+    assert!(deps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let svc = Api::<Service>::namespaced(c.clone(), "istio-system")
+        .get("istiod-canary")
+        .await
+        .unwrap();
+    assert_eq!(svc.labels()["istio.io/rev"], "canary");
+    assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(c.clone(), "istio-system");
+    let slice = slices.get("istiod-canary-remote").await.unwrap();
+    assert_eq!(
+        slice.endpoints[0].addresses,
+        vec!["203.0.113.7".to_string()]
+    );
+    let mwc = Api::<MutatingWebhookConfiguration>::all(c.clone())
+        .get("istio-sidecar-injector-canary")
+        .await
+        .unwrap();
+    let path = mwc.webhooks.unwrap()[0]
+        .client_config
+        .service
+        .as_ref()
+        .unwrap()
+        .path
+        .clone();
+    assert_eq!(path.as_deref(), Some("/inject/cluster/c2/net/network2"));
+    let cr = Api::<ClusterRole>::all(c.clone())
+        .get("istio-reader-clusterrole-canary-istio-system")
+        .await
+        .unwrap();
+    assert!(cr.rules.unwrap().iter().any(|r| r
+        .resources
+        .as_ref()
+        .is_some_and(|rs| rs.contains(&"mutatingwebhookconfigurations".to_string()))));
 }

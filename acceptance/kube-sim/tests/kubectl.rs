@@ -170,6 +170,57 @@ async fn kubectl_get_create_apply_label_delete() {
     k.ok(&["label", "--overwrite", "configmap", "demo", "tier=silver"])
         .await;
 
+    // Typed generator commands send protobuf bodies.
+    k.ok(&["create", "namespace", "gen"]).await;
+    k.ok(&[
+        "create",
+        "configmap",
+        "cfg",
+        "-n",
+        "gen",
+        "--from-literal=k=v",
+    ])
+    .await;
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "pw",
+        "-n",
+        "gen",
+        "--from-literal=pw=hunter2",
+    ])
+    .await;
+    let pw = k
+        .ok(&[
+            "get",
+            "secret",
+            "pw",
+            "-n",
+            "gen",
+            "-o",
+            "jsonpath={.data.pw}",
+        ])
+        .await;
+    assert_eq!(pw, "aHVudGVyMg==");
+    k.ok(&["create", "serviceaccount", "bot", "-n", "gen"])
+        .await;
+    let token = k
+        .ok(&["create", "token", "bot", "-n", "gen", "--duration=1h"])
+        .await;
+    assert_eq!(token.trim().split('.').count(), 3, "{token}");
+    assert_eq!(
+        k.ok(&["auth", "can-i", "delete", "pods"]).await.trim(),
+        "yes"
+    );
+    let err = k
+        .fails(&["create", "deployment", "web", "--image=nginx"])
+        .await;
+    assert!(
+        err.contains("kube-sim decodes protobuf bodies only for"),
+        "{err}"
+    );
+
     // delete (kubectl waits for the object to go).
     k.ok(&["delete", "configmap", "demo"]).await;
     let err = k.fails(&["get", "configmap", "demo"]).await;

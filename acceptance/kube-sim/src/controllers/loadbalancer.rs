@@ -46,19 +46,40 @@ pub fn resync(cluster: &Arc<Cluster>) {
     }
 }
 
+/// The service controller's finalizer: a LoadBalancer Service is only removed once its cloud
+/// load balancer was released.
+pub const CLEANUP_FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
+
+fn has_finalizer(s: &Value) -> bool {
+    object::finalizers(s).iter().any(|f| f == CLEANUP_FINALIZER)
+}
+
 fn check(cluster: &Arc<Cluster>, svc: &Value) {
     let settings = cluster.settings().loadbalancer;
     let (ns, name) = (
         object::namespace(svc).to_string(),
         object::name(svc).to_string(),
     );
+    if !settings.enabled {
+        return;
+    }
+    if has_finalizer(svc) && (object::is_deleting(svc) || !is_lb(svc)) {
+        // Release the load balancer (after the delay), then let the Service go.
+        schedule(
+            cluster,
+            format!("lb-release/{ns}/{name}"),
+            settings.delay_ms,
+            move |c| release(c, &ns, &name),
+        );
+        return;
+    }
     if !is_lb(svc) && has_ingress(svc) {
         cluster.update_internal(&key("", "services"), &ns, &name, |s| {
             s["status"] = json!({"loadBalancer": {}})
         });
         return;
     }
-    if !settings.enabled || !is_lb(svc) || has_ingress(svc) || object::is_deleting(svc) {
+    if !is_lb(svc) || has_ingress(svc) || object::is_deleting(svc) {
         return;
     }
     schedule(
@@ -73,7 +94,7 @@ fn assign(cluster: &Arc<Cluster>, ns: &str, name: &str) {
     let Some(svc) = cluster.store.get(&key("", "services"), ns, name) else {
         return;
     };
-    if !is_lb(&svc) || has_ingress(&svc) {
+    if !is_lb(&svc) || has_ingress(&svc) || object::is_deleting(&svc) {
         return;
     }
     let ingress = match cluster.settings().loadbalancer.mode {
@@ -84,5 +105,25 @@ fn assign(cluster: &Arc<Cluster>, ns: &str, name: &str) {
     };
     cluster.update_internal(&key("", "services"), ns, name, |s| {
         s["status"] = json!({"loadBalancer": {"ingress": [ingress]}});
+        if !has_finalizer(s) {
+            let m = object::meta_mut(s);
+            let list = m.entry("finalizers").or_insert_with(|| json!([]));
+            if let Some(a) = list.as_array_mut() {
+                a.push(json!(CLEANUP_FINALIZER));
+            }
+        }
+    });
+}
+
+fn release(cluster: &Arc<Cluster>, ns: &str, name: &str) {
+    cluster.update_internal(&key("", "services"), ns, name, |s| {
+        if let Some(a) = s
+            .get_mut("metadata")
+            .and_then(|m| m.get_mut("finalizers"))
+            .and_then(Value::as_array_mut)
+        {
+            a.retain(|f| f.as_str() != Some(CLEANUP_FINALIZER));
+        }
+        s["status"] = json!({"loadBalancer": {}});
     });
 }

@@ -1,0 +1,120 @@
+//! kube-sim clusters for a scenario, driven from blocking test code: the clusters run on their
+//! own runtime while the test runs Terraform, kubectl and openssl as processes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Running loopback clusters and the kubeconfig that reaches them (one context per cluster).
+pub struct Clusters {
+    runtime: tokio::runtime::Runtime,
+    sim: kube_sim::Sim,
+    pub kubeconfig: PathBuf,
+}
+
+/// The label every object the provider creates carries.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "terraform-provider-mesh");
+
+impl Clusters {
+    /// Starts `names` and writes their kubeconfig into `dir`.
+    pub fn start(names: &[&str], dir: &Path) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let sim = runtime
+            .block_on(kube_sim::Sim::start(kube_sim::Options {
+                clusters: names.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            }))
+            .expect("start kube-sim");
+        let kubeconfig = dir.join("kubeconfig");
+        sim.write_kubeconfig(&kubeconfig).expect("write kubeconfig");
+        Self {
+            runtime,
+            sim,
+            kubeconfig,
+        }
+    }
+
+    /// Every object stored in `cluster`.
+    pub fn dump(&self, cluster: &str) -> Vec<Value> {
+        let control = self.sim.cluster(cluster).control();
+        self.runtime.block_on(control.dump()).expect("dump")
+    }
+
+    /// The objects in `cluster` that carry the provider's managed-by label.
+    pub fn ours(&self, cluster: &str) -> Vec<String> {
+        self.dump(cluster)
+            .iter()
+            .filter(|o| o["metadata"]["labels"][MANAGED_BY.0] == MANAGED_BY.1)
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or("?"),
+                    o["metadata"]["name"].as_str().unwrap_or("?")
+                )
+            })
+            .collect()
+    }
+
+    /// One object by kind, namespace ("" for cluster-scoped) and name.
+    pub fn find(&self, cluster: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.dump(cluster).into_iter().find(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"] == name
+                && o["metadata"]["namespace"].as_str().unwrap_or("") == namespace
+        })
+    }
+
+    /// Total API requests `cluster` has served since the last reset.
+    pub fn requests(&self, cluster: &str) -> u64 {
+        let control = self.sim.cluster(cluster).control();
+        self.runtime
+            .block_on(control.counters())
+            .expect("counters")
+            .total
+    }
+
+    pub fn reset_requests(&self, cluster: &str) {
+        let control = self.sim.cluster(cluster).control();
+        self.runtime
+            .block_on(control.reset_counters())
+            .expect("reset counters");
+    }
+
+    /// Runs kubectl against `cluster`'s context; panics unless it succeeds.
+    pub fn kubectl(&self, cluster: &str, args: &[&str]) -> String {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--context", cluster])
+            .args(args)
+            .output()
+            .expect("kubectl is installed (.ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Clusters {
+    fn drop(&mut self) {
+        self.sim.shutdown();
+    }
+}
+
+/// A `data` value of a Secret object, decoded.
+pub fn secret_data(secret: &Value, key: &str) -> Option<String> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"][key].as_str()?)
+        .ok()?;
+    String::from_utf8(raw).ok()
+}

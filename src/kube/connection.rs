@@ -1,0 +1,402 @@
+//! How to reach a cluster: inline settings over a kubeconfig (file, context), the same meaning
+//! as in the hashicorp/kubernetes and helm providers.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use kube::config::{
+    AuthInfo, Cluster as KcCluster, Context, ExecConfig, KubeConfigOptions, Kubeconfig,
+    NamedAuthInfo, NamedCluster, NamedContext,
+};
+
+use super::error::KubeError;
+
+/// An exec credential plugin (e.g. `aws eks get-token`).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Exec {
+    pub api_version: String,
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Connection settings; every field optional. Debug output never shows secrets.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Connection {
+    pub host: Option<String>,
+    pub cluster_ca_certificate: Option<String>,
+    pub token: Option<String>,
+    pub client_certificate: Option<String>,
+    pub client_key: Option<String>,
+    pub insecure: Option<bool>,
+    pub tls_server_name: Option<String>,
+    pub proxy_url: Option<String>,
+    pub config_path: Option<String>,
+    pub config_context: Option<String>,
+    pub exec: Option<Exec>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Connection")
+            .field("host", &self.host)
+            .field("token", &secret(&self.token))
+            .field("client_key", &secret(&self.client_key))
+            .field("config_path", &self.config_path)
+            .field("config_context", &self.config_context)
+            .field("exec", &self.exec.as_ref().map(|e| &e.command))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The name the provider gives the merged context it connects with.
+const MERGED: &str = "terraform-provider-mesh";
+
+impl Connection {
+    /// A short name for messages: the context, else the host, else "the default kubeconfig
+    /// context". Never contains credentials.
+    pub fn describe(&self) -> String {
+        match (&self.config_context, &self.host) {
+            (Some(c), _) => format!("context {c:?}"),
+            (None, Some(h)) => format!("host {h}"),
+            (None, None) => "the current kubeconfig context".to_string(),
+        }
+    }
+
+    /// Whether any inline cluster or credential setting is given.
+    fn has_inline_target(&self) -> bool {
+        self.host.is_some()
+    }
+
+    /// Reads the kubeconfig this connection refers to, if any: `config_path`, or (when no
+    /// inline host is given, or a context is named) `KUBECONFIG` / `~/.kube/config`.
+    fn base_kubeconfig(&self) -> Result<Option<Kubeconfig>, KubeError> {
+        if let Some(path) = &self.config_path {
+            let path = expand_home(path);
+            return Kubeconfig::read_from(&path).map(Some).map_err(|e| {
+                KubeError::config(
+                    self,
+                    format!("cannot read kubeconfig {}: {e}", path.display()),
+                )
+            });
+        }
+        if self.has_inline_target() && self.config_context.is_none() {
+            return Ok(None);
+        }
+        match Kubeconfig::from_env() {
+            Ok(Some(kc)) => return Ok(Some(kc)),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(KubeError::config(
+                    self,
+                    format!("cannot read $KUBECONFIG: {e}"),
+                ))
+            }
+        }
+        let default = home().map(|h| h.join(".kube").join("config"));
+        match default {
+            Some(p) if p.exists() => Kubeconfig::read_from(&p)
+                .map(Some)
+                .map_err(|e| KubeError::config(self, format!("cannot read kubeconfig {}: {e}", p.display()))),
+            _ if self.has_inline_target() => Ok(None),
+            _ => Err(KubeError::config(
+                self,
+                "no cluster connection: set `host` (and credentials) or `config_path`/`config_context` in the kubernetes block, or provide KUBECONFIG / ~/.kube/config".into(),
+            )),
+        }
+    }
+
+    /// The effective kubeconfig: the selected context's cluster and user, with inline values
+    /// laid over them, as a single-context kubeconfig.
+    pub fn resolve(&self) -> Result<Kubeconfig, KubeError> {
+        let base = self.base_kubeconfig()?;
+        let (mut cluster, mut user) = (KcCluster::default(), AuthInfo::default());
+        if let Some(kc) = &base {
+            let name = self
+                .config_context
+                .clone()
+                .or_else(|| kc.current_context.clone())
+                .ok_or_else(|| {
+                    KubeError::config(
+                        self,
+                        "the kubeconfig has no current context; set config_context".into(),
+                    )
+                })?;
+            let ctx = kc
+                .contexts
+                .iter()
+                .find(|c| c.name == name)
+                .and_then(|c| c.context.clone())
+                .ok_or_else(|| {
+                    let known: Vec<&str> = kc.contexts.iter().map(|c| c.name.as_str()).collect();
+                    KubeError::config(
+                        self,
+                        format!(
+                            "context {name:?} is not in the kubeconfig (it has: {})",
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+            if let Some(c) = kc
+                .clusters
+                .iter()
+                .find(|c| c.name == ctx.cluster)
+                .and_then(|c| c.cluster.clone())
+            {
+                cluster = c;
+            }
+            if let Some(u) = ctx
+                .user
+                .as_ref()
+                .and_then(|u| kc.auth_infos.iter().find(|a| &a.name == u))
+                .and_then(|a| a.auth_info.clone())
+            {
+                user = u;
+            }
+        }
+        self.overlay(&mut cluster, &mut user);
+        if cluster.server.is_none() {
+            return Err(KubeError::config(
+                self,
+                "no API server address: set `host` or a kubeconfig context".into(),
+            ));
+        }
+        Ok(Kubeconfig {
+            clusters: vec![NamedCluster {
+                name: MERGED.into(),
+                cluster: Some(cluster),
+                other: Default::default(),
+            }],
+            auth_infos: vec![NamedAuthInfo {
+                name: MERGED.into(),
+                auth_info: Some(user),
+                other: Default::default(),
+            }],
+            contexts: vec![NamedContext {
+                name: MERGED.into(),
+                context: Some(Context {
+                    cluster: MERGED.into(),
+                    user: Some(MERGED.into()),
+                    ..Default::default()
+                }),
+                other: Default::default(),
+            }],
+            current_context: Some(MERGED.into()),
+            ..Default::default()
+        })
+    }
+
+    fn overlay(&self, cluster: &mut KcCluster, user: &mut AuthInfo) {
+        use base64::Engine;
+        let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem.as_bytes());
+        if let Some(h) = &self.host {
+            cluster.server = Some(h.clone());
+        }
+        if let Some(ca) = &self.cluster_ca_certificate {
+            cluster.certificate_authority = None;
+            cluster.certificate_authority_data = Some(b64(ca));
+        }
+        if let Some(i) = self.insecure {
+            cluster.insecure_skip_tls_verify = Some(i);
+        }
+        if let Some(n) = &self.tls_server_name {
+            cluster.tls_server_name = Some(n.clone());
+        }
+        if let Some(p) = &self.proxy_url {
+            cluster.proxy_url = Some(p.clone());
+        }
+        // Inline credentials replace the kubeconfig user's credentials as a whole: mixing a
+        // token from one source with a client certificate from another is never intended.
+        let inline_creds =
+            self.token.is_some() || self.client_certificate.is_some() || self.exec.is_some();
+        if inline_creds {
+            *user = AuthInfo::default();
+        }
+        if let Some(t) = &self.token {
+            user.token = Some(t.clone().into());
+        }
+        if let Some(c) = &self.client_certificate {
+            user.client_certificate_data = Some(b64(c));
+        }
+        if let Some(k) = &self.client_key {
+            user.client_key_data = Some(b64(k).into());
+        }
+        if let Some(e) = &self.exec {
+            user.exec = Some(ExecConfig {
+                api_version: Some(e.api_version.clone()),
+                command: Some(e.command.clone()),
+                args: Some(e.args.clone()),
+                env: Some(
+                    e.env
+                        .iter()
+                        .map(|(k, v)| {
+                            [
+                                ("name".to_string(), k.clone()),
+                                ("value".to_string(), v.clone()),
+                            ]
+                            .into()
+                        })
+                        .collect(),
+                ),
+                drop_env: None,
+                install_hint: None,
+                interactive_mode: Some(kube::config::ExecInteractiveMode::Never),
+                provide_cluster_info: false,
+                cluster: None,
+                other: Default::default(),
+            });
+        }
+    }
+
+    /// A kube-rs client configuration for this connection.
+    pub async fn config(&self, kubeconfig: Kubeconfig) -> Result<kube::Config, KubeError> {
+        let options = KubeConfigOptions {
+            context: Some(MERGED.into()),
+            ..Default::default()
+        };
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| KubeError::config(self, format!("invalid connection settings: {e}")))?;
+        config.connect_timeout = Some(std::time::Duration::from_secs(10));
+        Ok(config)
+    }
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), home()) {
+        (Some(rest), Some(h)) => h.join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KUBECONFIG: &str = r#"
+apiVersion: v1
+kind: Config
+current-context: east
+clusters:
+- name: east
+  cluster: {server: "https://east.example:6443", tls-server-name: east-api}
+- name: west
+  cluster: {server: "https://west.example:6443"}
+users:
+- name: east-admin
+  user: {token: east-token}
+- name: west-admin
+  user: {token: west-token}
+contexts:
+- name: east
+  context: {cluster: east, user: east-admin}
+- name: west
+  context: {cluster: west, user: west-admin}
+"#;
+
+    fn with_file() -> (Connection, PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "mesh-kc-{}-{:?}.yaml",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, KUBECONFIG).unwrap();
+        (
+            Connection {
+                config_path: Some(path.display().to_string()),
+                ..Default::default()
+            },
+            path,
+        )
+    }
+
+    fn server(kc: &Kubeconfig) -> (&str, Option<String>, Option<String>) {
+        let c = kc.clusters[0].cluster.as_ref().unwrap();
+        let u = kc.auth_infos[0].auth_info.as_ref().unwrap();
+        use secrecy::ExposeSecret;
+        (
+            c.server.as_deref().unwrap(),
+            c.tls_server_name.clone(),
+            u.token.as_ref().map(|t| t.expose_secret().to_string()),
+        )
+    }
+
+    #[test]
+    fn current_context_then_named_context_then_inline_override() {
+        let (conn, path) = with_file();
+        let kc = conn.resolve().unwrap();
+        assert_eq!(
+            server(&kc),
+            (
+                "https://east.example:6443",
+                Some("east-api".into()),
+                Some("east-token".into())
+            )
+        );
+
+        let west = Connection {
+            config_context: Some("west".into()),
+            ..conn.clone()
+        };
+        assert_eq!(
+            server(&west.resolve().unwrap()).0,
+            "https://west.example:6443"
+        );
+
+        let overridden = Connection {
+            host: Some("https://10.0.0.1".into()),
+            token: Some("inline".into()),
+            ..conn.clone()
+        };
+        let kc = overridden.resolve().unwrap();
+        // The host and token are ours; the kubeconfig's tls-server-name stays.
+        assert_eq!(
+            server(&kc),
+            (
+                "https://10.0.0.1",
+                Some("east-api".into()),
+                Some("inline".into())
+            )
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn unknown_context_lists_the_known_ones() {
+        let (conn, path) = with_file();
+        let err = Connection {
+            config_context: Some("north".into()),
+            ..conn
+        }
+        .resolve()
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("context \"north\" is not in the kubeconfig (it has: east, west)"),
+            "{msg}"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn inline_only_needs_no_kubeconfig_and_debug_hides_secrets() {
+        let conn = Connection {
+            host: Some("https://127.0.0.1:1".into()),
+            token: Some("s3cr3t".into()),
+            client_key: Some("-----BEGIN PRIVATE KEY-----".into()),
+            ..Default::default()
+        };
+        assert_eq!(server(&conn.resolve().unwrap()).0, "https://127.0.0.1:1");
+        let dbg = format!("{conn:?}");
+        assert!(
+            !dbg.contains("s3cr3t") && !dbg.contains("PRIVATE KEY"),
+            "{dbg}"
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! Cluster access. Knows Kubernetes, nothing of Terraform: a `Connection` (what a resource's
+//! `kubernetes` block says) becomes a cached `Cluster` client; server-side apply with our field
+//! manager, deletes where gone is success, watch-based waits, and one retry policy, all under
+//! an operation `Deadline` that also carries the StopProvider cancellation.
+
+pub mod apply;
+pub mod client;
+pub mod connection;
+pub mod error;
+pub mod retry;
+pub mod wait;
+
+pub use apply::{labels, FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+pub use client::{connect, Cluster};
+pub use connection::{Connection, Exec};
+pub use error::KubeError;
+pub use retry::Deadline;

@@ -1,0 +1,704 @@
+//! `mesh_cluster`: joins one cluster to the mesh — the istiod namespace with the cluster's
+//! network label, and the mesh's trust: an intermediate CA in Secret `cacerts`, written before
+//! any istiod starts.
+//!
+//! The control plane (`control_plane { ... }`, the in-cluster installer Job) is not part of
+//! this resource yet; install istiod yourselves (e.g. with Helm) after it, with the same mesh
+//! ID, cluster name and network.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Api;
+use serde::{Deserialize, Serialize};
+
+use crate::istio::{self, cacerts, cacerts::CaBundle};
+use crate::kube::{connect, labels, Cluster, Deadline, KubeError};
+use crate::pki::{self, CaSigner, CaSpec, Field, KeyAlgorithm};
+use crate::plugin::resource::{timeout, timeouts_block};
+use crate::plugin::{
+    Applied, Attribute, AttributePath, Block, Change, Ctx, Diagnostics, Failure, NestedBlock, Plan,
+    Resource, Schema, Value,
+};
+use crate::resources::kubernetes;
+
+pub struct MeshCluster;
+
+const DESCRIPTION: &str = "Joins one Kubernetes cluster to the mesh: creates (or adopts) the istiod namespace, labels it with the cluster's network (`topology.istio.io/network`), and installs the mesh's trust as Istio's plug-in CA — Secret `cacerts` with `ca-cert.pem`, `ca-key.pem`, `cert-chain.pem` and `root-cert.pem` — before any istiod starts.
+
+Trust comes from one of:
+
+- `root_ca { ... }`: the provider issues this cluster's own intermediate CA from the mesh root (Istio's tooling defaults: RSA 4096, 10 years, `O=Istio`, `CN=Intermediate CA`, `L=<cluster_name>`, path length 0, SAN `istiod.<namespace>.svc`; tune them in `intermediate { ... }`). The intermediate is kept across plans and reissued only when the root or the `intermediate` settings change.
+- `ca { ... }`: bring your own intermediate (e.g. from Vault PKI), so the root key never enters Terraform. It is checked before anything is changed: it must chain to `root_cert_pem`, match its key, be a CA and be valid now.
+- neither: no `cacerts`; istiod then runs its own self-signed CA, which only works for a single primary.
+
+Install istiod after this resource (depend on it), with the same `mesh_id`, `cluster_name` and `network`. The in-cluster control-plane installer (`control_plane { ... }`) is not available yet.
+
+Drift is repaired: a deleted or edited `cacerts`, or a changed network label, shows in the next plan and is put back by apply. If the namespace is gone, the resource is planned for creation again. Destroy removes `cacerts`, and the namespace if this resource created it (otherwise only its labels).
+
+The intermediate CA's private key is kept in the resource's private state (in the state file, not shown in plans).";
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+const READ_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+// ---------------------------------------------------------------------------------------------
+// Schema
+
+fn schema() -> Schema {
+    Schema::new(
+        0,
+        Block::new(DESCRIPTION)
+            .attr(Attribute::string("cluster_name", "This cluster's name in the mesh (`values.global.multiCluster.clusterName`): a DNS-1123 label, unique in the mesh.").required().force_new())
+            .attr(Attribute::string("mesh_id", "The mesh ID (`values.global.meshID`), the same on every cluster of the mesh.").required())
+            .attr(Attribute::string("network", "The network this cluster's pods are on (`topology.istio.io/network`). Clusters whose pods can reach each other directly share a network; otherwise traffic goes through east-west gateways.").required())
+            .attr(Attribute::string("namespace", "Namespace of istiod and `cacerts`.").default("istio-system").force_new())
+            .attr(Attribute::string("id", "The cluster name.").computed().stable())
+            .attr(Attribute::string("ca_cert_pem", "The cluster's signing (intermediate) CA certificate, as found in `cacerts`.").computed().stable())
+            .attr(Attribute::string("cert_chain_pem", "Chain from the signing certificate up to the root, as in `cacerts`.").computed().stable())
+            .attr(Attribute::string("root_cert_pem", "The mesh root certificate(s), as in `cacerts`.").computed().stable())
+            .attr(Attribute::string("ca_not_after", "Expiry of the signing CA certificate (RFC 3339).").computed().stable())
+            .block(kubernetes::block())
+            .block(NestedBlock::single(
+                "root_ca",
+                Block::new("The mesh root CA to issue this cluster's intermediate from, typically `mesh_root_ca`'s outputs. Conflicts with `ca`.")
+                    .attr(Attribute::string("cert_pem", "Root certificate, PEM.").required())
+                    .attr(Attribute::string("private_key_pem", "Root private key, PEM (PKCS#8, PKCS#1 or SEC1).").required().sensitive()),
+            ))
+            .block(NestedBlock::single(
+                "intermediate",
+                Block::new("Settings of the intermediate CA issued from `root_ca` (Istio's defaults when omitted). Changing them reissues it.")
+                    .attr(Attribute::string("key_algorithm", "`\"RSA\"` or `\"ECDSA\"`.").default("RSA"))
+                    .attr(Attribute::number("rsa_bits", "RSA key size: 2048, 3072 or 4096.").default(4096))
+                    .attr(Attribute::string("ecdsa_curve", "`\"P256\"` or `\"P384\"`.").default("P256"))
+                    .attr(Attribute::number("validity_period_hours", "Validity in hours (never beyond the root's).").default(87600))
+                    .attr(Attribute::string("organization", "Subject organization (O).").default("Istio")),
+            ))
+            .block(NestedBlock::single(
+                "ca",
+                Block::new("Bring your own intermediate CA for this cluster instead of `root_ca`: the root key never enters Terraform. Conflicts with `root_ca`.")
+                    .attr(Attribute::string("cert_pem", "The cluster's signing CA certificate, PEM.").required())
+                    .attr(Attribute::string("private_key_pem", "Its private key, PEM.").required().sensitive())
+                    .attr(Attribute::string("cert_chain_pem", "Chain from `cert_pem` up to the root, PEM (the root may be included).").required())
+                    .attr(Attribute::string("root_cert_pem", "The mesh root certificate(s), PEM.").required()),
+            ))
+            .block(timeouts_block(&[("create", "20m"), ("update", "20m"), ("delete", "20m")])),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validate
+
+fn field_path(block: &str, f: Field) -> AttributePath {
+    AttributePath::attrs(&[block, f.name()])
+}
+
+/// What the configuration asks for, once known.
+enum Trust {
+    Root { signer: Box<CaSigner>, spec: CaSpec },
+    Own(CaBundle),
+    None,
+}
+
+fn intermediate_spec(
+    config: &Value,
+    cluster: &str,
+    namespace: &str,
+    diags: &mut Diagnostics,
+) -> Option<CaSpec> {
+    let mut spec = CaSpec::istio_intermediate(cluster, namespace);
+    let b = config.get("intermediate");
+    if b.is_null() {
+        return Some(spec);
+    }
+    if !b.is_wholly_known() {
+        return None;
+    }
+    let at = |n: &str| AttributePath::attrs(&["intermediate", n]);
+    let algorithm = b.get("key_algorithm").as_str().unwrap_or("RSA");
+    match KeyAlgorithm::parse(
+        algorithm,
+        b.get("rsa_bits").as_i64(),
+        b.get("ecdsa_curve").as_str(),
+    ) {
+        Ok(k) => spec.key_algorithm = k,
+        Err(e @ pki::PkiError::UnknownKeyAlgorithm { .. }) => {
+            diags.error_at(at("key_algorithm"), "Invalid key_algorithm", e.to_string())
+        }
+        Err(e @ pki::PkiError::UnsupportedRsaBits { .. }) => {
+            diags.error_at(at("rsa_bits"), "Invalid rsa_bits", e.to_string())
+        }
+        Err(e) => diags.error_at(at("ecdsa_curve"), "Invalid ecdsa_curve", e.to_string()),
+    }
+    if let Some(h) = b.get("validity_period_hours").as_i64() {
+        if h <= 0 {
+            diags.error_at(
+                at("validity_period_hours"),
+                "Invalid validity_period_hours",
+                format!("must be a positive number of hours, got {h}"),
+            );
+        }
+        spec.validity_hours = h;
+    }
+    if let Some(o) = b.get("organization").as_str() {
+        spec.organization = o.to_string();
+    }
+    Some(spec)
+}
+
+/// Checks everything knowable now; returns the trust to install when all of it is known.
+fn trust_from(config: &Value, diags: &mut Diagnostics) -> Option<Trust> {
+    let (root, own) = (config.get("root_ca"), config.get("ca"));
+    if !root.is_null() && !own.is_null() {
+        diags.error_at(AttributePath::attrs(&["ca"]), "Conflicting trust settings", "Set either root_ca (the provider issues this cluster's intermediate) or ca (bring your own intermediate), not both.");
+        return None;
+    }
+    let cluster = config.get("cluster_name").as_str().unwrap_or_default();
+    let namespace = config.get("namespace").as_str().unwrap_or("istio-system");
+    if !root.is_null() {
+        let spec = intermediate_spec(config, cluster, namespace, diags);
+        // The certificate can be checked on its own while the key is still unknown.
+        if let Some(cert) = root.get("cert_pem").as_str() {
+            if let Err(e) = pki::parse_cert_pem(cert).and_then(|c| c.check_is_ca()) {
+                diags.error_at(
+                    AttributePath::attrs(&["root_ca", "cert_pem"]),
+                    "Invalid root CA",
+                    e.to_string(),
+                );
+                return None;
+            }
+        }
+        let (cert, key) = (
+            root.get("cert_pem").as_str()?,
+            root.get("private_key_pem").as_str()?,
+        );
+        return match CaSigner::from_pem(cert, key) {
+            Ok(signer) => Some(Trust::Root {
+                signer: Box::new(signer),
+                spec: spec?,
+            }),
+            Err(e) => {
+                diags.error_at(
+                    field_path("root_ca", e.field),
+                    "Invalid root CA",
+                    e.to_string(),
+                );
+                None
+            }
+        };
+    }
+    if !own.is_null() {
+        let get = |n: &str| own.get(n).as_str();
+        let (cert, key, chain, rootc) = (
+            get("cert_pem")?,
+            get("private_key_pem")?,
+            get("cert_chain_pem")?,
+            get("root_cert_pem")?,
+        );
+        return match pki::validate_ca_bundle(cert, key, chain, rootc) {
+            Ok(_) => Some(Trust::Own(CaBundle {
+                ca_cert_pem: cert.to_string(),
+                ca_key_pem: key.to_string(),
+                cert_chain_pem: chain.to_string(),
+                root_cert_pem: rootc.to_string(),
+            })),
+            Err(e) => {
+                diags.error_at(
+                    field_path("ca", e.field),
+                    "Invalid CA bundle",
+                    e.to_string(),
+                );
+                None
+            }
+        };
+    }
+    Some(Trust::None)
+}
+
+fn validate_config(config: &Value, diags: &mut Diagnostics) {
+    if let Some(name) = config.get("cluster_name").as_str() {
+        if !istio::is_dns1123_label(name) {
+            diags.error_at(AttributePath::attrs(&["cluster_name"]), "Invalid cluster_name", format!("{name:?} is not a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters."));
+        }
+    }
+    for attr in ["mesh_id", "network", "namespace"] {
+        if config
+            .get(attr)
+            .as_str()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            diags.error_at(
+                AttributePath::attrs(&[attr]),
+                format!("Empty {attr}"),
+                format!("{attr} must not be empty."),
+            );
+        }
+    }
+    if let Some(ns) = config.get("namespace").as_str() {
+        if !ns.is_empty() && !istio::is_dns1123_label(ns) {
+            diags.error_at(
+                AttributePath::attrs(&["namespace"]),
+                "Invalid namespace",
+                format!("{ns:?} is not a valid namespace name."),
+            );
+        }
+    }
+    kubernetes::validate(
+        config.get("kubernetes"),
+        &AttributePath::attrs(&["kubernetes"]),
+        diags,
+    );
+    trust_from(config, diags);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Private state: what the provider installed, to see drift and to keep the intermediate.
+
+#[derive(Default, Serialize, Deserialize)]
+struct Private {
+    /// The namespace did not exist before this resource created it.
+    namespace_created: bool,
+    /// Digest of the bundle written to `cacerts` (none: no `cacerts`).
+    cacerts_digest: Option<String>,
+    /// The intermediate issued from `root_ca` (cert and key), reused until reissued.
+    issued_cert_pem: Option<String>,
+    issued_key_pem: Option<String>,
+}
+
+impl Private {
+    fn load(bytes: &[u8]) -> Self {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
+
+    fn store(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+fn trust_inputs_changed(prior: &Value, planned: &Value) -> bool {
+    ["root_ca", "ca", "intermediate", "namespace", "cluster_name"]
+        .iter()
+        .any(|k| prior.get(k) != planned.get(k))
+}
+
+const TRUST_OUTPUTS: [&str; 4] = [
+    "ca_cert_pem",
+    "cert_chain_pem",
+    "root_cert_pem",
+    "ca_not_after",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Apply
+
+fn instance(state: &Value) -> String {
+    format!(
+        "mesh-cluster.{}",
+        state.get("cluster_name").as_str().unwrap_or_default()
+    )
+}
+
+fn kube_failure(err: KubeError) -> Failure {
+    let mut d = Diagnostics::new();
+    d.error(err.to_string(), "");
+    d.into()
+}
+
+async fn converge(
+    ctx: &Ctx,
+    planned: &Value,
+    config: &Value,
+    private: &[u8],
+    op: &str,
+) -> Result<Applied, Failure> {
+    let mut diags = Diagnostics::new();
+    let Some(trust) = trust_from(config, &mut diags) else {
+        if !diags.has_errors() {
+            diags.error(
+                "Trust settings are not known",
+                "All trust settings must be known at apply time.",
+            );
+        }
+        return Err(diags.into());
+    };
+    let mut private = Private::load(private);
+    let deadline = Deadline::new(timeout(config, op, DEFAULT_TIMEOUT), ctx.cancel.clone());
+    let cluster = connect(&kubernetes::connection(config.get("kubernetes")))
+        .await
+        .map_err(kube_failure)?;
+    let ns_name = planned
+        .get("namespace")
+        .as_str()
+        .unwrap_or("istio-system")
+        .to_string();
+    let network = planned.get("network").as_str().unwrap_or_default();
+    let ours = labels(&instance(planned));
+
+    // Namespace first: create it (remembering that we did) or adopt it with our labels only.
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    if cluster
+        .get_opt(&namespaces, &ns_name, &deadline)
+        .await
+        .map_err(kube_failure)?
+        .is_none()
+    {
+        private.namespace_created = true;
+    }
+    let ns = cacerts::namespace(&ns_name, network, None, ours.clone());
+    cluster
+        .apply(&namespaces, &ns, &deadline)
+        .await
+        .map_err(kube_failure)?;
+
+    // Then trust, before any istiod starts.
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns_name);
+    let reissue = planned.get("ca_cert_pem").is_unknown();
+    let bundle = match trust {
+        Trust::Root { signer, spec } => {
+            let reuse = match (&private.issued_cert_pem, &private.issued_key_pem) {
+                (Some(c), Some(k)) if !reissue => Some((c.clone(), k.clone())),
+                _ => None,
+            };
+            let (cert, key) = match reuse {
+                Some(pair) => pair,
+                None => {
+                    tracing::info!(cluster = %cluster.name, "issuing intermediate CA");
+                    let issued = tokio::task::spawn_blocking(move || {
+                        pki::issue_intermediate(&signer, &spec)
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("intermediate issuance task failed: {e}"))?
+                    .map_err(|e| anyhow::anyhow!("Cannot issue the intermediate CA: {e}"))?;
+                    (issued.cert_pem, issued.private_key_pem)
+                }
+            };
+            let root = config
+                .get("root_ca")
+                .get("cert_pem")
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let root = pki::parse_cert_pem(&root)
+                .map(|c| c.to_pem())
+                .unwrap_or(root);
+            private.issued_cert_pem = Some(cert.clone());
+            private.issued_key_pem = Some(key.clone());
+            Some(CaBundle {
+                cert_chain_pem: pki::concat_pem(&[&cert, &root]),
+                ca_cert_pem: cert,
+                ca_key_pem: key,
+                root_cert_pem: root,
+            })
+        }
+        Trust::Own(b) => {
+            private.issued_cert_pem = None;
+            private.issued_key_pem = None;
+            Some(b)
+        }
+        Trust::None => None,
+    };
+    let mut state = planned.clone();
+    state.set(
+        "id",
+        Value::from(planned.get("cluster_name").as_str().unwrap_or_default()),
+    );
+    match &bundle {
+        Some(b) => {
+            cluster
+                .apply(&secrets, &cacerts::secret(&ns_name, b, ours), &deadline)
+                .await
+                .map_err(kube_failure)?;
+            private.cacerts_digest = Some(b.digest());
+            set_trust_outputs(&mut state, Some(b));
+        }
+        None => {
+            if private.cacerts_digest.take().is_some() {
+                // Switched to istiod's own CA: remove the plug-in CA we installed.
+                cluster
+                    .delete(&secrets, cacerts::SECRET_NAME, false, &deadline)
+                    .await
+                    .map_err(kube_failure)?;
+            }
+            set_trust_outputs(&mut state, None);
+        }
+    }
+    Ok(Applied {
+        state,
+        private: private.store(),
+    })
+}
+
+fn set_trust_outputs(state: &mut Value, bundle: Option<&CaBundle>) {
+    let not_after = bundle
+        .and_then(|b| pki::inspect_cert(&b.ca_cert_pem).ok())
+        .map(|i| pki::format_rfc3339(i.not_after));
+    state.set("ca_cert_pem", bundle.map(|b| b.ca_cert_pem.clone()).into());
+    state.set(
+        "cert_chain_pem",
+        bundle.map(|b| b.cert_chain_pem.clone()).into(),
+    );
+    state.set(
+        "root_cert_pem",
+        bundle.map(|b| b.root_cert_pem.clone()).into(),
+    );
+    state.set("ca_not_after", not_after.into());
+}
+
+async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), KubeError> {
+    let private = Private::load(private);
+    let deadline = Deadline::new(
+        timeout(prior, "delete", DEFAULT_TIMEOUT),
+        ctx.cancel.clone(),
+    );
+    let cluster = connect(&kubernetes::connection(prior.get("kubernetes"))).await?;
+    let ns_name = prior
+        .get("namespace")
+        .as_str()
+        .unwrap_or("istio-system")
+        .to_string();
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns_name);
+    if private.cacerts_digest.is_some() {
+        cluster
+            .delete(&secrets, cacerts::SECRET_NAME, false, &deadline)
+            .await?;
+    }
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    if private.namespace_created {
+        cluster
+            .delete(&namespaces, &ns_name, true, &deadline)
+            .await?;
+    } else if cluster
+        .get_opt(&namespaces, &ns_name, &deadline)
+        .await?
+        .is_some()
+    {
+        // Not ours: give back the labels we set (an apply that owns nothing releases them).
+        let bare = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(ns_name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        cluster.apply(&namespaces, &bare, &deadline).await?;
+    }
+    Ok(())
+}
+
+async fn observe(
+    ctx: &Ctx,
+    state: &Value,
+    private_bytes: &[u8],
+) -> Result<Option<Applied>, KubeError> {
+    let private = Private::load(private_bytes);
+    let deadline = Deadline::new(READ_TIMEOUT, ctx.cancel.clone());
+    let cluster: Cluster = connect(&kubernetes::connection(state.get("kubernetes"))).await?;
+    let ns_name = state
+        .get("namespace")
+        .as_str()
+        .unwrap_or("istio-system")
+        .to_string();
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let Some(ns) = cluster.get_opt(&namespaces, &ns_name, &deadline).await? else {
+        return Ok(None);
+    };
+    let mut state = state.clone();
+    let live_network = ns
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(istio::NETWORK_LABEL))
+        .cloned();
+    // A missing or edited label shows as a change of `network` in the next plan.
+    state.set("network", Value::from(live_network.unwrap_or_default()));
+
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns_name);
+    let live = cluster
+        .get_opt(&secrets, cacerts::SECRET_NAME, &deadline)
+        .await?;
+    let bundle = live.as_ref().and_then(cacerts::bundle_of);
+    match (&private.cacerts_digest, &bundle) {
+        (Some(want), Some(b)) if *want == b.digest() => set_trust_outputs(&mut state, Some(b)),
+        // Ours is missing or was edited: empty outputs make the plan put it back.
+        (Some(_), _) => set_trust_outputs(&mut state, None),
+        (None, _) => {}
+    }
+    Ok(Some(Applied {
+        state,
+        private: private_bytes.to_vec(),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The resource
+
+#[tonic::async_trait]
+impl Resource for MeshCluster {
+    fn type_name(&self) -> &'static str {
+        "mesh_cluster"
+    }
+
+    fn schema(&self) -> Schema {
+        schema()
+    }
+
+    fn validate(&self, config: &Value, diags: &mut Diagnostics) {
+        validate_config(config, diags);
+    }
+
+    fn modify_plan(&self, plan: &mut Plan<'_>) {
+        if let Some(name) = plan.config.get("cluster_name").as_str() {
+            plan.planned.set("id", Value::from(name));
+        }
+        let has_trust = !plan.planned.get("root_ca").is_null() || !plan.planned.get("ca").is_null();
+        if plan.is_create() || trust_inputs_changed(plan.prior, &plan.planned) {
+            for k in TRUST_OUTPUTS {
+                plan.planned.set(
+                    k,
+                    if has_trust {
+                        Value::Unknown
+                    } else {
+                        Value::Null
+                    },
+                );
+            }
+            return;
+        }
+        // Same inputs: the outputs are what we installed, unless Read found them gone or
+        // edited, in which case apply writes them again (same intermediate, same key).
+        let private = Private::load(plan.prior_private);
+        if private.cacerts_digest.is_some() && plan.prior.get("ca_cert_pem").is_null() {
+            let cert = private
+                .issued_cert_pem
+                .clone()
+                .map(Value::from)
+                .unwrap_or_else(|| plan.config.get("ca").get("cert_pem").clone());
+            plan.planned.set("ca_cert_pem", cert);
+            for k in ["cert_chain_pem", "root_cert_pem", "ca_not_after"] {
+                plan.planned.set(k, Value::Unknown);
+            }
+        }
+    }
+
+    async fn create(&self, ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {
+        converge(ctx, change.planned, change.config, change.private, "create").await
+    }
+
+    async fn update(&self, ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {
+        converge(ctx, change.planned, change.config, change.private, "update").await
+    }
+
+    async fn delete(&self, ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), Failure> {
+        remove(ctx, prior, private).await.map_err(kube_failure)
+    }
+
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        state: &Value,
+        private: &[u8],
+    ) -> Result<Option<Applied>, Failure> {
+        observe(ctx, state, private).await.map_err(kube_failure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::schema::lint;
+
+    fn errors(config: &Value) -> Vec<String> {
+        let mut d = Diagnostics::new();
+        validate_config(config, &mut d);
+        d.0.iter()
+            .map(|x| x.path.as_ref().map(|p| p.to_string()).unwrap_or_default())
+            .collect()
+    }
+
+    fn base() -> Vec<(&'static str, Value)> {
+        vec![
+            ("cluster_name", Value::from("east-1")),
+            ("mesh_id", Value::from("mesh1")),
+            ("network", Value::from("net1")),
+            ("namespace", Value::from("istio-system")),
+        ]
+    }
+
+    #[test]
+    fn schema_is_documented_and_secrets_are_sensitive() {
+        let s = schema();
+        assert_eq!(lint(&s.block, ""), Vec::<String>::new());
+        assert!(
+            s.block
+                .nested("root_ca")
+                .unwrap()
+                .block
+                .attribute("private_key_pem")
+                .unwrap()
+                .sensitive
+        );
+        assert!(
+            s.block
+                .nested("ca")
+                .unwrap()
+                .block
+                .attribute("private_key_pem")
+                .unwrap()
+                .sensitive
+        );
+        assert!(!s.block.nested("kubernetes").unwrap().force_new);
+    }
+
+    #[test]
+    fn names_and_conflicts_are_checked_on_their_attribute() {
+        let mut c = base();
+        c[0].1 = Value::from("East_1");
+        c[2].1 = Value::from(" ");
+        c.push(("root_ca", Value::object([("cert_pem", Value::Unknown)])));
+        c.push(("ca", Value::object([("cert_pem", Value::Unknown)])));
+        assert_eq!(errors(&Value::object(c)), ["cluster_name", "network", "ca"]);
+    }
+
+    #[test]
+    fn root_ca_must_parse_and_match() {
+        let root = pki::generate_root(&CaSpec {
+            key_algorithm: KeyAlgorithm::Ecdsa(pki::EcdsaCurve::P256),
+            ..CaSpec::istio_root()
+        })
+        .unwrap();
+        let other = pki::generate_root(&CaSpec {
+            key_algorithm: KeyAlgorithm::Ecdsa(pki::EcdsaCurve::P256),
+            ..CaSpec::istio_root()
+        })
+        .unwrap();
+        let with_root = |cert: &str, key: &str| {
+            let mut c = base();
+            c.push((
+                "root_ca",
+                Value::object([
+                    ("cert_pem", Value::from(cert)),
+                    ("private_key_pem", Value::from(key)),
+                ]),
+            ));
+            errors(&Value::object(c))
+        };
+        assert!(with_root(&root.cert_pem, &root.private_key_pem).is_empty());
+        assert_eq!(
+            with_root("garbage", &root.private_key_pem),
+            ["root_ca.cert_pem"]
+        );
+        assert_eq!(
+            with_root(&root.cert_pem, &other.private_key_pem),
+            ["root_ca.private_key_pem"]
+        );
+        // Unknown root (created in the same apply): nothing to check yet.
+        let mut c = base();
+        c.push((
+            "root_ca",
+            Value::object([
+                ("cert_pem", Value::Unknown),
+                ("private_key_pem", Value::Unknown),
+            ]),
+        ));
+        assert!(errors(&Value::object(c)).is_empty());
+    }
+}

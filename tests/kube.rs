@@ -1,0 +1,986 @@
+//! The cluster-access layer (`terraform_provider_mesh::kube`) against kube-sim: server-side
+//! apply and adoption, reads and deletes (finalizers), the retry policy under injected faults,
+//! authentication/authorization/TLS/unreachable errors, watch-based waits with deadline and
+//! cancellation, the client cache with an exec credential plugin, and kubeconfig selection.
+//!
+//! Every test starts its own kube-sim (its own ports and CAs), so the process-global client cache
+//! never shares a client between tests. No fixed sleeps: everything waits on a condition, bounded.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube_sim::{Allow, ClusterHandle, Fault, Options, RestrictedUser, Sim};
+use serde_json::json;
+use terraform_provider_mesh::kube::wait::wait_for;
+use terraform_provider_mesh::kube::{
+    connect, labels, Cluster, Connection, Deadline, Exec, KubeError, FIELD_MANAGER,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Bound for anything that should finish quickly: a hang fails the test instead of the suite.
+const BOUND: Duration = Duration::from_secs(15);
+
+async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what} did not finish within {limit:?}"),
+    }
+}
+
+async fn sim(clusters: &[&str]) -> Sim {
+    sim_with(clusters, kube_sim::Settings::default()).await
+}
+
+async fn sim_with(clusters: &[&str], settings: kube_sim::Settings) -> Sim {
+    Sim::start(Options {
+        clusters: clusters.iter().map(|c| c.to_string()).collect(),
+        settings,
+        ..Default::default()
+    })
+    .await
+    .expect("start kube-sim")
+}
+
+/// Inline settings for a sim cluster: host, CA and admin token.
+fn inline(c: &ClusterHandle) -> Connection {
+    Connection {
+        host: Some(c.url.clone()),
+        cluster_ca_certificate: Some(c.ca_pem.clone()),
+        token: Some(c.admin_token.clone()),
+        ..Default::default()
+    }
+}
+
+fn deadline(timeout: Duration) -> Deadline {
+    Deadline::new(timeout, CancellationToken::new())
+}
+
+async fn cluster_for(c: &ClusterHandle) -> Cluster {
+    connect(&inline(c)).await.expect("connect")
+}
+
+fn configmaps(cluster: &Cluster) -> Api<ConfigMap> {
+    Api::namespaced(cluster.client.clone(), "default")
+}
+
+fn configmap(name: &str, data: &[(&str, &str)]) -> ConfigMap {
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some(name.to_string());
+    cm.metadata.namespace = Some("default".to_string());
+    cm.metadata.labels = Some(labels("test.kube"));
+    cm.data = Some(
+        data.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    cm
+}
+
+fn data(cm: &ConfigMap) -> BTreeMap<String, String> {
+    cm.data.clone().unwrap_or_default()
+}
+
+/// A path glob for one default-namespace ConfigMap.
+fn cm_path(name: &str) -> String {
+    format!("/api/v1/namespaces/default/configmaps/{name}")
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "mesh-kube-test-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn in_dump(dump: &[serde_json::Value], kind: &str, name: &str) -> bool {
+    dump.iter()
+        .any(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Server-side apply
+
+#[tokio::test]
+async fn apply_creates_is_idempotent_in_one_request_and_adopts() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let cluster = cluster_for(c1).await;
+    let api = configmaps(&cluster);
+    let dl = deadline(BOUND);
+
+    // Created.
+    let want = configmap("ssa", &[("a", "1"), ("b", "2")]);
+    let created = cluster.apply(&api, &want, &dl).await.unwrap();
+    assert_eq!(data(&created), data(&want));
+    assert!(created.metadata.uid.is_some());
+    assert_eq!(created.metadata.labels, Some(labels("test.kube")));
+    let live = api.get("ssa").await.unwrap();
+    assert_eq!(live.metadata.uid, created.metadata.uid);
+
+    // Applying again: nothing changes, and it costs exactly one request (one PATCH).
+    control.reset_counters().await.unwrap();
+    let again = cluster.apply(&api, &want, &dl).await.unwrap();
+    let counters = control.counters().await.unwrap();
+    assert_eq!(
+        again.metadata.resource_version, created.metadata.resource_version,
+        "a no-op apply does not write"
+    );
+    assert_eq!(data(&again), data(&want));
+    assert_eq!(counters.get("patch", "configmaps"), 1, "{counters:?}");
+    assert_eq!(counters.total, 1, "requests per SSA apply: {counters:?}");
+    println!(
+        "requests per SSA apply (unchanged object): {}",
+        counters.total
+    );
+
+    // An object created by another field manager is adopted: force takes over the conflicting
+    // field, our fields are set, the other manager's extra field stays theirs.
+    let mut theirs = configmap("adopted", &[("a", "theirs"), ("keep", "x")]);
+    theirs.metadata.labels = None;
+    api.create(
+        &PostParams {
+            field_manager: Some("kubectl-create".into()),
+            ..Default::default()
+        },
+        &theirs,
+    )
+    .await
+    .unwrap();
+    let ours = configmap("adopted", &[("a", "ours"), ("b", "2")]);
+    let adopted = cluster.apply(&api, &ours, &dl).await.unwrap();
+    let d = data(&adopted);
+    assert_eq!(d.get("a").map(String::as_str), Some("ours"));
+    assert_eq!(d.get("b").map(String::as_str), Some("2"));
+    assert_eq!(
+        d.get("keep").map(String::as_str),
+        Some("x"),
+        "the other manager's field stays"
+    );
+    assert_eq!(adopted.metadata.labels, Some(labels("test.kube")));
+
+    let live = api.get("adopted").await.unwrap();
+    let managers = live.metadata.managed_fields.clone().unwrap_or_default();
+    let mine = managers
+        .iter()
+        .find(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
+        .unwrap_or_else(|| panic!("no {FIELD_MANAGER} entry in {managers:#?}"));
+    assert_eq!(FIELD_MANAGER, "terraform-provider-mesh");
+    assert_eq!(mine.operation.as_deref(), Some("Apply"));
+    let owned = serde_json::to_string(&mine.fields_v1).unwrap();
+    assert!(owned.contains("f:a") && owned.contains("f:b"), "{owned}");
+    assert!(!owned.contains("f:keep"), "{owned}");
+    // The creator keeps what it still owns (`keep`) but lost `a`.
+    let other = managers
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("kubectl-create"))
+        .unwrap_or_else(|| panic!("no kubectl-create entry in {managers:#?}"));
+    let other_owned = serde_json::to_string(&other.fields_v1).unwrap();
+    assert!(
+        other_owned.contains("f:keep") && !other_owned.contains("f:a\""),
+        "{other_owned}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Reads and deletes
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_opt_missing_delete_missing_and_delete_waits_for_finalizers() {
+    let sim = sim(&["c1"]).await;
+    let cluster = cluster_for(sim.cluster("c1")).await;
+    let api = configmaps(&cluster);
+    let dl = deadline(BOUND);
+
+    assert!(cluster
+        .get_opt(&api, "missing", &dl)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!cluster.delete(&api, "missing", false, &dl).await.unwrap());
+    assert!(!cluster.delete(&api, "missing", true, &dl).await.unwrap());
+
+    // Existing, no finalizer: deleted, gone at once.
+    cluster
+        .apply(&api, &configmap("plain", &[("a", "1")]), &dl)
+        .await
+        .unwrap();
+    assert!(cluster.get_opt(&api, "plain", &dl).await.unwrap().is_some());
+    assert!(cluster.delete(&api, "plain", true, &dl).await.unwrap());
+    assert!(cluster.get_opt(&api, "plain", &dl).await.unwrap().is_none());
+
+    // With a finalizer: delete(wait_gone) returns only after another party removed it.
+    let mut held = configmap("held", &[("a", "1")]);
+    held.metadata.finalizers = Some(vec!["mesh.tfmesh.dev/test-hold".into()]);
+    cluster.apply(&api, &held, &dl).await.unwrap();
+
+    let delete_returned = Arc::new(AtomicBool::new(false));
+    let finalizer_removed = Arc::new(AtomicBool::new(false));
+    let remover = {
+        let api = api.clone();
+        let (delete_returned, finalizer_removed) =
+            (delete_returned.clone(), finalizer_removed.clone());
+        tokio::spawn(async move {
+            // Wait (on a watch) until the delete has marked the object.
+            let terminating =
+                |o: Option<&ConfigMap>| o.is_some_and(|o| o.metadata.deletion_timestamp.is_some());
+            within(
+                BOUND,
+                "deletionTimestamp",
+                await_condition(api.clone(), "held", terminating),
+            )
+            .await
+            .unwrap();
+            assert!(
+                !delete_returned.load(Ordering::SeqCst),
+                "delete(wait_gone) returned while the finalizer was still there"
+            );
+            finalizer_removed.store(true, Ordering::SeqCst);
+            api.patch(
+                "held",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .unwrap();
+        })
+    };
+    let existed = within(
+        BOUND,
+        "delete(wait_gone)",
+        cluster.delete(&api, "held", true, &dl),
+    )
+    .await
+    .unwrap();
+    delete_returned.store(true, Ordering::SeqCst);
+    assert!(existed);
+    assert!(
+        finalizer_removed.load(Ordering::SeqCst),
+        "returned before the finalizer was removed"
+    );
+    remover.await.unwrap();
+    assert!(
+        api.get_opt("held").await.unwrap().is_none(),
+        "gone once delete returned"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Retries
+
+#[tokio::test]
+async fn transient_503_is_retried_then_succeeds() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let cluster = cluster_for(c1).await;
+    let api = configmaps(&cluster);
+
+    control.reset_counters().await.unwrap();
+    control
+        .add_fault(&Fault {
+            path: cm_path("flaky"),
+            verb: Some("patch".into()),
+            status: Some(503),
+            count: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let got = cluster
+        .apply(&api, &configmap("flaky", &[("a", "1")]), &deadline(BOUND))
+        .await
+        .unwrap();
+    let took = t0.elapsed();
+    assert_eq!(data(&got)["a"], "1");
+    let counters = control.counters().await.unwrap();
+    assert_eq!(
+        counters.get("patch", "configmaps"),
+        3,
+        "2 failures + 1 success: {counters:?}"
+    );
+    println!("503 x2 then success: {took:?}");
+}
+
+#[tokio::test]
+async fn persistent_503_fails_at_the_deadline_naming_cluster_and_action() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let cluster = cluster_for(c1).await;
+    let api = configmaps(&cluster);
+
+    control.reset_counters().await.unwrap();
+    control
+        .add_fault(&Fault {
+            path: cm_path("down"),
+            status: Some(503),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let err = within(
+        Duration::from_secs(10),
+        "apply under a persistent 503 with a 2 s deadline",
+        cluster.apply(
+            &api,
+            &configmap("down", &[("a", "1")]),
+            &deadline(Duration::from_secs(2)),
+        ),
+    )
+    .await
+    .unwrap_err();
+    let took = t0.elapsed();
+    let attempts = control.counters().await.unwrap().get("patch", "configmaps");
+    let msg = err.to_string();
+    println!("persistent 503, 2 s deadline: failed after {took:?}, {attempts} attempts: {msg}");
+    assert!(took <= Duration::from_secs(4), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(500),
+        "gave up without retrying: {took:?}"
+    );
+    assert!(attempts >= 3, "retried: {attempts} attempts");
+    assert!(msg.contains(&format!("cluster host {}", c1.url)), "{msg}");
+    assert!(msg.contains("applying ConfigMap down failed"), "{msg}");
+    assert!(msg.contains("503"), "{msg}");
+    assert!(
+        matches!(
+            err,
+            KubeError::Api { code: 503, .. } | KubeError::Timeout { .. }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn too_many_requests_honours_retry_after() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let cluster = cluster_for(c1).await;
+    let api = configmaps(&cluster);
+
+    control.reset_counters().await.unwrap();
+    control
+        .add_fault(&Fault {
+            path: cm_path("throttled"),
+            status: Some(429),
+            retry_after_s: Some(1),
+            count: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    cluster
+        .apply(
+            &api,
+            &configmap("throttled", &[("a", "1")]),
+            &deadline(BOUND),
+        )
+        .await
+        .unwrap();
+    let took = t0.elapsed();
+    println!("429 with Retry-After 1 s, then success: {took:?}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "Retry-After honoured: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(
+        control.counters().await.unwrap().get("patch", "configmaps"),
+        2
+    );
+}
+
+#[tokio::test]
+async fn dropped_connections_are_retried() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let cluster = cluster_for(c1).await;
+    let api = configmaps(&cluster);
+    let dl = deadline(BOUND);
+
+    control.reset_counters().await.unwrap();
+    control
+        .add_fault(&Fault {
+            path: cm_path("dropped"),
+            drop: Some(true),
+            count: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got = cluster
+        .apply(&api, &configmap("dropped", &[("a", "1")]), &dl)
+        .await
+        .unwrap();
+    assert_eq!(data(&got)["a"], "1");
+    assert_eq!(
+        control.counters().await.unwrap().get("patch", "configmaps"),
+        3
+    );
+
+    // Reads too.
+    control
+        .add_fault(&Fault {
+            path: cm_path("dropped"),
+            drop: Some(true),
+            count: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(cluster
+        .get_opt(&api, "dropped", &dl)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Authentication and authorization
+
+#[tokio::test]
+async fn wrong_token_is_401_with_a_credentials_hint() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let conn = Connection {
+        token: Some("not-the-token".into()),
+        ..inline(c1)
+    };
+    let cluster = connect(&conn).await.unwrap();
+    let api = configmaps(&cluster);
+    control.reset_counters().await.unwrap();
+    let err = cluster
+        .apply(&api, &configmap("x", &[("a", "1")]), &deadline(BOUND))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KubeError::Api { code: 401, .. }), "{err:?}");
+    assert_eq!(err.code(), Some(401));
+    let msg = err.to_string();
+    assert!(msg.contains("credentials"), "{msg}");
+    assert!(
+        !msg.contains("not-the-token"),
+        "no secrets in messages: {msg}"
+    );
+    assert_eq!(
+        control.counters().await.unwrap().total,
+        1,
+        "401 is not retried"
+    );
+}
+
+#[tokio::test]
+async fn missing_permission_is_403_with_the_servers_message_and_rbac_hint() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let admin = cluster_for(c1).await;
+    admin
+        .apply(
+            &configmaps(&admin),
+            &configmap("readable", &[("a", "1")]),
+            &deadline(BOUND),
+        )
+        .await
+        .unwrap();
+    control
+        .add_restricted_user(&RestrictedUser {
+            token: "kube-test-reader-token".into(),
+            name: Some("reader".into()),
+            allow: vec![Allow {
+                verb: "get".into(),
+                resource: "configmaps".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    let reader = connect(&Connection {
+        token: Some("kube-test-reader-token".into()),
+        ..inline(c1)
+    })
+    .await
+    .unwrap();
+    let api = configmaps(&reader);
+    let dl = deadline(BOUND);
+    // What it may do works...
+    assert!(reader
+        .get_opt(&api, "readable", &dl)
+        .await
+        .unwrap()
+        .is_some());
+    // ...what it may not is a 403 naming user, verb and resource, with the RBAC hint.
+    control.reset_counters().await.unwrap();
+    let err = reader
+        .apply(&api, &configmap("denied", &[("a", "1")]), &dl)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KubeError::Api { code: 403, .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(r#"User "reader" cannot patch resource "configmaps""#),
+        "{msg}"
+    );
+    assert!(msg.contains("RBAC"), "{msg}");
+    assert!(msg.contains("applying ConfigMap denied"), "{msg}");
+    assert_eq!(
+        control.counters().await.unwrap().total,
+        1,
+        "403 is not retried"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. TLS and unreachable servers
+
+#[tokio::test]
+async fn wrong_ca_names_the_tls_settings() {
+    let sim = sim(&["c1", "c2"]).await;
+    let (c1, c2) = (sim.cluster("c1"), sim.cluster("c2"));
+    let cluster = connect(&Connection {
+        cluster_ca_certificate: Some(c2.ca_pem.clone()),
+        ..inline(c1)
+    })
+    .await
+    .unwrap();
+    let api = configmaps(&cluster);
+    let t0 = Instant::now();
+    let err = within(
+        Duration::from_secs(10),
+        "get with the wrong CA",
+        cluster.get_opt(&api, "x", &deadline(Duration::from_secs(2))),
+    )
+    .await
+    .unwrap_err();
+    let took = t0.elapsed();
+    let msg = err.to_string();
+    println!("wrong CA: failed after {took:?}: {msg}");
+    assert!(matches!(err, KubeError::Unreachable { .. }), "{err:?}");
+    assert!(
+        msg.contains("cluster_ca_certificate") && msg.contains("tls_server_name"),
+        "{msg}"
+    );
+    assert!(msg.contains(&c1.url), "{msg}");
+    assert!(took <= Duration::from_secs(4), "{took:?}");
+}
+
+#[tokio::test]
+async fn unreachable_host_fails_at_the_deadline_saying_how_long_it_tried() {
+    let conn = Connection {
+        host: Some("https://127.0.0.1:1".into()),
+        token: Some("kube-test-unreachable".into()),
+        ..Default::default()
+    };
+    let cluster = connect(&conn).await.unwrap();
+    let api = configmaps(&cluster);
+    let t0 = Instant::now();
+    let err = within(
+        Duration::from_secs(10),
+        "get from an unreachable host",
+        cluster.get_opt(&api, "x", &deadline(Duration::from_secs(2))),
+    )
+    .await
+    .unwrap_err();
+    let took = t0.elapsed();
+    let msg = err.to_string();
+    println!("unreachable host, 2 s deadline: failed after {took:?}: {msg}");
+    assert!(
+        matches!(
+            err,
+            KubeError::Unreachable { .. } | KubeError::Timeout { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(msg.contains("https://127.0.0.1:1"), "{msg}");
+    assert!(
+        msg.contains("tried for") || msg.contains("timed out after"),
+        "{msg}"
+    );
+    assert!(msg.contains("unreachable"), "{msg}");
+    assert!(took >= Duration::from_millis(500), "retried: {took:?}");
+    assert!(took <= Duration::from_secs(4), "{took:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Waits
+
+fn available(o: Option<&Deployment>) -> bool {
+    o.and_then(|d| d.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Available" && c.status == "True")
+        })
+}
+
+fn deployment(name: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default", "labels": labels("test.kube")},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "main", "image": "example.invalid/app:1"}]}
+            }
+        }
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn wait_for_deployment_available_returns_the_object() {
+    let mut settings = kube_sim::Settings::default();
+    settings.deployments.delay_ms = 300;
+    let sim = sim_with(&["c1"], settings).await;
+    let cluster = cluster_for(sim.cluster("c1")).await;
+    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
+    let dl = deadline(BOUND);
+    let applied = cluster.apply(&api, &deployment("web"), &dl).await.unwrap();
+    assert!(!available(Some(&applied)), "not available yet when applied");
+    let t0 = Instant::now();
+    let got = wait_for(
+        &cluster,
+        api.clone(),
+        "web",
+        "Deployment web to be Available",
+        available,
+        &dl,
+    )
+    .await
+    .unwrap()
+    .expect("the object");
+    println!("Deployment Available after {:?}", t0.elapsed());
+    assert!(available(Some(&got)));
+    assert_eq!(got.metadata.uid, applied.metadata.uid);
+    assert_eq!(
+        got.status.as_ref().and_then(|s| s.available_replicas),
+        Some(2)
+    );
+}
+
+fn never(o: Option<&ConfigMap>) -> bool {
+    o.is_some_and(|cm| data(cm).contains_key("never"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_is_cancelled_promptly() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let cluster = cluster_for(c1).await;
+    let api = configmaps(&cluster);
+    cluster
+        .apply(&api, &configmap("waited", &[("a", "1")]), &deadline(BOUND))
+        .await
+        .unwrap();
+    control.reset_counters().await.unwrap();
+
+    let cancel = CancellationToken::new();
+    let dl = Deadline::new(Duration::from_secs(60), cancel.clone());
+    let canceller = tokio::spawn(async move {
+        // Cancel once the wait is really waiting: its watch request reached the server.
+        within(BOUND, "the wait's watch request", async {
+            loop {
+                if control.counters().await.unwrap().get("watch", "configmaps") >= 1 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        cancel.cancel();
+        Instant::now()
+    });
+    let err = within(
+        BOUND,
+        "cancelled wait",
+        wait_for(
+            &cluster,
+            api,
+            "waited",
+            "ConfigMap waited to have key never",
+            never,
+            &dl,
+        ),
+    )
+    .await
+    .unwrap_err();
+    let returned = Instant::now();
+    let cancelled_at = canceller.await.unwrap();
+    let lag = returned.saturating_duration_since(cancelled_at);
+    println!("wait returned {lag:?} after the cancel");
+    assert!(matches!(err, KubeError::Cancelled { .. }), "{err:?}");
+    assert!(lag <= Duration::from_secs(1), "{lag:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("waiting for ConfigMap waited to have key never"),
+        "{msg}"
+    );
+    assert!(msg.contains("asked the provider to stop"), "{msg}");
+}
+
+#[tokio::test]
+async fn wait_for_times_out_at_the_deadline() {
+    let sim = sim(&["c1"]).await;
+    let cluster = cluster_for(sim.cluster("c1")).await;
+    let api = configmaps(&cluster);
+    cluster
+        .apply(&api, &configmap("waited", &[("a", "1")]), &deadline(BOUND))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let err = within(
+        BOUND,
+        "wait with a short deadline",
+        wait_for(
+            &cluster,
+            api,
+            "waited",
+            "ConfigMap waited to have key never",
+            never,
+            &deadline(Duration::from_millis(700)),
+        ),
+    )
+    .await
+    .unwrap_err();
+    let took = t0.elapsed();
+    match &err {
+        KubeError::Timeout { action, waited, .. } => {
+            assert_eq!(action, "waiting for ConfigMap waited to have key never");
+            assert!(*waited >= Duration::from_millis(600), "{waited:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        took >= Duration::from_millis(650) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert!(err.to_string().contains("timed out after"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Client cache and exec credential plugin
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_plugin_runs_once_per_distinct_connection() {
+    const N: usize = 10;
+    let names: Vec<String> = (0..N).map(|i| format!("x{i}")).collect();
+    let sim = sim(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let dir = TempDir::new("exec");
+    let script = dir.path().join("fake-credential-plugin.sh");
+    let runs = dir.path().join("runs.log");
+    std::fs::write(
+        &script,
+        r#"#!/bin/bash
+set -eu
+echo "$KUBE_TEST_CLUSTER" >> "$KUBE_TEST_RUNS"
+printf '{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","status":{"token":"%s"}}\n' "$KUBE_TEST_TOKEN"
+"#,
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let conns: Vec<Connection> = sim
+        .clusters()
+        .iter()
+        .map(|c| Connection {
+            host: Some(c.url.clone()),
+            cluster_ca_certificate: Some(c.ca_pem.clone()),
+            exec: Some(Exec {
+                api_version: "client.authentication.k8s.io/v1beta1".into(),
+                command: script.display().to_string(),
+                args: vec![],
+                env: BTreeMap::from([
+                    ("KUBE_TEST_CLUSTER".to_string(), c.name.clone()),
+                    ("KUBE_TEST_RUNS".to_string(), runs.display().to_string()),
+                    ("KUBE_TEST_TOKEN".to_string(), c.admin_token.clone()),
+                ]),
+            }),
+            ..Default::default()
+        })
+        .collect();
+
+    let dl = deadline(BOUND);
+    for round in 0..3 {
+        for conn in &conns {
+            let cluster = connect(conn).await.unwrap();
+            let found = cluster
+                .get_opt(&configmaps(&cluster), "kube-root-ca.crt", &dl)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(
+                found.is_some(),
+                "round {round}: the exec token authenticated"
+            );
+        }
+    }
+    let log = std::fs::read_to_string(&runs).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    println!(
+        "exec plugin runs for {N} connections x 3 rounds: {}",
+        lines.len()
+    );
+    assert_eq!(
+        lines.len(),
+        N,
+        "one plugin run per distinct connection: {lines:?}"
+    );
+    for name in &names {
+        assert_eq!(
+            lines.iter().filter(|l| **l == name.as_str()).count(),
+            1,
+            "{name}: {lines:?}"
+        );
+    }
+    // Every cluster saw its three requests with the plugin's token.
+    for c in sim.clusters() {
+        let counters = c.control().counters().await.unwrap();
+        assert_eq!(counters.get("get", "configmaps"), 3, "{}", c.name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Kubeconfig selection
+
+#[tokio::test]
+async fn kubeconfig_context_selection_and_inline_override() {
+    let sim = sim(&["c1", "c2"]).await;
+    let (c1, c2) = (sim.cluster("c1"), sim.cluster("c2"));
+    let dir = TempDir::new("kubeconfig");
+    let path = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&path).unwrap();
+    let dl = deadline(BOUND);
+
+    // config_context selects c2.
+    let from_file = Connection {
+        config_path: Some(path.display().to_string()),
+        config_context: Some("c2".into()),
+        ..Default::default()
+    };
+    let cluster = connect(&from_file).await.unwrap();
+    assert_eq!(cluster.name, "context \"c2\"");
+    cluster
+        .apply(
+            &configmaps(&cluster),
+            &configmap("selected", &[("a", "1")]),
+            &dl,
+        )
+        .await
+        .unwrap();
+    assert!(in_dump(
+        &c2.control().dump().await.unwrap(),
+        "ConfigMap",
+        "selected"
+    ));
+    assert!(!in_dump(
+        &c1.control().dump().await.unwrap(),
+        "ConfigMap",
+        "selected"
+    ));
+
+    // The current context (c1) when none is named.
+    let current = connect(&Connection {
+        config_path: Some(path.display().to_string()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    current
+        .apply(
+            &configmaps(&current),
+            &configmap("current", &[("a", "1")]),
+            &dl,
+        )
+        .await
+        .unwrap();
+    assert!(in_dump(
+        &c1.control().dump().await.unwrap(),
+        "ConfigMap",
+        "current"
+    ));
+    assert!(!in_dump(
+        &c2.control().dump().await.unwrap(),
+        "ConfigMap",
+        "current"
+    ));
+
+    // Inline host/CA/token override the c2 context's server and user: reaches c1.
+    let overridden = Connection {
+        host: Some(c1.url.clone()),
+        cluster_ca_certificate: Some(c1.ca_pem.clone()),
+        token: Some(c1.admin_token.clone()),
+        ..from_file.clone()
+    };
+    let cluster = connect(&overridden).await.unwrap();
+    cluster
+        .apply(
+            &configmaps(&cluster),
+            &configmap("overridden", &[("a", "1")]),
+            &dl,
+        )
+        .await
+        .unwrap();
+    assert!(in_dump(
+        &c1.control().dump().await.unwrap(),
+        "ConfigMap",
+        "overridden"
+    ));
+    assert!(!in_dump(
+        &c2.control().dump().await.unwrap(),
+        "ConfigMap",
+        "overridden"
+    ));
+
+    // An unknown context is a configuration error listing the known ones.
+    let err = connect(&Connection {
+        config_context: Some("c9".into()),
+        ..from_file
+    })
+    .await
+    .err()
+    .expect("unknown context fails");
+    assert!(matches!(err, KubeError::Config { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("context \"c9\" is not in the kubeconfig"),
+        "{err}"
+    );
+}
