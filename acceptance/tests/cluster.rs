@@ -259,3 +259,264 @@ resource "mesh_cluster" "bad" {
         "{err}"
     );
 }
+
+fn control_plane_config(kubeconfig: &str, version: &str, fail: bool) -> String {
+    let annotations = if fail {
+        r#"installer_pod_annotations = { "kube-sim.mesh.dev/fail" = "simulated: cannot pull image" }"#
+    } else {
+        ""
+    };
+    format!(
+        r#"
+resource "mesh_root_ca" "root" {{
+  key_algorithm = "ECDSA"
+}}
+
+resource "mesh_cluster" "primary" {{
+  cluster_name = "c1"
+  mesh_id      = "mesh1"
+  network      = "net1"
+  kubernetes {{
+    config_path    = "{kubeconfig}"
+    config_context = "c1"
+  }}
+  root_ca {{
+    cert_pem        = mesh_root_ca.root.cert_pem
+    private_key_pem = mesh_root_ca.root.private_key_pem
+  }}
+  intermediate {{
+    key_algorithm = "ECDSA"
+  }}
+  control_plane {{
+    version         = "{version}"
+    external_istiod = true
+    values          = jsonencode({{ pilot = {{ env = {{ PILOT_TRACE_SAMPLING = "1" }} }}, global = {{ network = "not-mine" }} }})
+    {annotations}
+  }}
+}}
+
+resource "mesh_cluster" "remote" {{
+  cluster_name = "c2"
+  mesh_id      = "mesh1"
+  network      = "net2"
+  kubernetes {{
+    config_path    = "{kubeconfig}"
+    config_context = "c2"
+  }}
+  root_ca {{
+    cert_pem        = mesh_root_ca.root.cert_pem
+    private_key_pem = mesh_root_ca.root.private_key_pem
+  }}
+  intermediate {{
+    key_algorithm = "ECDSA"
+  }}
+  control_plane {{
+    version              = "{version}"
+    role                 = "remote"
+    remote_pilot_address = "10.1.2.3"
+    primary_cluster_name = mesh_cluster.primary.cluster_name
+  }}
+}}
+
+output "versions" {{
+  value = [mesh_cluster.primary.control_plane_version, mesh_cluster.remote.control_plane_version]
+}}
+"#
+    )
+}
+
+/// Objects the installer made for IstioOperator `owner`, CRDs aside.
+fn installed(sim: &Clusters, cluster: &str, owner: &str) -> Vec<String> {
+    sim.dump(cluster)
+        .iter()
+        .filter(|o| o["metadata"]["labels"]["install.operator.istio.io/owning-resource"] == owner)
+        .filter(|o| o["kind"] != "CustomResourceDefinition")
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or("?"),
+                o["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+fn installer_leftovers(sim: &Clusters, cluster: &str) -> Vec<String> {
+    sim.dump(cluster)
+        .iter()
+        .filter(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("-installer"))
+        })
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or("?"),
+                o["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn control_plane_primary_and_remote_install_upgrade_repair_uninstall() {
+    if !enabled("control_plane_primary_and_remote_install_upgrade_repair_uninstall") {
+        return;
+    }
+    let ws = Workspace::new("control-plane");
+    let sim = Clusters::start(&["c1", "c2"], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    ws.config(&control_plane_config(&kc, "1.30.3", false));
+    sim.reset_requests("c1");
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    println!(
+        "primary with control plane, create: {} API requests",
+        sim.requests("c1")
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The user tried to set a multicluster key: ours wins, with a warning.
+    assert!(
+        stdout.contains("Value set by the provider") && stdout.contains("global.network"),
+        "{stdout}"
+    );
+    assert_eq!(
+        ws.output("versions"),
+        serde_json::json!(["1.30.3", "1.30.3"])
+    );
+
+    // Primary: istiod carries the cluster's identity; the installer left nothing behind.
+    let istiod = sim
+        .find("c1", "Deployment", "istio-system", "istiod")
+        .expect("istiod installed");
+    let env = istiod["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(env.contains(r#""name":"CLUSTER_ID","value":"c1""#), "{env}");
+    assert!(env.contains("EXTERNAL_ISTIOD"), "{env}");
+    assert!(env.contains("PILOT_TRACE_SAMPLING"), "{env}");
+    assert_eq!(
+        istiod["metadata"]["labels"]["operator.istio.io/version"],
+        "1.30.3"
+    );
+    assert_eq!(installer_leftovers(&sim, "c1"), Vec::<String>::new());
+    // Remote: the injector webhook, and the namespace names its control plane.
+    assert!(sim
+        .find(
+            "c2",
+            "MutatingWebhookConfiguration",
+            "",
+            "istio-sidecar-injector"
+        )
+        .is_some());
+    assert!(
+        sim.find("c2", "Deployment", "istio-system", "istiod")
+            .is_none(),
+        "a remote runs no istiod"
+    );
+    let ns = sim.find("c2", "Namespace", "", "istio-system").unwrap();
+    assert_eq!(
+        ns["metadata"]["annotations"]["topology.istio.io/controlPlaneClusters"],
+        "c1"
+    );
+    assert_eq!(installer_leftovers(&sim, "c2"), Vec::<String>::new());
+    ws.assert_empty_plan();
+
+    // istiod deleted out of band: the plan reinstalls it.
+    sim.kubectl(
+        "c1",
+        &["-n", "istio-system", "delete", "deployment", "istiod"],
+    );
+    assert_eq!(ws.plan_exit_code(), 2);
+    ws.apply();
+    assert!(
+        sim.find("c1", "Deployment", "istio-system", "istiod")
+            .is_some(),
+        "istiod not reinstalled"
+    );
+    ws.assert_empty_plan();
+
+    // Upgrade in place.
+    ws.config(&control_plane_config(&kc, "1.30.4", false));
+    let plan = ws.ok(&["plan", "-no-color"]);
+    assert!(
+        plan.contains("Plan: 0 to add, 2 to change, 0 to destroy"),
+        "{plan}"
+    );
+    ws.apply();
+    let istiod = sim
+        .find("c1", "Deployment", "istio-system", "istiod")
+        .unwrap();
+    assert_eq!(
+        istiod["metadata"]["labels"]["operator.istio.io/version"],
+        "1.30.4"
+    );
+    assert_eq!(
+        ws.output("versions"),
+        serde_json::json!(["1.30.4", "1.30.4"])
+    );
+    ws.assert_empty_plan();
+
+    sim.reset_requests("c1");
+    ws.destroy();
+    println!(
+        "primary with control plane, destroy: {} API requests",
+        sim.requests("c1")
+    );
+    for (cluster, owner) in [("c1", "mesh-c1"), ("c2", "mesh-c2")] {
+        assert_eq!(
+            installed(&sim, cluster, owner),
+            Vec::<String>::new(),
+            "{cluster}: install left behind"
+        );
+        assert_eq!(sim.ours(cluster), Vec::<String>::new(), "{cluster}");
+        assert!(
+            sim.find(cluster, "Namespace", "", "istio-system").is_none(),
+            "{cluster}: namespace left"
+        );
+    }
+}
+
+#[test]
+fn installer_failure_shows_the_log_and_cleans_up() {
+    if !enabled("installer_failure_shows_the_log_and_cleans_up") {
+        return;
+    }
+    let ws = Workspace::new("control-plane-fail");
+    let sim = Clusters::start(&["c1", "c2"], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    ws.config(&control_plane_config(&kc, "1.30.3", true));
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("the Istio installer (Job istio-system/mesh-c1-installer) failed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("BackoffLimitExceeded"), "{stderr}");
+    assert!(
+        stderr.contains("simulated: cannot pull image"),
+        "log tail missing:\n{stderr}"
+    );
+    assert_eq!(
+        installer_leftovers(&sim, "c1"),
+        Vec::<String>::new(),
+        "installer objects left after a failure"
+    );
+    // The half-done cluster stays in state (tainted), so nothing is orphaned.
+    assert!(ws
+        .state_list()
+        .contains(&"mesh_cluster.primary".to_string()));
+
+    ws.config(&control_plane_config(&kc, "1.30.3", false));
+    ws.apply();
+    assert!(sim
+        .find("c1", "Deployment", "istio-system", "istiod")
+        .is_some());
+    ws.assert_empty_plan();
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+    assert_eq!(installed(&sim, "c1", "mesh-c1"), Vec::<String>::new());
+}

@@ -2,6 +2,8 @@
 //! names, labels and keys. Knows Kubernetes objects, nothing of Terraform.
 
 pub mod cacerts;
+pub mod install;
+pub mod operator;
 
 /// Namespace label carrying the cluster's network (read by istiod and the gateways).
 pub const NETWORK_LABEL: &str = "topology.istio.io/network";

@@ -1,10 +1,7 @@
 //! `mesh_cluster`: joins one cluster to the mesh — the istiod namespace with the cluster's
-//! network label, and the mesh's trust: an intermediate CA in Secret `cacerts`, written before
-//! any istiod starts.
-//!
-//! The control plane (`control_plane { ... }`, the in-cluster installer Job) is not part of
-//! this resource yet; install istiod yourselves (e.g. with Helm) after it, with the same mesh
-//! ID, cluster name and network.
+//! network label, the mesh's trust (an intermediate CA in Secret `cacerts`, written before any
+//! istiod starts), and the Istio control plane, installed by Istio's own installer running in
+//! the cluster.
 
 use std::time::Duration;
 
@@ -12,7 +9,8 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
 use serde::{Deserialize, Serialize};
 
-use crate::istio::{self, cacerts, cacerts::CaBundle};
+use crate::istio::operator::{self, ControlPlane, Identity, Installer, Role};
+use crate::istio::{self, cacerts, cacerts::CaBundle, install};
 use crate::kube::{connect, labels, Cluster, Deadline, KubeError};
 use crate::pki::{self, CaSigner, CaSpec, Field, KeyAlgorithm};
 use crate::plugin::resource::{timeout, timeouts_block};
@@ -32,9 +30,9 @@ Trust comes from one of:
 - `ca { ... }`: bring your own intermediate (e.g. from Vault PKI), so the root key never enters Terraform. It is checked before anything is changed: it must chain to `root_cert_pem`, match its key, be a CA and be valid now.
 - neither: no `cacerts`; istiod then runs its own self-signed CA, which only works for a single primary.
 
-Install istiod after this resource (depend on it), with the same `mesh_id`, `cluster_name` and `network`. The in-cluster control-plane installer (`control_plane { ... }`) is not available yet.
+With `control_plane { ... }` the provider installs Istio: it renders an IstioOperator for this cluster (mesh ID, cluster name, network; `profile: remote`, `remotePilotAddress` and the injection path for a remote; `externalIstiod` for a primary serving remotes; your `values` and `mesh_config` merged in) and runs `istioctl install` **inside the cluster** as a Job (image `<hub>/istioctl:<version>`) under a temporary cluster-admin ServiceAccount, then waits for istiod to be Available (on a remote: for the injector webhook). The Job and its RBAC are removed afterwards; a failed install shows the installer's log in the error. Changing the version or values re-runs the installer (in-place upgrade). No local `istioctl` is needed. Omit the block to install istiod yourselves (e.g. with Helm) after this resource, with the same `mesh_id`, `cluster_name` and `network`.
 
-Drift is repaired: a deleted or edited `cacerts`, or a changed network label, shows in the next plan and is put back by apply. If the namespace is gone, the resource is planned for creation again. Destroy removes `cacerts`, and the namespace if this resource created it (otherwise only its labels).
+Drift is repaired: a deleted or edited `cacerts`, a changed network label, or a missing istiod shows in the next plan and is put back by apply. If the namespace is gone, the resource is planned for creation again. Destroy uninstalls the control plane (the objects carrying the installer's owner labels for this cluster's IstioOperator, as `istioctl uninstall -f` would; Istio's CRDs only with `remove_crds_on_destroy`), then removes `cacerts`, and the namespace if this resource created it (otherwise only its labels).
 
 The intermediate CA's private key is kept in the resource's private state (in the state file, not shown in plans).";
 
@@ -57,6 +55,7 @@ fn schema() -> Schema {
             .attr(Attribute::string("cert_chain_pem", "Chain from the signing certificate up to the root, as in `cacerts`.").computed().stable())
             .attr(Attribute::string("root_cert_pem", "The mesh root certificate(s), as in `cacerts`.").computed().stable())
             .attr(Attribute::string("ca_not_after", "Expiry of the signing CA certificate (RFC 3339).").computed().stable())
+            .attr(Attribute::string("control_plane_version", "The Istio version running, as observed on istiod (null without `control_plane`, or when istiod is missing).").computed().stable())
             .block(kubernetes::block())
             .block(NestedBlock::single(
                 "root_ca",
@@ -81,7 +80,26 @@ fn schema() -> Schema {
                     .attr(Attribute::string("cert_chain_pem", "Chain from `cert_pem` up to the root, PEM (the root may be included).").required())
                     .attr(Attribute::string("root_cert_pem", "The mesh root certificate(s), PEM.").required()),
             ))
+            .block(control_plane_block())
             .block(timeouts_block(&[("create", "20m"), ("update", "20m"), ("delete", "20m")])),
+    )
+}
+
+fn control_plane_block() -> NestedBlock {
+    NestedBlock::single(
+        "control_plane",
+        Block::new("Install the Istio control plane with Istio's own installer, run in the cluster. Omit it to install istiod yourselves.")
+            .attr(Attribute::string("version", "Istio version, e.g. `\"1.30.3\"` (the istioctl image tag and the control plane's tag).").required())
+            .attr(Attribute::string("hub", "Image repository of Istio's images, e.g. a mirror for air-gapped clusters.").default("docker.io/istio"))
+            .attr(Attribute::string("role", "`\"primary\"` (runs istiod) or `\"remote\"` (uses a primary's istiod through its east-west gateway).").default("primary"))
+            .attr(Attribute::bool("external_istiod", "A primary that also serves remote clusters (`values.global.externalIstiod`).").default(false))
+            .attr(Attribute::string("remote_pilot_address", "For `role = \"remote\"`: the address of the primary's istiod, usually its east-west gateway's `address`.").optional())
+            .attr(Attribute::string("primary_cluster_name", "For `role = \"remote\"`: the `cluster_name` of the primary whose istiod controls this cluster (namespace annotation `topology.istio.io/controlPlaneClusters`).").optional())
+            .attr(Attribute::string("revision", "Istio revision name, for canary upgrades.").optional())
+            .attr(Attribute::string("values", "JSON object deep-merged into the IstioOperator's `spec.values` (use `jsonencode`). The multicluster keys (mesh ID, cluster name, network, remote settings) are set by the provider.").optional())
+            .attr(Attribute::string("mesh_config", "JSON object for the IstioOperator's `spec.meshConfig` (use `jsonencode`).").optional())
+            .attr(Attribute::string_map("installer_pod_annotations", "Extra annotations on the installer Job's pod.").optional())
+            .attr(Attribute::bool("remove_crds_on_destroy", "Also delete Istio's CRDs on destroy. This deletes every Istio resource in the cluster.").default(false)),
     )
 }
 
@@ -248,6 +266,136 @@ fn validate_config(config: &Value, diags: &mut Diagnostics) {
         diags,
     );
     trust_from(config, diags);
+    if !config.get("control_plane").is_null() {
+        control_plane_from(config, diags);
+    }
+}
+
+fn is_version(v: &str) -> bool {
+    let (core, pre) = v.split_once('-').unwrap_or((v, ""));
+    let parts: Vec<&str> = core.split('.').collect();
+    (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && pre
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+fn is_image_repository(hub: &str) -> bool {
+    let last = hub.rsplit('/').next().unwrap_or("");
+    !hub.is_empty()
+        && !hub.contains('@')
+        && !last.contains(':')
+        && !hub.ends_with('/')
+        && hub
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"./-_:".contains(&b))
+}
+
+fn json_object(
+    v: &Value,
+    path: AttributePath,
+    diags: &mut Diagnostics,
+) -> Option<serde_json::Value> {
+    match v {
+        Value::Null => Some(serde_json::json!({})),
+        Value::String(s) => match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(j) if j.is_object() => Some(j),
+            Ok(_) => {
+                diags.error_at(
+                    path,
+                    "Not a JSON object",
+                    "Use jsonencode({ ... }) with an object.",
+                );
+                None
+            }
+            Err(e) => {
+                diags.error_at(path, "Invalid JSON", e.to_string());
+                None
+            }
+        },
+        _ => None,
+    }
+}
+
+/// The control plane settings, checked; `None` when absent, unknown or invalid.
+fn control_plane_from(config: &Value, diags: &mut Diagnostics) -> Option<ControlPlane> {
+    let b = config.get("control_plane");
+    if b.is_null() {
+        return None;
+    }
+    let at = |n: &str| AttributePath::attrs(&["control_plane", n]);
+    let version = b.get("version");
+    if let Some(v) = version.as_str() {
+        if !is_version(v) {
+            diags.error_at(
+                at("version"),
+                "Invalid version",
+                format!("{v:?} is not an Istio version such as \"1.30.3\"."),
+            );
+        }
+    }
+    let hub = b.get("hub").as_str().unwrap_or("docker.io/istio");
+    if !b.get("hub").is_unknown() && !is_image_repository(hub) {
+        diags.error_at(at("hub"), "Invalid hub", format!("{hub:?} is not an image repository such as \"docker.io/istio\" (no tag or digest)."));
+    }
+    let role = match b.get("role").as_str().unwrap_or("primary") {
+        "primary" => Role::Primary,
+        "remote" => Role::Remote,
+        other => {
+            diags.error_at(
+                at("role"),
+                "Invalid role",
+                format!("{other:?} is not \"primary\" or \"remote\"."),
+            );
+            Role::Primary
+        }
+    };
+    if role == Role::Remote {
+        for needed in ["remote_pilot_address", "primary_cluster_name"] {
+            if b.get(needed).is_null() {
+                diags.error_at(
+                    at(needed),
+                    format!("Missing {needed}"),
+                    format!("A remote cluster needs {needed}: it has no istiod of its own."),
+                );
+            }
+        }
+        if b.get("external_istiod").as_bool() == Some(true) {
+            diags.error_at(
+                at("external_istiod"),
+                "Invalid external_istiod",
+                "external_istiod applies to a primary that serves remotes, not to a remote.",
+            );
+        }
+    }
+    if let Some(p) = b.get("primary_cluster_name").as_str() {
+        if !istio::is_dns1123_label(p) {
+            diags.error_at(
+                at("primary_cluster_name"),
+                "Invalid primary_cluster_name",
+                format!("{p:?} is not a DNS-1123 label."),
+            );
+        }
+    }
+    let values = json_object(b.get("values"), at("values"), diags);
+    let mesh_config = json_object(b.get("mesh_config"), at("mesh_config"), diags);
+    if diags.has_errors() || !b.is_wholly_known() {
+        return None;
+    }
+    Some(ControlPlane {
+        version: version.as_str()?.to_string(),
+        hub: hub.to_string(),
+        role,
+        external_istiod: b.get("external_istiod").as_bool().unwrap_or(false),
+        remote_pilot_address: b.get("remote_pilot_address").as_str().map(str::to_string),
+        primary_cluster_name: b.get("primary_cluster_name").as_str().map(str::to_string),
+        revision: b.get("revision").as_str().map(str::to_string),
+        values: values?,
+        mesh_config: mesh_config?,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,6 +410,10 @@ struct Private {
     /// The intermediate issued from `root_ca` (cert and key), reused until reissued.
     issued_cert_pem: Option<String>,
     issued_key_pem: Option<String>,
+    /// The IstioOperator installed (its name selects what to uninstall) and its digest.
+    operator_name: Option<String>,
+    operator_digest: Option<String>,
+    remove_crds: bool,
 }
 
 impl Private {
@@ -303,6 +455,24 @@ fn kube_failure(err: KubeError) -> Failure {
     d.into()
 }
 
+/// Replaces unknowns with nulls: a partial state handed back with an error must be known.
+fn known_or_null(v: &Value) -> Value {
+    match v {
+        Value::Unknown => Value::Null,
+        Value::List(items) => Value::List(items.iter().map(known_or_null).collect()),
+        Value::Map(fields) => Value::Map(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), known_or_null(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Builds or repairs everything: namespace, trust, control plane — in that order, since
+/// istiod must find `cacerts` at its first start. A failure after the namespace step returns
+/// what exists by then, so Terraform keeps the resource (tainted) and nothing is orphaned.
 async fn converge(
     ctx: &Ctx,
     planned: &Value,
@@ -311,15 +481,26 @@ async fn converge(
     op: &str,
 ) -> Result<Applied, Failure> {
     let mut diags = Diagnostics::new();
-    let Some(trust) = trust_from(config, &mut diags) else {
+    let trust = trust_from(config, &mut diags);
+    let cp = control_plane_from(config, &mut diags);
+    let (Some(trust), false) = (trust, diags.has_errors()) else {
         if !diags.has_errors() {
             diags.error(
-                "Trust settings are not known",
+                "Settings are not known",
                 "All trust settings must be known at apply time.",
             );
         }
         return Err(diags.into());
     };
+    if !config.get("control_plane").is_null() && cp.is_none() {
+        if !diags.has_errors() {
+            diags.error(
+                "Settings are not known",
+                "All control_plane settings must be known at apply time.",
+            );
+        }
+        return Err(diags.into());
+    }
     let mut private = Private::load(private);
     let deadline = Deadline::new(timeout(config, op, DEFAULT_TIMEOUT), ctx.cancel.clone());
     let cluster = connect(&kubernetes::connection(config.get("kubernetes")))
@@ -330,8 +511,19 @@ async fn converge(
         .as_str()
         .unwrap_or("istio-system")
         .to_string();
-    let network = planned.get("network").as_str().unwrap_or_default();
+    let cluster_name = planned
+        .get("cluster_name")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let network = planned
+        .get("network")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let ours = labels(&instance(planned));
+    let mut state = planned.clone();
+    state.set("id", Value::from(cluster_name.clone()));
 
     // Namespace first: create it (remembering that we did) or adopt it with our labels only.
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
@@ -343,11 +535,28 @@ async fn converge(
     {
         private.namespace_created = true;
     }
-    let ns = cacerts::namespace(&ns_name, network, None, ours.clone());
+    let controller = cp
+        .as_ref()
+        .filter(|c| c.role == Role::Remote)
+        .and_then(|c| c.primary_cluster_name.as_deref());
+    let ns = cacerts::namespace(&ns_name, &network, controller, ours.clone());
     cluster
         .apply(&namespaces, &ns, &deadline)
         .await
         .map_err(kube_failure)?;
+
+    let partial = |state: &Value, private: &Private, diags: Diagnostics| Failure {
+        diags,
+        partial: Some(Applied {
+            state: known_or_null(state),
+            private: private.store(),
+        }),
+    };
+    let kube_partial = |state: &Value, private: &Private, e: KubeError| {
+        let mut d = Diagnostics::new();
+        d.error(e.to_string(), "");
+        partial(state, private, d)
+    };
 
     // Then trust, before any istiod starts.
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns_name);
@@ -365,10 +574,28 @@ async fn converge(
                     let issued = tokio::task::spawn_blocking(move || {
                         pki::issue_intermediate(&signer, &spec)
                     })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("intermediate issuance task failed: {e}"))?
-                    .map_err(|e| anyhow::anyhow!("Cannot issue the intermediate CA: {e}"))?;
-                    (issued.cert_pem, issued.private_key_pem)
+                    .await;
+                    match issued {
+                        Ok(Ok(i)) => (i.cert_pem, i.private_key_pem),
+                        Ok(Err(e)) => {
+                            return Err(partial(
+                                &state,
+                                &private,
+                                Diagnostics::from_error(&anyhow::anyhow!(
+                                    "Cannot issue the intermediate CA: {e}"
+                                )),
+                            ))
+                        }
+                        Err(e) => {
+                            return Err(partial(
+                                &state,
+                                &private,
+                                Diagnostics::from_error(&anyhow::anyhow!(
+                                    "intermediate issuance task failed: {e}"
+                                )),
+                            ))
+                        }
+                    }
                 }
             };
             let root = config
@@ -396,29 +623,133 @@ async fn converge(
         }
         Trust::None => None,
     };
-    let mut state = planned.clone();
-    state.set(
-        "id",
-        Value::from(planned.get("cluster_name").as_str().unwrap_or_default()),
-    );
     match &bundle {
         Some(b) => {
-            cluster
-                .apply(&secrets, &cacerts::secret(&ns_name, b, ours), &deadline)
+            if let Err(e) = cluster
+                .apply(
+                    &secrets,
+                    &cacerts::secret(&ns_name, b, ours.clone()),
+                    &deadline,
+                )
                 .await
-                .map_err(kube_failure)?;
+            {
+                return Err(kube_partial(&state, &private, e));
+            }
             private.cacerts_digest = Some(b.digest());
             set_trust_outputs(&mut state, Some(b));
         }
         None => {
-            if private.cacerts_digest.take().is_some() {
+            if private.cacerts_digest.is_some() {
                 // Switched to istiod's own CA: remove the plug-in CA we installed.
-                cluster
+                if let Err(e) = cluster
                     .delete(&secrets, cacerts::SECRET_NAME, false, &deadline)
                     .await
-                    .map_err(kube_failure)?;
+                {
+                    return Err(kube_partial(&state, &private, e));
+                }
+                private.cacerts_digest = None;
             }
             set_trust_outputs(&mut state, None);
+        }
+    }
+
+    // Control plane last.
+    match cp {
+        Some(cp) => {
+            let id = Identity {
+                cluster_name: &cluster_name,
+                mesh_id: planned.get("mesh_id").as_str().unwrap_or_default(),
+                network: &network,
+                namespace: &ns_name,
+            };
+            let (iop, overridden) = operator::istio_operator(&id, &cp);
+            for key in overridden {
+                ctx.warn(
+                    Some(AttributePath::attrs(&["control_plane", "values"])),
+                    "Value set by the provider",
+                    &format!("values.{key} is set by mesh_cluster from cluster_name, mesh_id, network and the remote settings; the value in `values` is ignored."),
+                );
+            }
+            let digest = operator::digest(&iop);
+            let name = operator::operator_name(&cluster_name, cp.revision.as_deref());
+            let needed = planned.get("control_plane_version").is_unknown()
+                || private.operator_digest.as_deref() != Some(digest.as_str());
+            if needed {
+                let installer = Installer::new(&ns_name, &name);
+                let annotations = config
+                    .get("control_plane")
+                    .get("installer_pod_annotations")
+                    .as_map()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Err(e) = install::install(
+                    &cluster,
+                    &installer,
+                    &iop,
+                    &cp,
+                    &ours,
+                    &annotations,
+                    &deadline,
+                )
+                .await
+                {
+                    let mut d = Diagnostics::new();
+                    match e {
+                        install::InstallError::InstallerFailed { ref detail, .. } => {
+                            d.error(e.to_string(), detail.clone())
+                        }
+                        other => d.error(other.to_string(), ""),
+                    }
+                    return Err(partial(&state, &private, d));
+                }
+                // A new revision name is a new install: remove the previous one once the new
+                // control plane is up.
+                if let Some(old) = private.operator_name.clone().filter(|o| *o != name) {
+                    if let Err(e) = install::uninstall(
+                        &cluster,
+                        &operator::owner_selector(&old, &ns_name),
+                        false,
+                        &deadline,
+                    )
+                    .await
+                    {
+                        return Err(kube_partial(&state, &private, e));
+                    }
+                }
+                private.operator_name = Some(name);
+                private.operator_digest = Some(digest);
+            }
+            private.remove_crds = config
+                .get("control_plane")
+                .get("remove_crds_on_destroy")
+                .as_bool()
+                .unwrap_or(false);
+            let version = install::observed_version(&cluster, &ns_name, &cp, &deadline).await;
+            match version {
+                Ok(v) => state.set("control_plane_version", v.into()),
+                Err(e) => return Err(kube_partial(&state, &private, e)),
+            }
+        }
+        None => {
+            if let Some(old) = private.operator_name.clone() {
+                if let Err(e) = install::uninstall(
+                    &cluster,
+                    &operator::owner_selector(&old, &ns_name),
+                    private.remove_crds,
+                    &deadline,
+                )
+                .await
+                {
+                    return Err(kube_partial(&state, &private, e));
+                }
+                private.operator_name = None;
+                private.operator_digest = None;
+            }
+            state.set("control_plane_version", Value::Null);
         }
     }
     Ok(Applied {
@@ -455,6 +786,16 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), KubeErro
         .as_str()
         .unwrap_or("istio-system")
         .to_string();
+    if let Some(name) = &private.operator_name {
+        let removed = install::uninstall(
+            &cluster,
+            &operator::owner_selector(name, &ns_name),
+            private.remove_crds,
+            &deadline,
+        )
+        .await?;
+        tracing::info!(cluster = %cluster.name, removed, "control plane uninstalled");
+    }
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns_name);
     if private.cacerts_digest.is_some() {
         cluster
@@ -522,10 +863,37 @@ async fn observe(
         (Some(_), _) => set_trust_outputs(&mut state, None),
         (None, _) => {}
     }
+    if private.operator_name.is_some() {
+        if let Some(cp) = control_plane_from(&state, &mut Diagnostics::new()) {
+            let version = install::observed_version(&cluster, &ns_name, &cp, &deadline).await?;
+            // Null (istiod gone) makes the next plan reinstall it.
+            state.set("control_plane_version", version.into());
+        }
+    }
     Ok(Some(Applied {
         state,
         private: private_bytes.to_vec(),
     }))
+}
+
+/// `control_plane_version` is unknown whenever the installer will run: on create, when the
+/// control plane settings or the identity it is installed with change, or when Read found
+/// istiod missing.
+fn plan_control_plane(plan: &mut Plan<'_>) {
+    let version = if plan.planned.get("control_plane").is_null() {
+        Value::Null
+    } else if plan.is_create()
+        || plan.prior.get("control_plane") != plan.planned.get("control_plane")
+        || plan.prior.get("control_plane_version").is_null()
+        || ["mesh_id", "network"]
+            .iter()
+            .any(|k| plan.prior.get(k) != plan.planned.get(k))
+    {
+        Value::Unknown
+    } else {
+        plan.prior.get("control_plane_version").clone()
+    };
+    plan.planned.set("control_plane_version", version);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -549,6 +917,7 @@ impl Resource for MeshCluster {
         if let Some(name) = plan.config.get("cluster_name").as_str() {
             plan.planned.set("id", Value::from(name));
         }
+        plan_control_plane(plan);
         let has_trust = !plan.planned.get("root_ca").is_null() || !plan.planned.get("ca").is_null();
         if plan.is_create() || trust_inputs_changed(plan.prior, &plan.planned) {
             for k in TRUST_OUTPUTS {

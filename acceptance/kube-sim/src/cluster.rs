@@ -12,7 +12,7 @@ use crate::auth::Auth;
 use crate::control::{Counters, Fault};
 use crate::error::{ApiError, ApiResult};
 use crate::resources::{self, ResourceInfo};
-use crate::store::{ResKey, Store, Write, Written};
+use crate::store::{ResKey, Store, Written};
 use crate::tls::ClusterPki;
 use crate::{object, ssa};
 
@@ -87,7 +87,6 @@ impl Default for Settings {
 
 pub struct Cluster {
     pub name: String,
-    pub index: usize,
     pub store: Store,
     pub auth: Auth,
     pub pki: ClusterPki,
@@ -107,7 +106,6 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(
         name: &str,
-        index: usize,
         settings: Settings,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
@@ -119,7 +117,6 @@ impl Cluster {
         );
         let c = Arc::new(Cluster {
             name: name.to_string(),
-            index,
             store: Store::new(),
             auth,
             pki,
@@ -220,7 +217,7 @@ impl Cluster {
             if cur.is_some() {
                 return Err(ApiError::already_exists(&key.group, &key.resource, &name));
             }
-            Ok(Write::Put(obj))
+            Ok(obj)
         })
     }
 
@@ -240,7 +237,7 @@ impl Cluster {
             if crd && cur.is_none() {
                 resources::establish_crd(&mut o);
             }
-            Ok(Write::Put(o))
+            Ok(o)
         })
     }
 
@@ -262,7 +259,7 @@ impl Cluster {
                 Some(c) => {
                     let mut v = (**c).clone();
                     f(&mut v);
-                    Ok(Write::Put(v))
+                    Ok(v)
                 }
             })
             .ok()

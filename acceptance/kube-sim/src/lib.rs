@@ -15,10 +15,10 @@
 //! ```
 
 mod api;
-pub mod auth;
+mod auth;
 mod cluster;
-pub mod control;
-pub mod controllers;
+mod control;
+mod controllers;
 mod discovery;
 mod error;
 mod http;
@@ -136,7 +136,7 @@ impl Sim {
                 .get(name)
                 .cloned()
                 .unwrap_or_else(|| options.settings.clone());
-            let c = cluster::Cluster::new(name, i, settings, shutdown.child_token())?;
+            let c = cluster::Cluster::new(name, settings, shutdown.child_token())?;
             server::start(c.clone()).await?;
             controllers::spawn(c.clone());
             clusters.push(ClusterHandle {

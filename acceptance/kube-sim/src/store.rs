@@ -33,16 +33,6 @@ pub enum EventKind {
     Deleted,
 }
 
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Added => "ADDED",
-            EventKind::Modified => "MODIFIED",
-            EventKind::Deleted => "DELETED",
-        }
-    }
-}
-
 /// One change, as seen by watches and controllers.
 #[derive(Debug)]
 pub struct Event {
@@ -68,14 +58,6 @@ pub struct Store {
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<Event>>,
     history_cap: usize,
-}
-
-/// What a writer decided to do with an object.
-pub enum Write {
-    /// Store this object (create when absent, update otherwise).
-    Put(Value),
-    /// Leave the object as it is.
-    Keep,
 }
 
 /// Result of a write.
@@ -197,7 +179,7 @@ impl Store {
     }
 
     /// Read-modify-write of one object under the store lock. `f` sees the current object (if any)
-    /// and decides. Handles creation stamping (uid, creationTimestamp, generation), immutable
+    /// and returns the object to store (an unchanged one is a no-op). Handles creation stamping (uid, creationTimestamp, generation), immutable
     /// metadata, generation bumps, no-op detection and finalizer-driven removal.
     pub fn write<F>(
         &self,
@@ -208,24 +190,13 @@ impl Store {
         f: F,
     ) -> ApiResult<Written>
     where
-        F: FnOnce(Option<&Arc<Value>>) -> ApiResult<Write>,
+        F: FnOnce(Option<&Arc<Value>>) -> ApiResult<Value>,
     {
         let mut g = self.lock();
         let key = (ns.to_string(), name.to_string());
         let current = g.objects.get(res).and_then(|b| b.get(&key)).cloned();
         let decision = f(current.as_ref())?;
-        let mut obj = match decision {
-            Write::Keep => {
-                let obj =
-                    current.ok_or_else(|| ApiError::not_found(&res.group, &res.resource, name))?;
-                return Ok(Written {
-                    obj,
-                    created: false,
-                    deleted: false,
-                });
-            }
-            Write::Put(v) => v,
-        };
+        let mut obj = decision;
         object::strip_nulls(&mut obj);
         let next_rv = g.rv + 1;
         match &current {

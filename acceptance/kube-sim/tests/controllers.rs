@@ -253,6 +253,12 @@ async fn jobs_complete_fail_and_collect_pods() {
     );
     let owner = &pod.owner_references()[0];
     assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Job", "ok"));
+    // The Job's selector (set at admission) selects its pod.
+    let ok = jobs.get("ok").await.unwrap();
+    let uid = ok.metadata.uid.clone().unwrap();
+    let selector = ok.spec.unwrap().selector.unwrap().match_labels.unwrap();
+    assert_eq!(selector["batch.kubernetes.io/controller-uid"], uid);
+    assert_eq!(pod.labels()["batch.kubernetes.io/controller-uid"], uid);
 
     // Background deletion collects the pod.
     jobs.delete(

@@ -11,7 +11,6 @@ use crate::cluster::Cluster;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{self, Resp};
 use crate::object::{self, meta_mut};
-use crate::store::Write;
 use crate::{patch, ssa};
 
 pub(super) fn create(
@@ -69,7 +68,7 @@ pub(super) fn create(
                 if cur.is_some() {
                     return Err(ApiError::already_exists(&key.group, &key.resource, &name));
                 }
-                Ok(Write::Put(o))
+                Ok(o)
             });
         match res {
             Ok(w) => return Ok(http::json(201, &present(&t.info, &w.obj))),
@@ -139,7 +138,7 @@ pub(super) fn update(cluster: &Arc<Cluster>, req: &Request, t: &Target) -> ApiRe
             };
             let sub = (!t.sub.is_empty()).then_some(t.sub.as_str());
             ssa::track_update(Some(cur), &mut new, &manager, &t.info.api_version(), sub);
-            Ok(Write::Put(new))
+            Ok(new)
         })?;
     if t.sub == "scale" {
         return Ok(http::json(200, &scale_of(&t.info, &w.obj)));
@@ -209,12 +208,12 @@ pub(super) fn patch_(cluster: &Arc<Cluster>, req: &Request, t: &Target) -> ApiRe
                 None => {
                     let mut o = ssa::apply(None, &applied, manager, force, &av)?;
                     admit_create(cluster, &t.info, &mut o);
-                    Ok(Write::Put(o))
+                    Ok(o)
                 }
                 Some(cur) => {
                     let mut o = ssa::apply(Some(cur), &applied, manager, force, &av)?;
                     admit_update(&t.info, cur, &mut o);
-                    Ok(Write::Put(o))
+                    Ok(o)
                 }
             })?
     } else {
@@ -258,7 +257,7 @@ pub(super) fn patch_(cluster: &Arc<Cluster>, req: &Request, t: &Target) -> ApiRe
                     }
                 };
                 ssa::track_update(Some(cur), &mut new, &manager, &av, sub);
-                Ok(Write::Put(new))
+                Ok(new)
             })?
     };
     if t.sub == "scale" {

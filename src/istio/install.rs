@@ -1,0 +1,386 @@
+//! Running Istio's installer inside the cluster and undoing it: the operations behind
+//! `mesh_cluster.control_plane`. No local istioctl is needed, so an apply runs the same on a
+//! laptop, in CI and in Terraform Cloud.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams,
+};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::operator::{ControlPlane, Installer, KindRef, Role, CRD_KIND, UNINSTALL_KINDS};
+use crate::kube::retry::retry;
+use crate::kube::wait::wait_for;
+use crate::kube::{Cluster, Deadline, KubeError};
+
+/// How much of the installer's log goes into an error.
+const LOG_TAIL_LINES: i64 = 40;
+
+/// Why an install did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    /// The installer Job failed; `detail` holds its status and log tail.
+    #[error("cluster {cluster}: the Istio installer (Job {namespace}/{job}) failed")]
+    InstallerFailed {
+        cluster: String,
+        namespace: String,
+        job: String,
+        detail: String,
+    },
+}
+
+fn job_finished(job: Option<&Job>) -> bool {
+    job.and_then(|j| j.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        })
+}
+
+fn job_failed(job: &Job) -> Option<String> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default()
+            )
+        })
+}
+
+/// Runs the installer for `iop` and waits for the control plane to be ready. The installer's
+/// Job, ConfigMap, ServiceAccount and ClusterRoleBinding are removed afterwards, whatever the
+/// outcome.
+pub async fn install(
+    cluster: &Cluster,
+    installer: &Installer,
+    iop: &Value,
+    cp: &ControlPlane,
+    labels: &BTreeMap<String, String>,
+    pod_annotations: &BTreeMap<String, String>,
+    deadline: &Deadline,
+) -> Result<(), InstallError> {
+    let outcome = run_installer(
+        cluster,
+        installer,
+        iop,
+        cp,
+        labels,
+        pod_annotations,
+        deadline,
+    )
+    .await;
+    // Cleanup gets its own short budget and is not cancelled by StopProvider: leaving a
+    // cluster-admin binding behind is worse than a few more seconds.
+    let cleanup = Deadline::new(Duration::from_secs(120), CancellationToken::new());
+    if let Err(e) = remove_installer(cluster, installer, &cleanup).await {
+        tracing::warn!(cluster = %cluster.name, "could not remove the installer objects: {e}");
+        outcome?;
+        return Err(e.into());
+    }
+    outcome?;
+    wait_ready(cluster, installer, cp, deadline).await
+}
+
+async fn run_installer(
+    cluster: &Cluster,
+    installer: &Installer,
+    iop: &Value,
+    cp: &ControlPlane,
+    labels: &BTreeMap<String, String>,
+    pod_annotations: &BTreeMap<String, String>,
+    deadline: &Deadline,
+) -> Result<(), InstallError> {
+    let client = &cluster.client;
+    let ns = installer.namespace.as_str();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    // A Job left by an interrupted earlier run would never start again: start afresh.
+    cluster
+        .delete(&jobs, &installer.name, true, deadline)
+        .await?;
+    cluster
+        .apply(
+            &Api::<ConfigMap>::namespaced(client.clone(), ns),
+            &installer.config_map(iop, labels),
+            deadline,
+        )
+        .await?;
+    cluster
+        .apply(
+            &Api::<ServiceAccount>::namespaced(client.clone(), ns),
+            &installer.service_account(labels),
+            deadline,
+        )
+        .await?;
+    cluster
+        .apply(
+            &Api::<ClusterRoleBinding>::all(client.clone()),
+            &installer.binding(labels),
+            deadline,
+        )
+        .await?;
+    let readiness = deadline.remaining().as_secs().clamp(60, 1800);
+    let job = installer.job(cp, readiness, labels, pod_annotations);
+    cluster.apply(&jobs, &job, deadline).await?;
+    tracing::info!(cluster = %cluster.name, job = %installer.name, "Istio installer started");
+
+    let what = format!("the Istio installer Job {ns}/{}", installer.name);
+    let done = wait_for(
+        cluster,
+        jobs.clone(),
+        &installer.name,
+        &what,
+        |j: Option<&Job>| job_finished(j),
+        deadline,
+    )
+    .await?;
+    let Some(job) = done else {
+        return Err(KubeError::Api {
+            cluster: cluster.name.clone(),
+            action: format!("waiting for {what}"),
+            code: 404,
+            reason: "NotFound".into(),
+            message: "the installer Job disappeared while running".into(),
+        }
+        .into());
+    };
+    if let Some(status) = job_failed(&job) {
+        let log = log_tail(cluster, installer, deadline).await;
+        return Err(InstallError::InstallerFailed {
+            cluster: cluster.name.clone(),
+            namespace: ns.into(),
+            job: installer.name.clone(),
+            detail: format!("Job status: {status}\n\nLast lines of the installer's log:\n{log}"),
+        });
+    }
+    tracing::info!(cluster = %cluster.name, "Istio installer completed");
+    Ok(())
+}
+
+async fn log_tail(cluster: &Cluster, installer: &Installer, deadline: &Deadline) -> String {
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &installer.namespace);
+    let selector = format!("job-name={}", installer.name);
+    let params = ListParams::default().labels(&selector);
+    let listed = retry(&cluster.name, "listing installer pods", deadline, || {
+        pods.list(&params)
+    })
+    .await;
+    let Some(pod) = listed.ok().and_then(|l| l.items.into_iter().next()) else {
+        return "(no installer pod found)".into();
+    };
+    let name = pod.metadata.name.unwrap_or_default();
+    let params = LogParams {
+        tail_lines: Some(LOG_TAIL_LINES),
+        ..Default::default()
+    };
+    match pods.logs(&name, &params).await {
+        Ok(log) if !log.trim().is_empty() => log,
+        Ok(_) => "(the installer printed nothing)".into(),
+        Err(e) => format!("(log unavailable: {e})"),
+    }
+}
+
+async fn remove_installer(
+    cluster: &Cluster,
+    installer: &Installer,
+    deadline: &Deadline,
+) -> Result<(), KubeError> {
+    let client = &cluster.client;
+    let ns = installer.namespace.as_str();
+    cluster
+        .delete(
+            &Api::<Job>::namespaced(client.clone(), ns),
+            &installer.name,
+            false,
+            deadline,
+        )
+        .await?;
+    cluster
+        .delete(
+            &Api::<ClusterRoleBinding>::all(client.clone()),
+            &installer.binding,
+            false,
+            deadline,
+        )
+        .await?;
+    cluster
+        .delete(
+            &Api::<ServiceAccount>::namespaced(client.clone(), ns),
+            &installer.name,
+            false,
+            deadline,
+        )
+        .await?;
+    cluster
+        .delete(
+            &Api::<ConfigMap>::namespaced(client.clone(), ns),
+            &installer.name,
+            false,
+            deadline,
+        )
+        .await?;
+    Ok(())
+}
+
+fn deployment_available(d: Option<&Deployment>) -> bool {
+    d.and_then(|d| d.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Available" && c.status == "True")
+        })
+}
+
+fn rev_suffix(cp: &ControlPlane) -> String {
+    cp.revision
+        .as_deref()
+        .filter(|r| !r.is_empty() && *r != "default")
+        .map(|r| format!("-{r}"))
+        .unwrap_or_default()
+}
+
+/// Waits until the control plane serves: istiod Available on a primary, the injector webhook
+/// present on a remote (whose istiod runs elsewhere).
+async fn wait_ready(
+    cluster: &Cluster,
+    installer: &Installer,
+    cp: &ControlPlane,
+    deadline: &Deadline,
+) -> Result<(), InstallError> {
+    let suffix = rev_suffix(cp);
+    match cp.role {
+        Role::Primary => {
+            let name = format!("istiod{suffix}");
+            let api: Api<Deployment> =
+                Api::namespaced(cluster.client.clone(), &installer.namespace);
+            let what = format!("Deployment {}/{name} to be Available", installer.namespace);
+            wait_for(
+                cluster,
+                api,
+                &name,
+                &what,
+                |d: Option<&Deployment>| deployment_available(d),
+                deadline,
+            )
+            .await?;
+        }
+        Role::Remote => {
+            let name = format!("istio-sidecar-injector{suffix}");
+            let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client.clone());
+            let what = format!("MutatingWebhookConfiguration {name}");
+            wait_for(
+                cluster,
+                api,
+                &name,
+                &what,
+                |o: Option<&MutatingWebhookConfiguration>| o.is_some(),
+                deadline,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The Istio version running, from istiod's (or, on a remote, the injector webhook's) labels;
+/// `None` when the control plane is missing.
+pub async fn observed_version(
+    cluster: &Cluster,
+    namespace: &str,
+    cp: &ControlPlane,
+    deadline: &Deadline,
+) -> Result<Option<String>, KubeError> {
+    let suffix = rev_suffix(cp);
+    let labels = match cp.role {
+        Role::Primary => {
+            let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), namespace);
+            cluster
+                .get_opt(&api, &format!("istiod{suffix}"), deadline)
+                .await?
+                .map(|d| d.metadata.labels.unwrap_or_default())
+        }
+        Role::Remote => {
+            let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client.clone());
+            cluster
+                .get_opt(&api, &format!("istio-sidecar-injector{suffix}"), deadline)
+                .await?
+                .map(|d| d.metadata.labels.unwrap_or_default())
+        }
+    };
+    Ok(labels.map(|l| {
+        l.get("operator.istio.io/version")
+            .cloned()
+            .unwrap_or_else(|| cp.version.clone())
+    }))
+}
+
+fn dynamic_api(cluster: &Cluster, kind: &KindRef) -> (Api<DynamicObject>, ApiResource) {
+    let (group, version, k, plural, _) = *kind;
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, k), plural);
+    (Api::all_with(cluster.client.clone(), &ar), ar)
+}
+
+/// Removes what the installer created for this IstioOperator (objects carrying its owner
+/// labels), as `istioctl uninstall -f` would; CRDs only when asked, since deleting them deletes
+/// every Istio resource in the cluster. Returns how many objects were deleted.
+pub async fn uninstall(
+    cluster: &Cluster,
+    selector: &str,
+    remove_crds: bool,
+    deadline: &Deadline,
+) -> Result<usize, KubeError> {
+    let mut kinds: Vec<&KindRef> = UNINSTALL_KINDS.iter().collect();
+    if remove_crds {
+        kinds.push(&CRD_KIND);
+    }
+    let mut deleted = 0;
+    for kind in kinds {
+        let (all, ar) = dynamic_api(cluster, kind);
+        let action = format!("listing {} to uninstall", kind.3);
+        let params = ListParams::default().labels(selector);
+        let listed = retry(&cluster.name, &action, deadline, || async {
+            match all.list(&params).await {
+                Ok(l) => Ok(l.items),
+                // A kind the cluster does not serve holds nothing to remove.
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        for obj in listed {
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            let api: Api<DynamicObject> = match (&obj.metadata.namespace, kind.4) {
+                (Some(ns), true) => Api::namespaced_with(cluster.client.clone(), ns, &ar),
+                _ => Api::all_with(cluster.client.clone(), &ar),
+            };
+            let action = format!("deleting {} {name}", kind.2);
+            let params = DeleteParams::background();
+            retry(&cluster.name, &action, deadline, || async {
+                match api.delete(&name, &params).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
