@@ -137,9 +137,16 @@ async fn apply_creates_is_idempotent_in_one_request_and_adopts() {
     let api = configmaps(&cluster);
     let dl = deadline(BOUND);
 
-    // Created.
+    // Created, in one request.
     let want = configmap("ssa", &[("a", "1"), ("b", "2")]);
+    control.reset_counters().await.unwrap();
     let created = cluster.apply(&api, &want, &dl).await.unwrap();
+    let counters = control.counters().await.unwrap();
+    assert_eq!(
+        (counters.get("patch", "configmaps"), counters.total),
+        (1, 1),
+        "{counters:?}"
+    );
     assert_eq!(data(&created), data(&want));
     assert!(created.metadata.uid.is_some());
     assert_eq!(created.metadata.labels, Some(labels("test.kube")));
@@ -195,18 +202,35 @@ async fn apply_creates_is_idempotent_in_one_request_and_adopts() {
         .unwrap_or_else(|| panic!("no {FIELD_MANAGER} entry in {managers:#?}"));
     assert_eq!(FIELD_MANAGER, "terraform-provider-mesh");
     assert_eq!(mine.operation.as_deref(), Some("Apply"));
-    let owned = serde_json::to_string(&mine.fields_v1).unwrap();
-    assert!(owned.contains("f:a") && owned.contains("f:b"), "{owned}");
-    assert!(!owned.contains("f:keep"), "{owned}");
-    // The creator keeps what it still owns (`keep`) but lost `a`.
+    let fields = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+        m.fields_v1
+            .as_ref()
+            .map(|f| f.0.clone())
+            .unwrap_or_default()
+    };
+    let owns = |f: &serde_json::Value, path: &str| f.pointer(path).is_some();
+    let mine = fields(mine);
+    assert!(
+        owns(&mine, "/f:data/f:a") && owns(&mine, "/f:data/f:b"),
+        "{mine}"
+    );
+    assert!(
+        owns(
+            &mine,
+            "/f:metadata/f:labels/f:app.kubernetes.io~1managed-by"
+        ),
+        "{mine}"
+    );
+    assert!(!owns(&mine, "/f:data/f:keep"), "{mine}");
+    // The creator keeps what it still owns (`keep`) but lost `a` to the forced apply.
     let other = managers
         .iter()
         .find(|m| m.manager.as_deref() == Some("kubectl-create"))
         .unwrap_or_else(|| panic!("no kubectl-create entry in {managers:#?}"));
-    let other_owned = serde_json::to_string(&other.fields_v1).unwrap();
+    let other = fields(other);
     assert!(
-        other_owned.contains("f:keep") && !other_owned.contains("f:a\""),
-        "{other_owned}"
+        owns(&other, "/f:data/f:keep") && !owns(&other, "/f:data/f:a"),
+        "{other}"
     );
 }
 
@@ -329,6 +353,9 @@ async fn transient_503_is_retried_then_succeeds() {
         "2 failures + 1 success: {counters:?}"
     );
     println!("503 x2 then success: {took:?}");
+    // The provider's policy did the retrying (backoffs of 100-200 ms and 200-400 ms), not
+    // kube-rs's own retry layer (5 ms, 10 ms, ... and blind to the Deadline).
+    assert!(took >= Duration::from_millis(300), "{took:?}");
 }
 
 #[tokio::test]
@@ -467,6 +494,69 @@ async fn dropped_connections_are_retried() {
         .await
         .unwrap()
         .is_some());
+}
+
+/// A single attempt that hangs (server latency far beyond the deadline) must still end at the
+/// deadline, and promptly on cancellation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_attempt_is_bounded_by_the_deadline() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let cluster = cluster_for(c1).await;
+    let api = configmaps(&cluster);
+    c1.control()
+        .add_fault(&Fault {
+            path: cm_path("slow"),
+            latency_ms: Some(6000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let res = within(
+        Duration::from_secs(15),
+        "get with a 1 s deadline from a server answering after 6 s",
+        cluster.get_opt(&api, "slow", &deadline(Duration::from_secs(1))),
+    )
+    .await;
+    let took = t0.elapsed();
+    println!("hung attempt, 1 s deadline: returned after {took:?}: {res:?}");
+    assert!(res.is_err(), "{res:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the deadline bounds a hung attempt: {took:?}"
+    );
+
+    // Cancellation (StopProvider) ends a hung attempt at once too.
+    let cancel = CancellationToken::new();
+    let dl = Deadline::new(Duration::from_secs(30), cancel.clone());
+    let control = c1.control();
+    control.reset_counters().await.unwrap();
+    let canceller = tokio::spawn(async move {
+        // Cancel once the slow request is in flight at the server.
+        within(BOUND, "the slow request", async {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                tick.tick().await;
+                if control.counters().await.unwrap().get("get", "configmaps") >= 1 {
+                    break;
+                }
+            }
+        })
+        .await;
+        cancel.cancel();
+        Instant::now()
+    });
+    let res = within(
+        BOUND,
+        "cancelled slow get",
+        cluster.get_opt(&api, "slow", &dl),
+    )
+    .await;
+    let lag = Instant::now().saturating_duration_since(canceller.await.unwrap());
+    println!("hung attempt, cancelled: returned {lag:?} after the cancel: {res:?}");
+    assert!(matches!(res, Err(KubeError::Cancelled { .. })), "{res:?}");
+    assert!(lag < Duration::from_secs(1), "{lag:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -716,11 +806,12 @@ async fn wait_for_is_cancelled_promptly() {
     let canceller = tokio::spawn(async move {
         // Cancel once the wait is really waiting: its watch request reached the server.
         within(BOUND, "the wait's watch request", async {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
             loop {
+                tick.tick().await;
                 if control.counters().await.unwrap().get("watch", "configmaps") >= 1 {
                     break;
                 }
-                tokio::task::yield_now().await;
             }
         })
         .await;
@@ -798,7 +889,7 @@ async fn wait_for_times_out_at_the_deadline() {
 // 7. Client cache and exec credential plugin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_plugin_runs_once_per_distinct_connection() {
+async fn exec_plugin_runs_only_when_a_connection_is_first_used() {
     const N: usize = 10;
     let names: Vec<String> = (0..N).map(|i| format!("x{i}")).collect();
     let sim = sim(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
@@ -839,6 +930,14 @@ printf '{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredent
         .collect();
 
     let dl = deadline(BOUND);
+    let runs_so_far = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let mut after_round = Vec::new();
     for round in 0..3 {
         for conn in &conns {
             let cluster = connect(conn).await.unwrap();
@@ -851,25 +950,25 @@ printf '{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredent
                 "round {round}: the exec token authenticated"
             );
         }
+        after_round.push(runs_so_far().len());
     }
-    let log = std::fs::read_to_string(&runs).unwrap();
-    let lines: Vec<&str> = log.lines().collect();
+    let lines = runs_so_far();
     println!(
-        "exec plugin runs for {N} connections x 3 rounds: {}",
+        "exec plugin runs for {N} connections x 3 rounds: {} (after each round: {after_round:?})",
         lines.len()
     );
+    // The client cache: rounds 2 and 3 reuse every client, so the plugin never runs again.
     assert_eq!(
-        lines.len(),
-        N,
-        "one plugin run per distinct connection: {lines:?}"
+        after_round[0], after_round[2],
+        "plugin ran again for a cached connection: {lines:?}"
     );
+    // Every connection's plugin ran exactly once, in round 1: the provider runs the plugin
+    // itself (kube-rs would run it three times per client build).
     for name in &names {
-        assert_eq!(
-            lines.iter().filter(|l| **l == name.as_str()).count(),
-            1,
-            "{name}: {lines:?}"
-        );
+        let n = lines.iter().filter(|l| l.as_str() == name.as_str()).count();
+        assert_eq!(n, 1, "{name}: {lines:?}");
     }
+    assert_eq!(lines.len(), N);
     // Every cluster saw its three requests with the plugin's token.
     for c in sim.clusters() {
         let counters = c.control().counters().await.unwrap();
@@ -983,4 +1082,52 @@ async fn kubeconfig_context_selection_and_inline_override() {
             .contains("context \"c9\" is not in the kubeconfig"),
         "{err}"
     );
+}
+
+/// A plugin token that is about to expire is refreshed by running the plugin again before the
+/// request goes out; a fresh one is reused.
+#[tokio::test]
+async fn exec_tokens_are_refreshed_when_they_near_expiry() {
+    let sim = sim(&["exp"]).await;
+    let c = sim.cluster("exp");
+    let dir = TempDir::new("exec-expiry");
+    let script = dir.path().join("expiring-plugin.sh");
+    let runs = dir.path().join("runs.log");
+    // Tokens "expire" 30 s from now, inside the provider's refresh margin.
+    std::fs::write(
+        &script,
+        r#"#!/bin/bash
+set -eu
+echo run >> "$KUBE_TEST_RUNS"
+printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"%s","expirationTimestamp":"%s"}}\n' "$KUBE_TEST_TOKEN" "$(date -u -d '+30 seconds' +%Y-%m-%dT%H:%M:%SZ)"
+"#,
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let conn = Connection {
+        host: Some(c.url.clone()),
+        cluster_ca_certificate: Some(c.ca_pem.clone()),
+        exec: Some(Exec {
+            api_version: "client.authentication.k8s.io/v1".into(),
+            command: script.display().to_string(),
+            args: vec![],
+            env: BTreeMap::from([
+                ("KUBE_TEST_RUNS".to_string(), runs.display().to_string()),
+                ("KUBE_TEST_TOKEN".to_string(), c.admin_token.clone()),
+            ]),
+        }),
+        ..Default::default()
+    };
+    let cluster = connect(&conn).await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    let dl = deadline(BOUND);
+    for _ in 0..2 {
+        cluster.get_opt(&api, "none", &dl).await.unwrap();
+    }
+    let count = std::fs::read_to_string(&runs).unwrap().lines().count();
+    // One run to build the client, then one per request: every token is already due.
+    assert_eq!(count, 3, "plugin runs");
 }

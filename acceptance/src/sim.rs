@@ -85,6 +85,15 @@ impl Clusters {
             .expect("reset counters");
     }
 
+    /// Changes `cluster`'s simulated controllers (`POST /_sim/settings`), e.g.
+    /// `{"jobs": {"delay_ms": 60000}}`.
+    pub fn settings(&self, cluster: &str, patch: serde_json::Value) {
+        let control = self.sim.cluster(cluster).control();
+        self.runtime
+            .block_on(control.settings(&patch))
+            .expect("settings");
+    }
+
     /// Runs kubectl against `cluster`'s context; panics unless it succeeds.
     pub fn kubectl(&self, cluster: &str, args: &[&str]) -> String {
         let out = Command::new("kubectl")

@@ -520,3 +520,137 @@ fn installer_failure_shows_the_log_and_cleans_up() {
     assert_eq!(sim.ours("c1"), Vec::<String>::new());
     assert_eq!(installed(&sim, "c1", "mesh-c1"), Vec::<String>::new());
 }
+
+fn single_primary(kubeconfig: &str, timeout: &str) -> String {
+    format!(
+        r#"
+resource "mesh_cluster" "primary" {{
+  cluster_name = "c1"
+  mesh_id      = "mesh1"
+  network      = "net1"
+  kubernetes {{
+    config_path    = "{kubeconfig}"
+    config_context = "c1"
+  }}
+  control_plane {{
+    version = "1.30.3"
+  }}
+  timeouts {{
+    create = "{timeout}"
+  }}
+}}
+"#
+    )
+}
+
+#[test]
+fn install_wait_honours_the_timeout_and_cleans_up() {
+    if !enabled("install_wait_honours_the_timeout_and_cleans_up") {
+        return;
+    }
+    let ws = Workspace::new("control-plane-timeout");
+    let sim = Clusters::start(&["c1"], &ws.dir);
+    // The installer Job will not finish within the timeout.
+    sim.settings("c1", serde_json::json!({"jobs": {"delay_ms": 600000}}));
+    ws.config(&single_primary(&sim.kubeconfig.display().to_string(), "3s"));
+    let started = std::time::Instant::now();
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("timed out after") && stderr.contains("mesh-c1-installer"),
+        "{stderr}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "the 3s timeout took {took:?}"
+    );
+    assert_eq!(
+        installer_leftovers(&sim, "c1"),
+        Vec::<String>::new(),
+        "installer objects left after a timeout"
+    );
+
+    // With the installer working again, a re-apply completes the tainted resource.
+    sim.settings("c1", serde_json::json!({"jobs": {"delay_ms": 0}}));
+    ws.config(&single_primary(&sim.kubeconfig.display().to_string(), "5m"));
+    ws.apply();
+    ws.assert_empty_plan();
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}
+
+/// Ctrl-C during the install wait: Terraform sends StopProvider, the wait ends promptly, the
+/// installer's cluster-admin binding is still removed, and the resource stays in state.
+#[test]
+fn stop_during_the_install_wait_ends_it_promptly() {
+    if !enabled("stop_during_the_install_wait_ends_it_promptly") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let ws = Workspace::new("control-plane-stop");
+    let sim = Clusters::start(&["c1"], &ws.dir);
+    sim.settings("c1", serde_json::json!({"jobs": {"delay_ms": 600000}}));
+    ws.config(&single_primary(
+        &sim.kubeconfig.display().to_string(),
+        "10m",
+    ));
+    let mut cmd = ws.command(&["apply", "-auto-approve", "-no-color"]);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("mesh_cluster.primary: Creating...") {
+            break;
+        }
+    }
+    // Wait until the installer Job exists, i.e. the provider is in the install wait.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sim
+        .find("c1", "Job", "istio-system", "mesh-c1-installer")
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "installer Job never created"
+        );
+        std::thread::yield_now();
+    }
+    let stopped_at = std::time::Instant::now();
+    // SAFETY: kill(2) on the process group we created.
+    assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    child.wait().unwrap();
+    let took = stopped_at.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "stop took {took:?}"
+    );
+    assert!(
+        stderr.contains("Terraform asked the provider to stop"),
+        "{}\n{stderr}",
+        rest.join("\n")
+    );
+    assert_eq!(
+        installer_leftovers(&sim, "c1"),
+        Vec::<String>::new(),
+        "installer objects left after a stop"
+    );
+    assert!(
+        ws.state_list()
+            .contains(&"mesh_cluster.primary".to_string()),
+        "the half-done install was forgotten"
+    );
+
+    sim.settings("c1", serde_json::json!({"jobs": {"delay_ms": 0}}));
+    ws.apply();
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}

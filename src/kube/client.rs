@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::OnceCell;
 
-use super::connection::Connection;
+use super::connection::{Connection, Exec};
 use super::error::KubeError;
+use super::exec;
 
 /// A connected cluster: the client and the name used in messages.
 #[derive(Clone)]
@@ -30,10 +31,13 @@ fn cache() -> &'static Mutex<HashMap<Key, Arc<OnceCell<Cluster>>>> {
 /// a long-lived provider (debug mode) is noticed, and two spellings of one connection share.
 pub async fn connect(conn: &Connection) -> Result<Cluster, KubeError> {
     let kubeconfig = conn.resolve()?;
-    let serialized = serde_json::to_vec(&kubeconfig).map_err(|e| KubeError::Config {
-        cluster: conn.describe(),
-        message: format!("cannot serialize the connection settings: {e}"),
-    })?;
+    // Through a Value: its maps are sorted, while ExecConfig.env holds HashMaps (random order).
+    let serialized = serde_json::to_value(&kubeconfig)
+        .and_then(|v| serde_json::to_vec(&v))
+        .map_err(|e| KubeError::Config {
+            cluster: conn.describe(),
+            message: format!("cannot serialize the connection settings: {e}"),
+        })?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &serialized);
     let mut key = [0u8; 32];
     key.copy_from_slice(digest.as_ref());
@@ -42,23 +46,74 @@ pub async fn connect(conn: &Connection) -> Result<Cluster, KubeError> {
         let mut map = cache().lock().unwrap_or_else(|e| e.into_inner());
         map.entry(key).or_default().clone()
     };
-    cell.get_or_try_init(|| async {
-        let config = conn.config(kubeconfig).await?;
-        let client = kube::Client::try_from(config).map_err(|e| KubeError::Config {
-            cluster: conn.describe(),
-            message: format!("cannot build a client: {}", super::error::error_chain(&e)),
-        })?;
-        tracing::debug!(cluster = %conn.describe(), "new cluster client");
-        Ok(Cluster {
-            client,
-            name: conn.describe(),
-        })
-    })
-    .await
-    .cloned()
+    cell.get_or_try_init(|| build(conn, kubeconfig))
+        .await
+        .cloned()
 }
 
-/// Number of distinct cached clients (for tests and benchmarks).
-pub fn cached_clients() -> usize {
-    cache().lock().map(|m| m.len()).unwrap_or(0)
+/// Builds the client, running an exec credential plugin ourselves (once; again only when its
+/// token nears expiry) instead of letting kube-rs run it per client component.
+async fn build(
+    conn: &Connection,
+    mut kubeconfig: kube::config::Kubeconfig,
+) -> Result<Cluster, KubeError> {
+    let fail = |message: String| KubeError::Config {
+        cluster: conn.describe(),
+        message,
+    };
+    let user = kubeconfig
+        .auth_infos
+        .first_mut()
+        .and_then(|a| a.auth_info.as_mut());
+    let mut layer = None;
+    if let Some(user) = user {
+        if let Some(e) = user.exec.take() {
+            let exec = Exec {
+                api_version: e.api_version.unwrap_or_default(),
+                command: e.command.unwrap_or_default(),
+                args: e.args.unwrap_or_default(),
+                env: e
+                    .env
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|m| Some((m.get("name")?.clone(), m.get("value")?.clone())))
+                    .collect(),
+            };
+            let run_exec = exec.clone();
+            let credential = tokio::task::spawn_blocking(move || exec::run(&run_exec))
+                .await
+                .map_err(|e| fail(format!("exec plugin task failed: {e}")))?
+                .map_err(fail)?;
+            match credential {
+                exec::Credential::Token { token, expires } => {
+                    layer = Some(exec::ExecAuthLayer(Arc::new(exec::TokenSource::new(
+                        exec, token, expires,
+                    ))));
+                }
+                exec::Credential::Certificate { cert_pem, key_pem } => {
+                    use base64::Engine;
+                    let b64 =
+                        |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+                    user.client_certificate_data = Some(b64(&cert_pem));
+                    user.client_key_data = Some(b64(&key_pem).into());
+                }
+            }
+        }
+    }
+    let config = conn.config(kubeconfig).await?;
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| {
+        fail(format!(
+            "cannot build a client: {}",
+            super::error::error_chain(&e)
+        ))
+    })?;
+    let client = match layer {
+        Some(l) => builder.with_layer(&l).build(),
+        None => builder.build(),
+    };
+    tracing::debug!(cluster = %conn.describe(), "new cluster client");
+    Ok(Cluster {
+        client,
+        name: conn.describe(),
+    })
 }

@@ -260,6 +260,7 @@ impl Connection {
             .await
             .map_err(|e| KubeError::config(self, format!("invalid connection settings: {e}")))?;
         config.connect_timeout = Some(std::time::Duration::from_secs(10));
+        config.default_retry = false; // retry::retry is the one retry policy, bounded by the Deadline
         Ok(config)
     }
 }

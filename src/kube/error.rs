@@ -114,7 +114,7 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-fn is_tls_problem(chain: &str) -> bool {
+pub(crate) fn is_tls_problem(chain: &str) -> bool {
     let lower = chain.to_ascii_lowercase();
     [
         "certificate",

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod client;
 pub mod connection;
 pub mod error;
+pub mod exec;
 pub mod retry;
 pub mod wait;
 

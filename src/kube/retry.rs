@@ -62,6 +62,12 @@ pub fn classify(err: &kube::Error) -> Verdict {
             500..=599 => Verdict::Retry(None),
             _ => Verdict::Fail,
         },
+        // A certificate that does not verify will not verify on the next attempt either.
+        kube::Error::HyperError(_) | kube::Error::Service(_)
+            if super::error::is_tls_problem(&super::error::error_chain(err)) =>
+        {
+            Verdict::Fail
+        }
         // Connection refused/reset, broken streams, client-side timeouts.
         kube::Error::HyperError(_) | kube::Error::Service(_) => Verdict::Retry(None),
         _ => Verdict::Fail,
@@ -99,9 +105,25 @@ where
                 action: action.into(),
             });
         }
-        let err = match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
+        // One attempt never outlives the deadline, and a stop request ends it at once.
+        let err = tokio::select! {
+            r = tokio::time::timeout(deadline.remaining(), op()) => match r {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    return Err(KubeError::Timeout {
+                        cluster: cluster.into(),
+                        action: action.into(),
+                        waited: deadline.elapsed(),
+                    })
+                }
+            },
+            () = deadline.cancel.cancelled() => {
+                return Err(KubeError::Cancelled {
+                    cluster: cluster.into(),
+                    action: action.into(),
+                })
+            }
         };
         let wait = match classify(&err) {
             Verdict::Fail => {

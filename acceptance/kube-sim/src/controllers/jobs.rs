@@ -56,11 +56,14 @@ fn check(cluster: &Arc<Cluster>, job: &Value) {
     if !started(job) {
         start(cluster, job);
     }
+    // The uid keeps a Job recreated under the same name (an installer re-run after a timeout)
+    // from being taken for the deleted one still waiting out its delay.
+    let uid = object::uid(job).to_string();
     schedule(
         cluster,
-        format!("job/{ns}/{name}"),
+        format!("job/{ns}/{name}/{uid}"),
         settings.delay_ms.max(1),
-        move |c| finish(c, &ns, &name),
+        move |c| finish(c, &ns, &name, &uid),
     );
 }
 
@@ -121,10 +124,13 @@ fn job_pod(cluster: &Cluster, ns: &str, job_uid: &str) -> Option<Arc<Value>> {
 }
 
 /// Decide the outcome, write the pod log and the final pod and Job status.
-fn finish(cluster: &Arc<Cluster>, ns: &str, name: &str) {
+fn finish(cluster: &Arc<Cluster>, ns: &str, name: &str, uid: &str) {
     let Some(job) = cluster.store.get(&key("batch", "jobs"), ns, name) else {
         return;
     };
+    if object::uid(&job) != uid {
+        return;
+    }
     if finished(&job) || !started(&job) || object::is_deleting(&job) {
         return;
     }
