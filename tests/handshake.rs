@@ -362,7 +362,21 @@ async fn schema_names(channel: Channel) -> Result<Vec<String>, tonic::Status> {
         .get_provider_schema(pb::get_provider_schema::Request {})
         .await?
         .into_inner();
-    Ok(resp.resource_schemas.into_keys().collect())
+    let mut names: Vec<String> = resp.resource_schemas.into_keys().collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Every resource type the provider registers, sorted: what the binary must serve.
+fn registered() -> Vec<String> {
+    let mut names: Vec<String> = terraform_provider_mesh::provider()
+        .resources
+        .iter()
+        .map(|r| r.type_name().to_string())
+        .collect();
+    names.sort();
+    assert!(names.contains(&"mesh_root_ca".to_string()));
+    names
 }
 
 /// Shuts the provider down as go-plugin's Kill does: Shutdown, then close the connection.
@@ -408,7 +422,7 @@ async fn automtls_serves_only_the_pinned_client_certificate() {
     let names = schema_names(channel.clone())
         .await
         .expect("GetProviderSchema");
-    assert_eq!(names, ["mesh_root_ca"]);
+    assert_eq!(names, registered());
 
     // Another client certificate, or none, gets nothing.
     let strangers = [
@@ -453,10 +467,7 @@ async fn sigint_is_ignored_and_shutdown_exits_cleanly() {
     // Ctrl-C reaches the whole process group; the provider must outlive it.
     plugin.interrupt();
     plugin.wait_for_stderr("interrupt received").await;
-    assert_eq!(
-        schema_names(channel.clone()).await.unwrap(),
-        ["mesh_root_ca"]
-    );
+    assert_eq!(schema_names(channel.clone()).await.unwrap(), registered());
     assert!(plugin.child.try_wait().unwrap().is_none(), "died on SIGINT");
 
     let socket_dir = handshake.socket.parent().unwrap().to_path_buf();
@@ -475,10 +486,7 @@ async fn sigint_right_after_the_handshake_is_ignored() {
     let (mut plugin, handshake) = Plugin::launch(&client, &[]).await;
     plugin.interrupt();
     let channel = terraform_channel(&handshake, &client).await;
-    assert_eq!(
-        schema_names(channel.clone()).await.unwrap(),
-        ["mesh_root_ca"]
-    );
+    assert_eq!(schema_names(channel.clone()).await.unwrap(), registered());
     assert!(plugin.child.try_wait().unwrap().is_none(), "died on SIGINT");
     shut_down(channel).await;
     assert!(plugin.wait_exit().await.success());
@@ -573,7 +581,7 @@ async fn debug_mode_prints_reattach_config_and_stops_on_sigint() {
 
     // Plaintext, as Terraform talks to a reattached provider.
     let names = schema_names(unix_channel(&socket).await).await.unwrap();
-    assert_eq!(names, ["mesh_root_ca"]);
+    assert_eq!(names, registered());
 
     plugin.interrupt();
     let status = plugin.wait_exit().await;
