@@ -408,9 +408,82 @@ fn eastwest_gateway_address_timeout_then_resume() {
         .state_list()
         .contains(&"mesh_eastwest_gateway.gw".to_string()));
 
-    // The cloud catches up; the next apply succeeds.
+    // The cloud catches up; the next apply replaces the tainted gateway and succeeds.
     sim.settings("c1", json!({"loadbalancer": {"enabled": true}}));
+    let plan = ws.ok(&["plan", "-no-color"]);
+    assert!(plan.contains("tainted"), "{plan}");
     ws.apply();
+    let svc = sim.find("c1", "Service", NS, GW).unwrap();
+    assert_eq!(ws.output("address"), json!(ingress_ip(&svc).unwrap()));
+    ws.assert_empty_plan();
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}
+
+#[test]
+fn eastwest_gateway_update_to_load_balancer_resumes_waiting() {
+    if !enabled("eastwest_gateway_update_to_load_balancer_resumes_waiting") {
+        return;
+    }
+    let (ws, sim) = setup("eastwest-update");
+    let kc = sim.kubeconfig.display().to_string();
+    let timeouts = "  timeouts {\n    update = \"3s\"\n  }\n";
+    ws.config(&config(
+        &kc,
+        &format!("  service_type = \"ClusterIP\"\n{timeouts}"),
+    ));
+    ws.apply();
+    assert_eq!(ws.output("address"), Value::Null);
+    assert_eq!(
+        sim.find("c1", "Service", NS, GW).unwrap()["spec"]["type"],
+        "ClusterIP"
+    );
+    ws.assert_empty_plan();
+
+    // To LoadBalancer while no load balancer comes: the update fails, the resource stays
+    // (not tainted) and the next apply waits again, in place.
+    sim.settings("c1", json!({"loadbalancer": {"enabled": false}}));
+    ws.config(&config(&kc, timeouts));
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    // Terraform wraps diagnostic text: compare with single spaces.
+    let err = String::from_utf8_lossy(&out.stderr)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("No load balancer address") && err.contains("waits for the address again"),
+        "{err}"
+    );
+    assert_eq!(
+        sim.find("c1", "Service", NS, GW).unwrap()["spec"]["type"],
+        "LoadBalancer"
+    );
+    // The next apply updates in place and waits again; the address arrives while it waits.
+    ws.config(&config(&kc, "  timeouts {\n    update = \"60s\"\n  }\n"));
+    sim.reset_requests("c1");
+    let child = ws
+        .command(&["apply", "-auto-approve", "-no-color"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start terraform apply");
+    let until = Instant::now() + Duration::from_secs(60);
+    while sim.counters("c1").get("watch", "services") == 0 {
+        assert!(
+            Instant::now() < until,
+            "the provider never watched the Service"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sim.settings("c1", json!({"loadbalancer": {"enabled": true}}));
+    let out = child.wait_with_output().expect("terraform apply");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("0 added, 1 changed, 0 destroyed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let svc = sim.find("c1", "Service", NS, GW).unwrap();
     assert_eq!(ws.output("address"), json!(ingress_ip(&svc).unwrap()));
     ws.assert_empty_plan();

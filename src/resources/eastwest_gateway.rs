@@ -255,7 +255,9 @@ fn spec_from(v: &Value, lenient: bool) -> Option<GatewaySpec> {
     })
 }
 
-/// One object of the gateway, typed.
+/// One object of the gateway, typed. (At most nine exist per operation, briefly: their size
+/// does not matter.)
+#[allow(clippy::large_enum_variant)]
 enum Obj {
     ServiceAccount(ServiceAccount),
     Role(Role),
@@ -473,14 +475,19 @@ fn wants_address(s: &GatewaySpec, v: &Value) -> bool {
     s.service_type == "LoadBalancer" && v.get("wait_for_address").as_bool() != Some(false)
 }
 
-fn address_timeout(cluster: &Cluster, s: &GatewaySpec, err: KubeError) -> Diagnostics {
+fn address_timeout(cluster: &Cluster, s: &GatewaySpec, op: &str, err: KubeError) -> Diagnostics {
     let mut d = Diagnostics::new();
     let svc = format!("Service {}/{}", s.namespace, s.name);
+    let next = if op == "create" {
+        "Terraform marks this resource tainted and the next apply replaces it"
+    } else {
+        "the next apply waits for the address again"
+    };
     match err {
         KubeError::Timeout { waited, .. } => d.error(
             format!("No load balancer address for the east-west gateway {svc}"),
             format!(
-                "cluster {}: {svc} (type LoadBalancer) has no status.loadBalancer.ingress after {:.0?}. Usual causes: the cluster has no load-balancer controller (kind, minikube, bare metal: install MetalLB or cloud-provider-kind, or use service_type = \"NodePort\"); a cloud quota or subnet limit on load balancers; annotations the cloud controller rejects. See `kubectl -n {} describe service {}` for the controller's events. The objects are kept; Terraform marks this resource tainted and the next apply replaces it. Raise timeouts.create to wait longer, or set wait_for_address = false.",
+                "cluster {}: {svc} (type LoadBalancer) has no status.loadBalancer.ingress after {:.0?}. Usual causes: the cluster has no load-balancer controller (kind, minikube, bare metal: install MetalLB or cloud-provider-kind, or use service_type = \"NodePort\"); a cloud quota or subnet limit on load balancers; annotations the cloud controller rejects. See `kubectl -n {} describe service {}` for the controller's events. The objects are kept; {next}. Raise timeouts.{op} to wait longer, or set wait_for_address = false.",
                 cluster.name, waited, s.namespace, s.name
             ),
         ),
@@ -623,7 +630,7 @@ async fn converge(
                 }
                 Err(e) => {
                     return Err(Failure {
-                        diags: address_timeout(&cluster, &spec, e),
+                        diags: address_timeout(&cluster, &spec, op, e),
                         partial: Some(partial(state, status)),
                     })
                 }
