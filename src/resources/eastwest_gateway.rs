@@ -745,15 +745,20 @@ fn plan_computed(plan: &mut Plan<'_>) {
         planned.set("addresses", Value::Unknown);
         return;
     }
-    let service_key = spec.as_ref().map(|s| format!("Service/{}", s.name));
-    let service_in_sync = service_key
-        .as_ref()
-        .is_some_and(|k| prior.get("objects").get(k).as_str() == Some(IN_SYNC));
+    // A Service re-created (refresh found it gone) gets a new load balancer; one merely
+    // edited keeps its address (an edited type shows as a null address after refresh).
+    let service_missing = spec.as_ref().is_none_or(|s| {
+        prior
+            .get("objects")
+            .get(&format!("Service/{}", s.name))
+            .as_str()
+            .is_none_or(|v| v == MISSING)
+    });
     let type_changed = planned.get("service_type") != prior.get("service_type");
     let waits = planned.get("service_type").as_str() == Some("LoadBalancer")
         && planned.get("wait_for_address").as_bool() != Some(false);
     let missing_address = prior.get("address").is_null() && waits;
-    if type_changed || !service_in_sync || missing_address {
+    if type_changed || service_missing || missing_address {
         planned.set("address", Value::Unknown);
         planned.set("addresses", Value::Unknown);
     } else {
@@ -1042,5 +1047,14 @@ mod tests {
         let p = plan_of(&drifted, &prior);
         assert!(p.get("address").is_unknown());
         assert_eq!(p.get("objects"), prior.get("objects"));
+        // Merely edited: re-applied, same load balancer, same address.
+        drifted.set(
+            "objects",
+            Value::object([("Service/istio-eastwestgateway", Value::from(MODIFIED))]),
+        );
+        assert_eq!(
+            plan_of(&drifted, &prior).get("address").as_str(),
+            Some("203.0.113.1")
+        );
     }
 }
