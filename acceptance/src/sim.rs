@@ -85,13 +85,38 @@ impl Clusters {
             .expect("reset counters");
     }
 
-    /// Changes `cluster`'s simulated controllers (`POST /_sim/settings`), e.g.
-    /// `{"jobs": {"delay_ms": 60000}}`.
-    pub fn settings(&self, cluster: &str, patch: serde_json::Value) {
+    /// Merges a partial kube-sim `Settings` document into `cluster`'s controller settings,
+    /// e.g. `{"loadbalancer": {"enabled": false}}` (switching a controller back on resyncs).
+    pub fn settings(&self, cluster: &str, patch: Value) {
         let control = self.sim.cluster(cluster).control();
         self.runtime
             .block_on(control.settings(&patch))
             .expect("settings");
+    }
+
+    /// API request counts of `cluster` since the last reset, per verb and resource.
+    pub fn counters(&self, cluster: &str) -> kube_sim::CounterSnapshot {
+        let control = self.sim.cluster(cluster).control();
+        self.runtime.block_on(control.counters()).expect("counters")
+    }
+
+    /// Waits (checking every 20 ms) until `cond` holds for `cluster`'s objects; panics after
+    /// `timeout` naming `what`.
+    pub fn wait_until(
+        &self,
+        cluster: &str,
+        what: &str,
+        timeout: std::time::Duration,
+        cond: impl Fn(&[Value]) -> bool,
+    ) {
+        let until = std::time::Instant::now() + timeout;
+        while !cond(&self.dump(cluster)) {
+            assert!(
+                std::time::Instant::now() < until,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Runs kubectl against `cluster`'s context; panics unless it succeeds.

@@ -2,6 +2,7 @@
 //! names, labels and keys. Knows Kubernetes objects, nothing of Terraform.
 
 pub mod cacerts;
+pub mod eastwest;
 pub mod install;
 pub mod operator;
 

@@ -1,6 +1,7 @@
 //! One file per Terraform resource: schema, validation, plan, apply, read.
 
 pub mod cluster;
+pub mod eastwest_gateway;
 pub mod kubernetes;
 pub mod root_ca;
 
@@ -13,5 +14,9 @@ pub const PROVIDER_DESCRIPTION: &str = include_str!("provider.md");
 
 /// Every resource type the provider serves.
 pub fn all() -> Vec<Arc<dyn Resource>> {
-    vec![Arc::new(root_ca::RootCa), Arc::new(cluster::MeshCluster)]
+    vec![
+        Arc::new(root_ca::RootCa),
+        Arc::new(cluster::MeshCluster),
+        Arc::new(eastwest_gateway::EastWestGateway),
+    ]
 }
