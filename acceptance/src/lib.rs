@@ -105,6 +105,15 @@ impl Workspace {
         std::fs::write(self.dir.join("main.tf"), text).expect("write main.tf");
     }
 
+    /// Copies a root module from `examples/<name>` (with its sub-modules) into the workspace.
+    pub fn copy_example(&self, name: &str) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("examples")
+            .join(name);
+        copy_dir(&src, &self.dir);
+    }
+
     /// A `terraform` command in this workspace with the test environment set.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.terraform);
@@ -208,6 +217,24 @@ impl Drop for Workspace {
         // Keep the directory of a failed scenario (and on request) for inspection.
         if !std::thread::panicking() && std::env::var_os("MESH_ACC_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("create directory");
+    for entry in std::fs::read_dir(src).unwrap_or_else(|e| panic!("reading {}: {e}", src.display()))
+    {
+        let entry = entry.expect("directory entry");
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let to = dst.join(&name);
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).expect("copy file");
         }
     }
 }

@@ -1,0 +1,103 @@
+terraform {
+  required_providers {
+    mesh = {
+      source = "registry.terraform.io/tfmesh/mesh"
+    }
+  }
+}
+
+provider "mesh" {}
+
+# Primary-remote, one network: cluster1 runs istiod and exposes it through its east-west
+# gateway; cluster2 has no istiod of its own. The remote's remote_pilot_address is the
+# gateway's load balancer address, known only during apply: one plan still does it all.
+
+resource "mesh_root_ca" "root" {
+  key_algorithm = var.key_algorithm
+}
+
+resource "mesh_cluster" "cluster1" {
+  cluster_name = "cluster1"
+  mesh_id      = "mesh1"
+  network      = "network1"
+
+  kubernetes {
+    config_path    = var.kubeconfig_path
+    config_context = var.cluster1_context
+  }
+
+  root_ca {
+    cert_pem        = mesh_root_ca.root.cert_pem
+    private_key_pem = mesh_root_ca.root.private_key_pem
+  }
+
+  intermediate {
+    key_algorithm = var.key_algorithm
+  }
+
+  control_plane {
+    version         = var.istio_version
+    external_istiod = true
+  }
+}
+
+resource "mesh_eastwest_gateway" "cluster1" {
+  namespace     = mesh_cluster.cluster1.namespace
+  network       = mesh_cluster.cluster1.network
+  expose_istiod = true
+
+  kubernetes {
+    config_path    = var.kubeconfig_path
+    config_context = var.cluster1_context
+  }
+}
+
+resource "mesh_cluster" "cluster2" {
+  cluster_name = "cluster2"
+  mesh_id      = "mesh1"
+  network      = "network1"
+
+  kubernetes {
+    config_path    = var.kubeconfig_path
+    config_context = var.cluster2_context
+  }
+
+  root_ca {
+    cert_pem        = mesh_root_ca.root.cert_pem
+    private_key_pem = mesh_root_ca.root.private_key_pem
+  }
+
+  intermediate {
+    key_algorithm = var.key_algorithm
+  }
+
+  control_plane {
+    version              = var.istio_version
+    role                 = "remote"
+    remote_pilot_address = mesh_eastwest_gateway.cluster1.address
+    primary_cluster_name = mesh_cluster.cluster1.cluster_name
+  }
+}
+
+# Lets istiod in cluster1 discover endpoints in cluster2.
+resource "mesh_remote_secret" "cluster2_in_cluster1" {
+  namespace = mesh_cluster.cluster1.namespace
+
+  kubernetes {
+    config_path    = var.kubeconfig_path
+    config_context = var.cluster1_context
+  }
+
+  remote {
+    cluster_name = mesh_cluster.cluster2.cluster_name
+    kubernetes {
+      config_path    = var.kubeconfig_path
+      config_context = var.cluster2_context
+    }
+  }
+}
+
+output "control_plane_versions" {
+  description = "Istio version running per cluster."
+  value       = { cluster1 = mesh_cluster.cluster1.control_plane_version, cluster2 = mesh_cluster.cluster2.control_plane_version }
+}
