@@ -2,6 +2,7 @@
 //! names, labels and keys. Knows Kubernetes objects, nothing of Terraform.
 
 pub mod cacerts;
+pub mod remote_secret;
 
 /// Namespace label carrying the cluster's network (read by istiod and the gateways).
 pub const NETWORK_LABEL: &str = "topology.istio.io/network";

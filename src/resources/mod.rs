@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod kubernetes;
+pub mod remote_secret;
 pub mod root_ca;
 
 use std::sync::Arc;
@@ -13,5 +14,9 @@ pub const PROVIDER_DESCRIPTION: &str = include_str!("provider.md");
 
 /// Every resource type the provider serves.
 pub fn all() -> Vec<Arc<dyn Resource>> {
-    vec![Arc::new(root_ca::RootCa), Arc::new(cluster::MeshCluster)]
+    vec![
+        Arc::new(root_ca::RootCa),
+        Arc::new(cluster::MeshCluster),
+        Arc::new(remote_secret::MeshRemoteSecret),
+    ]
 }
