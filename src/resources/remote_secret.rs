@@ -38,8 +38,9 @@ Drift is repaired: a deleted or edited target secret, a deleted (revoked) token 
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const READ_TIMEOUT: Duration = Duration::from_secs(2 * 60);
-/// How long destroy keeps trying an unreachable remote before it warns and moves on.
-const REMOTE_DELETE_PATIENCE: Duration = Duration::from_secs(30);
+/// How long destroy (and refresh) keeps trying an unreachable remote before it warns and
+/// moves on.
+const REMOTE_PATIENCE: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------------
 // Schema
@@ -436,10 +437,12 @@ async fn delete_stale(remote: &Cluster, private: &mut Private, deadline: &Deadli
 async fn converge(
     ctx: &Ctx,
     planned: &Value,
-    config: &Value,
     private: &[u8],
     op: &str,
 ) -> Result<Applied, Failure> {
+    // The planned state has the defaults filled in; at apply time all of it is known but the
+    // computed attributes.
+    let config = planned;
     let mut private = Private::load(private);
     let deadline = Deadline::new(timeout(config, op, DEFAULT_TIMEOUT), ctx.cancel.clone());
     let c = conns(config);
@@ -591,7 +594,7 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), Failure>
 
     let patience = Deadline {
         started: Instant::now(),
-        until: deadline.until.min(Instant::now() + REMOTE_DELETE_PATIENCE),
+        until: deadline.until.min(Instant::now() + REMOTE_PATIENCE),
         cancel: deadline.cancel.clone(),
     };
     let result: Result<(), KubeError> = async {
@@ -697,10 +700,35 @@ async fn observe(
     let live = target
         .get_opt(&target_secrets, &rs::secret_name(&cluster_name), &deadline)
         .await?;
+    // The remote gets less patience: a remote that is down (or already destroyed) must not
+    // block the plan, least of all the refresh before a destroy.
+    let patience = Deadline {
+        started: Instant::now(),
+        until: deadline.until.min(Instant::now() + REMOTE_PATIENCE),
+        cancel: deadline.cancel.clone(),
+    };
     let token_secret = match (&private.token_namespace, &private.token_name) {
         (Some(ns), Some(n)) => {
             let api: Api<Secret> = Api::namespaced(remote.client.clone(), ns);
-            remote.get_opt(&api, n, &deadline).await?
+            match remote.get_opt(&api, n, &patience).await {
+                Ok(s) => s,
+                Err(e) if tolerable_on_destroy(&e) => {
+                    ctx.warn(None, "Remote cluster unreachable", &format!("The token in the remote cluster was not checked: {e}. The target secret is checked; the token is checked again on the next refresh."));
+                    let mut state = state.clone();
+                    state.set(
+                        "kubeconfig_sha256",
+                        live.as_ref()
+                            .and_then(|s| rs::live_kubeconfig_sha256(s, &cluster_name))
+                            .map(Value::from)
+                            .unwrap_or(Value::Null),
+                    );
+                    return Ok(Some(Applied {
+                        state,
+                        private: private_bytes.to_vec(),
+                    }));
+                }
+                Err(e) => return Err(e),
+            }
         }
         _ => None,
     };
@@ -712,7 +740,7 @@ async fn observe(
     state.set("server", Value::from(server.as_str()));
     let mut token = token_secret.as_ref().and_then(rs::token_of);
     if let (Some(t), Some(true)) = (&token, state.get("verify_token").as_bool()) {
-        match token_authenticates(&remote, t, &deadline).await? {
+        match token_authenticates(&remote, t, &patience).await? {
             Some(true) => {}
             Some(false) => {
                 tracing::info!(cluster = %remote.name, "the remote token no longer authenticates");
@@ -782,7 +810,11 @@ fn plan_remote_secret(plan: &mut Plan<'_>) {
     }
     let configured = configured_server(config);
     let server = match configured {
-        Value::Null if plan.is_create() => Value::Unknown,
+        // From the remote connection's kubeconfig: known once applied, unless the server
+        // was configured before (then the kubeconfig's value replaces it at apply).
+        Value::Null if plan.is_create() || !configured_server(plan.prior).is_null() => {
+            Value::Unknown
+        }
         Value::Null => plan.prior.get("server").clone(),
         other => other,
     };
@@ -849,11 +881,11 @@ impl Resource for MeshRemoteSecret {
     }
 
     async fn create(&self, ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {
-        converge(ctx, change.planned, change.config, change.private, "create").await
+        converge(ctx, change.planned, change.private, "create").await
     }
 
     async fn update(&self, ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {
-        converge(ctx, change.planned, change.config, change.private, "update").await
+        converge(ctx, change.planned, change.private, "update").await
     }
 
     async fn delete(&self, ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), Failure> {
