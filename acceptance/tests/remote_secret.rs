@@ -160,7 +160,7 @@ fn remote_secret_lifecycle() {
     let ws = Workspace::new("remote-secret");
     let log = ws.dir.join("provider.log");
     let ws = ws
-        .env("TF_LOG_PROVIDER", "INFO")
+        .env("TF_LOG_PROVIDER", "TRACE")
         .env("TF_LOG_PATH", log.to_str().unwrap());
     let sim = Clusters::start(&[TARGET, REMOTE], &ws.dir);
     let kc = sim.kubeconfig.display().to_string();
@@ -318,6 +318,31 @@ fn remote_secret_lifecycle() {
     ws.apply();
     let token = written(&sim, &ws).token();
     assert_eq!(status_with_token(&sim, &ws, &token), 200);
+    ws.assert_empty_plan();
+
+    // The CA in the token secret changed (e.g. the remote's CA was rotated): rewritten.
+    let other_ca = base64::engine::general_purpose::STANDARD.encode(sim.ca_pem(TARGET));
+    sim.kubectl(
+        REMOTE,
+        &[
+            "-n",
+            "istio-system",
+            "patch",
+            "secret",
+            &token_secret,
+            "-p",
+            &format!(r#"{{"data":{{"ca.crt":"{other_ca}"}}}}"#),
+        ],
+    );
+    plan_shows_changes(&ws);
+    ws.apply();
+    let w = written(&sim, &ws);
+    let ca_now = w.json["clusters"][0]["cluster"]["certificate-authority-data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(ca_now, other_ca);
+    assert_eq!(w.token(), token);
     ws.assert_empty_plan();
 
     // Server override: an in-place update, same token, no loopback warning.
@@ -568,7 +593,16 @@ resource "mesh_remote_secret" "early" {{
             "istio-reader-service-account",
         ],
     );
+    sim.reset_requests(TARGET);
+    sim.reset_requests(REMOTE);
     ws.apply();
+    println!(
+        "create with an existing ServiceAccount: target {} requests ({}), remote {} requests ({})",
+        sim.requests(TARGET),
+        sim.request_breakdown(TARGET),
+        sim.requests(REMOTE),
+        sim.request_breakdown(REMOTE)
+    );
     ws.assert_empty_plan();
 
     // Destroy with the remote unreachable: the target secret goes, the rest is a warning.

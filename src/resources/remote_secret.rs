@@ -16,7 +16,9 @@ use kube::Api;
 use serde::{Deserialize, Serialize};
 
 use crate::istio::{self, remote_secret as rs};
-use crate::kube::{connect, labels, Cluster, Connection, Deadline, KubeError, FIELD_MANAGER};
+use crate::kube::{
+    connect, labels, Cluster, Connection, Deadline, KubeError, FIELD_MANAGER, INSTANCE_LABEL,
+};
 use crate::plugin::resource::{timeout, timeouts_block, validate_timeouts};
 use crate::plugin::{
     Applied, Attribute, AttributePath, Block, Change, Ctx, Diagnostics, Failure, NestedBlock, Plan,
@@ -326,12 +328,19 @@ async fn ensure_service_account(
     let sa = str_of(v, &["remote", "service_account"]);
     let sa_ns = str_of(v, &["remote", "service_account_namespace"]);
     let sas: Api<ServiceAccount> = Api::namespaced(remote.client.clone(), sa_ns);
-    if remote
+    if let Some(live) = remote
         .get_opt(&sas, sa, deadline)
         .await
         .map_err(kube_failure)?
-        .is_some()
     {
+        // Ours from an earlier, interrupted apply: still ours to remove on destroy.
+        let mine = live
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(INSTANCE_LABEL))
+            .is_some_and(|i| *i == instance(v));
+        private.created_service_account |= mine;
         return Ok(());
     }
     if v.get("remote").get("create_service_account").as_bool() != Some(true) {
@@ -476,8 +485,7 @@ async fn converge(
     };
     let mut token = None;
     if !planned.get("token_secret_name").is_unknown() && !private.token_invalid {
-        if let Some((ns, n)) = current.as_ref().filter(|(ns, _)| *ns == sa_ns) {
-            let _ = ns;
+        if let Some((_, n)) = current.as_ref().filter(|(ns, _)| *ns == sa_ns) {
             token = remote
                 .get_opt(&remote_secrets, n, &deadline)
                 .await
