@@ -399,7 +399,6 @@ async fn mint_token(
     let sa = str_of(v, &["remote", "service_account"]);
     let sa_ns = str_of(v, &["remote", "service_account_namespace"]);
     let secrets: Api<Secret> = Api::namespaced(remote.client.clone(), sa_ns);
-    let started = Instant::now();
     let applied = remote
         .apply(
             &secrets,
@@ -411,6 +410,7 @@ async fn mint_token(
     if let Some(t) = rs::token_of(&applied) {
         return Ok(t);
     }
+    let started = Instant::now();
     let what = format!("the token controller to populate Secret {sa_ns}/{name}");
     let populated = |o: Option<&Secret>| o.and_then(rs::token_of).is_some();
     let secret = crate::kube::wait::wait_for(remote, secrets, name, &what, populated, deadline)
@@ -701,44 +701,49 @@ async fn observe(
     let deadline = Deadline::new(READ_TIMEOUT, ctx.cancel.clone());
     let c = conns(state);
     let target = connect(&c.target_conn).await?;
-    let remote = connect(&c.remote_conn).await?;
     let namespace = str_of(state, &["namespace"]);
     let cluster_name = str_of(state, &["remote", "cluster_name"]).to_string();
     let target_secrets: Api<Secret> = Api::namespaced(target.client.clone(), namespace);
     let live = target
         .get_opt(&target_secrets, &rs::secret_name(&cluster_name), &deadline)
         .await?;
-    // The remote gets less patience: a remote that is down (or already destroyed) must not
-    // block the plan, least of all the refresh before a destroy.
+    // The remote gets less patience: a remote that is down (or already destroyed, its
+    // kubeconfig context gone) must not block the plan, least of all the refresh before a
+    // destroy.
     let patience = Deadline {
         started: Instant::now(),
         until: deadline.until.min(Instant::now() + REMOTE_PATIENCE),
         cancel: deadline.cancel.clone(),
     };
-    let token_secret = match (&private.token_namespace, &private.token_name) {
-        (Some(ns), Some(n)) => {
-            let api: Api<Secret> = Api::namespaced(remote.client.clone(), ns);
-            match remote.get_opt(&api, n, &patience).await {
-                Ok(s) => s,
-                Err(e) if tolerable_on_destroy(&e) => {
-                    ctx.warn(None, "Remote cluster unreachable", &format!("The token in the remote cluster was not checked: {e}. The target secret is checked; the token is checked again on the next refresh."));
-                    let mut state = state.clone();
-                    state.set(
-                        "kubeconfig_sha256",
-                        live.as_ref()
-                            .and_then(|s| rs::live_kubeconfig_sha256(s, &cluster_name))
-                            .map(Value::from)
-                            .unwrap_or(Value::Null),
-                    );
-                    return Ok(Some(Applied {
-                        state,
-                        private: private_bytes.to_vec(),
-                    }));
-                }
-                Err(e) => return Err(e),
+    let remote_side = async {
+        let remote = connect(&c.remote_conn).await?;
+        let secret = match (&private.token_namespace, &private.token_name) {
+            (Some(ns), Some(n)) => {
+                let api: Api<Secret> = Api::namespaced(remote.client.clone(), ns);
+                remote.get_opt(&api, n, &patience).await?
             }
+            _ => None,
+        };
+        Ok::<_, KubeError>((remote, secret))
+    };
+    let (remote, token_secret) = match remote_side.await {
+        Ok(found) => found,
+        Err(e) if tolerable_on_destroy(&e) => {
+            ctx.warn(None, "Remote cluster unreachable", &format!("The token in the remote cluster was not checked: {e}. The target secret was checked; the token is checked again on the next refresh."));
+            let mut state = state.clone();
+            state.set(
+                "kubeconfig_sha256",
+                live.as_ref()
+                    .and_then(|s| rs::live_kubeconfig_sha256(s, &cluster_name))
+                    .map(Value::from)
+                    .unwrap_or(Value::Null),
+            );
+            return Ok(Some(Applied {
+                state,
+                private: private_bytes.to_vec(),
+            }));
         }
-        _ => None,
+        Err(e) => return Err(e),
     };
     if live.is_none() && token_secret.is_none() {
         return Ok(None);
@@ -748,7 +753,19 @@ async fn observe(
     state.set("server", Value::from(server.as_str()));
     let mut token = token_secret.as_ref().and_then(rs::token_of);
     if let (Some(t), Some(true)) = (&token, state.get("verify_token").as_bool()) {
-        match token_authenticates(&remote, t, &patience).await? {
+        let verdict = match token_authenticates(&remote, t, &patience).await {
+            Ok(v) => v,
+            Err(e) if tolerable_on_destroy(&e) => {
+                ctx.warn(
+                    Some(at(&["verify_token"])),
+                    "Cannot verify the token",
+                    &format!("{e}"),
+                );
+                Some(true)
+            }
+            Err(e) => return Err(e),
+        };
+        match verdict {
             Some(true) => {}
             Some(false) => {
                 tracing::info!(cluster = %remote.name, "the remote token no longer authenticates");
