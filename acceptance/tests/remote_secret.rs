@@ -635,3 +635,74 @@ resource "mesh_remote_secret" "early" {{
         )
         .is_some());
 }
+
+#[test]
+fn two_targets_get_their_own_token_and_share_the_reader() {
+    if !enabled("two_targets_get_their_own_token_and_share_the_reader") {
+        return;
+    }
+    let ws = Workspace::new("remote-secret-two-targets");
+    let sim = Clusters::start(&["c1", "c2", "c3"], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    for c in ["c1", "c2", "c3"] {
+        sim.kubectl(c, &["create", "namespace", "istio-system"]);
+    }
+    let one = |target: &str| {
+        format!(
+            r#"
+resource "mesh_remote_secret" "c2_in_{target}" {{
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "{target}"
+  }}
+  remote {{
+    cluster_name           = "c2"
+    create_service_account = true
+    kubernetes {{
+      config_path    = "{kc}"
+      config_context = "c2"
+    }}
+  }}
+}}
+
+output "token_{target}" {{
+  value = mesh_remote_secret.c2_in_{target}.token_secret_name
+}}
+"#
+        )
+    };
+    ws.config(&format!("{}{}", one("c1"), one("c3")));
+    ws.apply();
+    ws.assert_empty_plan();
+    let (t1, t3) = (ws.output("token_c1"), ws.output("token_c3"));
+    assert_ne!(t1, t3, "two targets share a token secret");
+    let token_in = |target: &str| {
+        let s = sim
+            .find(target, "Secret", "istio-system", SECRET)
+            .expect("remote secret");
+        let raw = secret_data(&s, REMOTE).unwrap();
+        raw.lines()
+            .find_map(|l| l.trim().strip_prefix("token: "))
+            .map(|t| t.trim_matches('"').to_string())
+            .expect("token line")
+    };
+    let (k1, k3) = (token_in("c1"), token_in("c3"));
+    assert_ne!(k1, k3);
+    assert_eq!(status_with_token(&sim, &ws, &k1), 200);
+    assert_eq!(status_with_token(&sim, &ws, &k3), 200);
+
+    // Removing one target revokes its token only; the shared reader stays for the other.
+    ws.config(&one("c3"));
+    ws.apply();
+    assert_eq!(status_with_token(&sim, &ws, &k1), 401);
+    assert_eq!(status_with_token(&sim, &ws, &k3), 200);
+    assert!(sim.find("c1", "Secret", "istio-system", SECRET).is_none());
+    ws.assert_empty_plan();
+
+    // The last one removes the reader it shared.
+    ws.destroy();
+    assert_eq!(status_with_token(&sim, &ws, &k3), 401);
+    for c in ["c1", "c2", "c3"] {
+        assert_eq!(sim.ours(c), Vec::<String>::new(), "{c}");
+    }
+}

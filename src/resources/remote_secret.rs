@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 use kube::Api;
 use serde::{Deserialize, Serialize};
 
 use crate::istio::{self, remote_secret as rs};
 use crate::kube::{
-    connect, labels, Cluster, Connection, Deadline, KubeError, FIELD_MANAGER, INSTANCE_LABEL,
+    connect, labels, Cluster, Connection, Deadline, KubeError, FIELD_MANAGER, MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
 };
 use crate::plugin::resource::{timeout, timeouts_block, validate_timeouts};
 use crate::plugin::{
@@ -333,14 +334,17 @@ async fn ensure_service_account(
         .await
         .map_err(kube_failure)?
     {
-        // Ours from an earlier, interrupted apply: still ours to remove on destroy.
-        let mine = live
+        // Created by this provider (an earlier, interrupted apply of this resource, or another
+        // mesh_remote_secret reading the same remote): shared, so whichever of them goes
+        // last removes it.
+        let ours = live
             .metadata
             .labels
             .as_ref()
-            .and_then(|l| l.get(INSTANCE_LABEL))
-            .is_some_and(|i| *i == instance(v));
-        private.created_service_account |= mine;
+            .and_then(|l| l.get(MANAGED_BY_LABEL))
+            .is_some_and(|m| m == MANAGED_BY_VALUE);
+        let create = v.get("remote").get("create_service_account").as_bool() == Some(true);
+        private.created_service_account |= ours && create;
         return Ok(());
     }
     if v.get("remote").get("create_service_account").as_bool() != Some(true) {
@@ -640,6 +644,25 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), Failure>
 async fn remove_reader(remote: &Cluster, v: &Value, deadline: &Deadline) -> Result<(), KubeError> {
     let sa = str_of(v, &["remote", "service_account"]);
     let sa_ns = str_of(v, &["remote", "service_account_namespace"]);
+    // Other targets' tokens for the same ServiceAccount: it is still in use.
+    let secrets: Api<Secret> = Api::namespaced(remote.client.clone(), sa_ns);
+    let selector = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let action = format!("listing token secrets in namespace {sa_ns}");
+    let tokens =
+        crate::kube::retry::retry(&remote.name, &action, deadline, || secrets.list(&selector))
+            .await?;
+    let in_use = tokens.items.iter().any(|t| {
+        t.type_.as_deref() == Some(rs::TOKEN_SECRET_TYPE)
+            && t.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(rs::SA_NAME_ANNOTATION))
+                .is_some_and(|n| n == sa)
+    });
+    if in_use {
+        tracing::info!(cluster = %remote.name, "ServiceAccount {sa_ns}/{sa} still has tokens of other targets; leaving it");
+        return Ok(());
+    }
     let sas: Api<ServiceAccount> = Api::namespaced(remote.client.clone(), sa_ns);
     if let Some(live) = remote.get_opt(&sas, sa, deadline).await? {
         let foreign = live
