@@ -119,6 +119,45 @@ impl Clusters {
         }
     }
 
+    /// The API server URL of `cluster`.
+    pub fn url(&self, cluster: &str) -> String {
+        self.sim.cluster(cluster).url.clone()
+    }
+
+    /// The CA certificate (PEM) of `cluster`.
+    pub fn ca_pem(&self, cluster: &str) -> String {
+        self.sim.cluster(cluster).ca_pem.clone()
+    }
+
+    /// Requests `cluster` has served since the last reset, by verb and resource
+    /// (`"get secrets=2 patch secrets=1 ..."`), for reports.
+    pub fn request_breakdown(&self, cluster: &str) -> String {
+        let control = self.sim.cluster(cluster).control();
+        let c = self.runtime.block_on(control.counters()).expect("counters");
+        let mut parts: Vec<String> = c
+            .counts
+            .iter()
+            .map(|((verb, res), n)| format!("{verb} {res}={n}"))
+            .collect();
+        parts.extend(c.non_resource.iter().map(|(p, n)| format!("{p}={n}")));
+        parts.join(", ")
+    }
+
+    /// Injects a fault into `cluster` (see kube-sim's control API).
+    pub fn add_fault(&self, cluster: &str, fault: &kube_sim::control::Fault) {
+        let control = self.sim.cluster(cluster).control();
+        self.runtime
+            .block_on(control.add_fault(fault))
+            .expect("add fault");
+    }
+
+    pub fn clear_faults(&self, cluster: &str) {
+        let control = self.sim.cluster(cluster).control();
+        self.runtime
+            .block_on(control.clear_faults())
+            .expect("clear faults");
+    }
+
     /// Runs kubectl against `cluster`'s context; panics unless it succeeds.
     pub fn kubectl(&self, cluster: &str, args: &[&str]) -> String {
         let out = Command::new("kubectl")

@@ -5,6 +5,7 @@ pub mod cacerts;
 pub mod eastwest;
 pub mod install;
 pub mod operator;
+pub mod remote_secret;
 
 /// Namespace label carrying the cluster's network (read by istiod and the gateways).
 pub const NETWORK_LABEL: &str = "topology.istio.io/network";

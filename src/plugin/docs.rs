@@ -82,10 +82,11 @@ fn render_block(out: &mut String, block: &Block, anchor_prefix: &str) {
     ];
     for (title, pick) in sections {
         let attrs: Vec<&Attribute> = block.attributes.iter().filter(|a| pick(a)).collect();
-        let blocks: Vec<&NestedBlock> = if title == "Optional" {
-            block.blocks.iter().collect()
-        } else {
-            vec![]
+        // Blocks with min_items >= 1 must be written: list them as required.
+        let blocks: Vec<&NestedBlock> = match title {
+            "Required" => block.blocks.iter().filter(|b| b.min_items > 0).collect(),
+            "Optional" => block.blocks.iter().filter(|b| b.min_items == 0).collect(),
+            _ => vec![],
         };
         if attrs.is_empty() && blocks.is_empty() {
             continue;

@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod eastwest_gateway;
 pub mod kubernetes;
+pub mod remote_secret;
 pub mod root_ca;
 
 use std::sync::Arc;
@@ -18,5 +19,6 @@ pub fn all() -> Vec<Arc<dyn Resource>> {
         Arc::new(root_ca::RootCa),
         Arc::new(cluster::MeshCluster),
         Arc::new(eastwest_gateway::EastWestGateway),
+        Arc::new(remote_secret::MeshRemoteSecret),
     ]
 }
