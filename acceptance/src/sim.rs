@@ -144,7 +144,7 @@ impl Clusters {
     }
 
     /// Injects a fault into `cluster` (see kube-sim's control API).
-    pub fn add_fault(&self, cluster: &str, fault: &kube_sim::control::Fault) {
+    pub fn add_fault(&self, cluster: &str, fault: &kube_sim::Fault) {
         let control = self.sim.cluster(cluster).control();
         self.runtime
             .block_on(control.add_fault(fault))
