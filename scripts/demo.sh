@@ -59,6 +59,7 @@ $clusters}
 TFVARS
 export TF_CLI_CONFIG_FILE=$work/dev.tfrc TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1
 cd "$work"
+run_tf get
 
 step "terraform apply ($("$tf" version | head -1)): root CA, clusters, gateways, remote secrets in one plan"
 start=$(date +%s%N)

@@ -112,6 +112,8 @@ impl Workspace {
             .join("examples")
             .join(name);
         copy_dir(&src, &self.dir);
+        // Local modules must be "installed"; `get` does that without touching providers.
+        self.ok(&["get", "-no-color"]);
     }
 
     /// A `terraform` command in this workspace with the test environment set.
