@@ -88,3 +88,18 @@ step "terraform destroy"
 start=$(date +%s%N)
 run_tf destroy -auto-approve
 note "$(grep -o 'Destroy complete.*' last.log) in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+
+if [ -z "${CONTEXTS:-}" ]; then
+  step "what the clusters still hold of ours"
+  python3 - "$work/sim.json" <<'PY'
+import json, ssl, sys, urllib.request
+info = json.load(open(sys.argv[1]))["clusters"]
+for name, c in sorted(info.items()):
+    ctx = ssl.create_default_context(cadata=c["ca_pem"])
+    req = urllib.request.Request(c["url"] + "/_sim/dump", headers={"Authorization": "Bearer " + c["control_token"]})
+    objects = json.load(urllib.request.urlopen(req, context=ctx))["objects"]
+    ours = [o for o in objects if (o["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") == "terraform-provider-mesh"]
+    print(f"    {name:<16} {len(ours)} objects")
+PY
+  step "stopping kube-sim"
+fi

@@ -34,8 +34,32 @@ fn render(root: &Path) -> Vec<(PathBuf, String)> {
             ),
         ));
     }
+    for (name, title) in GUIDES {
+        let dir = root.join("examples").join(name);
+        let readme = read_optional(&dir.join("README.md")).unwrap_or_default();
+        let main = read_optional(&dir.join("main.tf")).unwrap_or_default();
+        files.push((
+            root.join("docs/guides").join(format!("{name}.md")),
+            docs::guide_page(title, &readme, &main),
+        ));
+    }
     files
 }
+
+/// One guide per topology example: its README and its configuration.
+const GUIDES: &[(&str, &str)] = &[
+    ("multi-primary", "Multi-primary"),
+    (
+        "multi-primary-multi-network",
+        "Multi-primary on different networks",
+    ),
+    ("primary-remote", "Primary-remote"),
+    (
+        "primary-remote-multi-network",
+        "Primary-remote on different networks",
+    ),
+    ("topology", "Any number of clusters from one map"),
+];
 
 fn main() -> ExitCode {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -65,6 +65,24 @@ pub fn index_page(description: &str, example: Option<&str>) -> String {
     out
 }
 
+/// A guide page: front matter, the example's README, and its configuration.
+pub fn guide_page(title: &str, readme: &str, config: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "---");
+    let _ = writeln!(out, "page_title: \"{title}\"");
+    let _ = writeln!(out, "subcategory: \"Guides\"");
+    let _ = writeln!(out, "---\n");
+    // The README's own title becomes the page's.
+    let body = readme.trim().strip_prefix('#').map_or(readme.trim(), |r| {
+        r.split_once('\n').map_or("", |(_, rest)| rest)
+    });
+    let _ = writeln!(out, "# {title}\n");
+    let _ = writeln!(out, "{}\n", body.trim());
+    let _ = writeln!(out, "## Configuration\n");
+    let _ = writeln!(out, "```terraform\n{}\n```", config.trim_end());
+    out
+}
+
 fn first_paragraph(s: &str) -> String {
     s.trim().split("\n\n").next().unwrap_or("").to_string()
 }
