@@ -297,7 +297,11 @@ async fn schema_never_sends_nested_type_on_the_wire() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(resp.resource_schemas.len(), 2);
+    // Every real resource plus the test-only one.
+    assert_eq!(
+        resp.resource_schemas.len(),
+        terraform_provider_mesh::provider().resources.len() + 1
+    );
     let mut offenders = Vec::new();
     for s in resp.resource_schemas.values() {
         let block = s.block.as_ref().unwrap();
@@ -321,7 +325,14 @@ async fn metadata_lists_resources_and_capabilities() {
         .iter()
         .map(|r| r.type_name.as_str())
         .collect();
-    assert_eq!(names, [ROOT_CA]);
+    let mut registered: Vec<_> = terraform_provider_mesh::provider()
+        .resources
+        .iter()
+        .map(|r| r.type_name())
+        .collect();
+    registered.sort();
+    assert_eq!(names, registered);
+    assert!(names.contains(&ROOT_CA));
     assert!(resp.data_sources.is_empty());
     assert!(resp.diagnostics.is_empty());
     let caps = resp.server_capabilities.unwrap();
