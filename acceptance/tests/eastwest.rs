@@ -401,19 +401,21 @@ fn eastwest_gateway_address_timeout_then_resume() {
             && err.contains("load-balancer controller"),
         "{err}"
     );
-    // The objects are kept and the resource is in state (tainted).
-    assert!(sim.find("c1", "Service", NS, GW).is_some());
+    // The objects are kept (the load balancer being provisioned is not given up).
+    let waiting = sim.find("c1", "Service", NS, GW).expect("Service kept");
     assert!(sim.find("c1", "Deployment", NS, GW).is_some());
-    assert!(ws
-        .state_list()
-        .contains(&"mesh_eastwest_gateway.gw".to_string()));
 
-    // The cloud catches up; the next apply replaces the tainted gateway and succeeds.
+    // The cloud catches up; the next apply adopts the same objects and resumes waiting:
+    // the Service is the one created before, not a replacement.
     sim.settings("c1", json!({"loadbalancer": {"enabled": true}}));
     let plan = ws.ok(&["plan", "-no-color"]);
-    assert!(plan.contains("tainted"), "{plan}");
+    assert!(!plan.contains("must be replaced"), "{plan}");
     ws.apply();
     let svc = sim.find("c1", "Service", NS, GW).unwrap();
+    assert_eq!(
+        svc["metadata"]["uid"], waiting["metadata"]["uid"],
+        "the Service was recreated"
+    );
     assert_eq!(ws.output("address"), json!(ingress_ip(&svc).unwrap()));
     ws.assert_empty_plan();
     ws.destroy();

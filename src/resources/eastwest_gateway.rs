@@ -36,7 +36,7 @@ const DESCRIPTION: &str = "The east-west gateway of one cluster: the gateway tha
 
 Istio's CRDs and its sidecar injector must exist before this resource is created: make it depend on the resource that installs istiod (`depends_on`).
 
-With `wait_for_address` (and a `LoadBalancer` Service), apply waits on a watch until the load balancer has an address and exports it as `address`, so `mesh_cluster.remote.control_plane.remote_pilot_address = mesh_eastwest_gateway.primary.address` works in one plan. If no address arrives within the create timeout, the apply fails naming the Service; the objects are kept, and Terraform marks the resource tainted (the next apply replaces it).
+With `wait_for_address` (and a `LoadBalancer` Service), apply waits on a watch until the load balancer has an address and exports it as `address`, so `mesh_cluster.remote.control_plane.remote_pilot_address = mesh_eastwest_gateway.primary.address` works in one plan. If no address arrives within the timeout, the apply fails naming the Service and the usual causes; the objects are kept, and the next apply adopts them and resumes waiting (the load balancer being provisioned is not released).
 
 Drift is repaired: objects deleted or edited out of band show in `objects` in the next plan and are put back by apply; a changed load balancer address updates `address`; if every object is gone, the resource is planned for creation again. Destroy deletes the Gateway CRs, the Deployment, then the Service — waiting until it is gone, so the cloud load balancer is released before, for instance, its network is destroyed — then the RBAC and the ServiceAccount.";
 
@@ -479,7 +479,7 @@ fn address_timeout(cluster: &Cluster, s: &GatewaySpec, op: &str, err: KubeError)
     let mut d = Diagnostics::new();
     let svc = format!("Service {}/{}", s.namespace, s.name);
     let next = if op == "create" {
-        "Terraform marks this resource tainted and the next apply replaces it"
+        "the next apply adopts them and waits for the address again"
     } else {
         "the next apply waits for the address again"
     };
@@ -629,10 +629,15 @@ async fn converge(
                     );
                 }
                 Err(e) => {
+                    // A failed create that returned state would be tainted, and the next apply
+                    // would replace the gateway — releasing the load balancer it is waiting
+                    // for. Without state, the next apply adopts the objects (server-side apply)
+                    // and resumes waiting. An update keeps its state and resumes in place.
+                    let keep = (op != "create").then(|| partial(state, status));
                     return Err(Failure {
                         diags: address_timeout(&cluster, &spec, op, e),
-                        partial: Some(partial(state, status)),
-                    })
+                        partial: keep,
+                    });
                 }
             }
         }
