@@ -507,13 +507,18 @@ async fn converge(
         }
         None => {
             ensure_service_account(&remote, config, &mut private, &deadline).await?;
-            token_name = rs::token_secret_name(&rs::TokenKey {
-                target_server: &norm_server(&target_server),
-                target_namespace: &namespace,
-                cluster_name: &cluster_name,
-                service_account: str_of(config, &["remote", "service_account"]),
-                rotation: str_of(config, &["token_rotation"]),
-            });
+            // A name the plan already promised (the secret vanished since) is kept; otherwise
+            // it is derived from the target and the rotation trigger.
+            token_name = match planned.get("token_secret_name").as_str() {
+                Some(n) => n.to_string(),
+                None => rs::token_secret_name(&rs::TokenKey {
+                    target_server: &norm_server(&target_server),
+                    target_namespace: &namespace,
+                    cluster_name: &cluster_name,
+                    service_account: str_of(config, &["remote", "service_account"]),
+                    rotation: str_of(config, &["token_rotation"]),
+                }),
+            };
             if private.token_invalid
                 && current.as_ref() == Some(&(sa_ns.clone(), token_name.clone()))
             {
