@@ -654,3 +654,226 @@ fn stop_during_the_install_wait_ends_it_promptly() {
     ws.destroy();
     assert_eq!(sim.ours("c1"), Vec::<String>::new());
 }
+
+/// Bring your own intermediate: made with openssl, not by the provider; `cacerts` holds
+/// exactly it; a key that does not match is refused at plan, naming the attribute.
+#[test]
+fn cluster_with_its_own_intermediate_ca() {
+    if !enabled("cluster_with_its_own_intermediate_ca") {
+        return;
+    }
+    let ws = Workspace::new("cluster-byo");
+    let sim = Clusters::start(&["c1"], &ws.dir);
+    let d = ws.dir.display().to_string();
+    let p = |f: &str| format!("{d}/{f}");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut root = vec!["req", "-x509"];
+    root.extend(ec);
+    let (root_key, root_pem) = (p("root.key"), p("root.pem"));
+    root.extend([
+        "-keyout",
+        &root_key,
+        "-out",
+        &root_pem,
+        "-days",
+        "30",
+        "-subj",
+        "/O=Corp/CN=Corp Root",
+    ]);
+    root.extend([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&root);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    let (int_key, int_csr, int_pem, other_key) =
+        (p("int.key"), p("int.csr"), p("int.pem"), p("other.key"));
+    csr.extend([
+        "-keyout",
+        &int_key,
+        "-out",
+        &int_csr,
+        "-subj",
+        "/O=Corp/CN=Vault Intermediate",
+    ]);
+    openssl(&csr);
+    ws.write_file(
+        "ext.cnf",
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    );
+    let ext = p("ext.cnf");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &int_csr,
+        "-CA",
+        &root_pem,
+        "-CAkey",
+        &root_key,
+        "-CAcreateserial",
+        "-days",
+        "20",
+        "-extfile",
+        &ext,
+        "-out",
+        &int_pem,
+    ]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        &other_key,
+    ]);
+
+    let config = |key: &str| {
+        format!(
+            r#"
+resource "mesh_cluster" "c1" {{
+  cluster_name = "c1"
+  mesh_id      = "mesh1"
+  network      = "n1"
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "c1"
+  }}
+  ca {{
+    cert_pem        = file("{int_pem}")
+    private_key_pem = file("{key}")
+    cert_chain_pem  = "${{file("{int_pem}")}}${{file("{root_pem}")}}"
+    root_cert_pem   = file("{root_pem}")
+  }}
+}}
+"#,
+            kc = sim.kubeconfig.display()
+        )
+    };
+    ws.config(&config(&other_key));
+    let out = ws.run(&["plan", "-no-color"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Invalid CA bundle") && err.contains("private_key_pem"),
+        "{err}"
+    );
+
+    ws.config(&config(&int_key));
+    ws.apply();
+    ws.assert_empty_plan();
+    let secret = sim
+        .find("c1", "Secret", "istio-system", "cacerts")
+        .expect("cacerts");
+    let read = |f: &str| std::fs::read_to_string(p(f)).unwrap();
+    assert_eq!(secret_data(&secret, "ca-cert.pem"), Some(read("int.pem")));
+    assert_eq!(secret_data(&secret, "ca-key.pem"), Some(read("int.key")));
+    assert_eq!(
+        secret_data(&secret, "root-cert.pem"),
+        Some(read("root.pem"))
+    );
+    assert_eq!(
+        secret_data(&secret, "cert-chain.pem"),
+        Some(format!("{}{}", read("int.pem"), read("root.pem")))
+    );
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}
+
+/// Every resource type with its cluster connection unknown at plan time, as when the clusters
+/// are created in the same apply: planning sends no request, one apply builds it all.
+#[test]
+fn one_plan_with_every_connection_unknown_at_plan_time() {
+    if !enabled("one_plan_with_every_connection_unknown_at_plan_time") {
+        return;
+    }
+    let ws = Workspace::new("unknown-connections");
+    let sim = Clusters::start(&["c1", "c2"], &ws.dir);
+    let kc = sim.kubeconfig.display();
+    let conn = |c: &str| {
+        format!(
+            "kubernetes {{\n    config_path    = \"{kc}\"\n    config_context = mesh_root_ca.root.id != \"\" ? \"{c}\" : \"\"\n  }}"
+        )
+    };
+    let cluster = |c: &str, net: &str| {
+        format!(
+            r#"
+resource "mesh_cluster" "{c}" {{
+  cluster_name = "{c}"
+  mesh_id      = "mesh1"
+  network      = "{net}"
+  {conn}
+  root_ca {{
+    cert_pem        = mesh_root_ca.root.cert_pem
+    private_key_pem = mesh_root_ca.root.private_key_pem
+  }}
+  intermediate {{
+    key_algorithm = "ECDSA"
+  }}
+  control_plane {{
+    version = "1.30.3"
+  }}
+}}
+"#,
+            conn = conn(c)
+        )
+    };
+    ws.config(&format!(
+        r#"
+resource "mesh_root_ca" "root" {{
+  key_algorithm = "ECDSA"
+}}
+{c1}
+{c2}
+resource "mesh_eastwest_gateway" "c1" {{
+  namespace = mesh_cluster.c1.namespace
+  network   = mesh_cluster.c1.network
+  {gw}
+}}
+
+resource "mesh_remote_secret" "c2_in_c1" {{
+  namespace = mesh_cluster.c1.namespace
+  {target}
+  remote {{
+    cluster_name = mesh_cluster.c2.cluster_name
+    {remote}
+  }}
+}}
+"#,
+        c1 = cluster("c1", "n1"),
+        c2 = cluster("c2", "n2"),
+        gw = conn("c1"),
+        target = conn("c1"),
+        remote = conn("c2"),
+    ));
+    sim.reset_requests("c1");
+    sim.reset_requests("c2");
+    let plan = ws.ok(&["plan", "-no-color"]);
+    assert!(plan.contains("Plan: 5 to add"), "{plan}");
+    assert_eq!(
+        sim.requests("c1") + sim.requests("c2"),
+        0,
+        "plan sent API requests"
+    );
+    ws.apply();
+    ws.assert_empty_plan();
+    assert!(sim
+        .find("c1", "Secret", "istio-system", "istio-remote-secret-c2")
+        .is_some());
+    assert!(sim
+        .find("c1", "Service", "istio-system", "istio-eastwestgateway")
+        .is_some());
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+    assert_eq!(sim.ours("c2"), Vec::<String>::new());
+}
