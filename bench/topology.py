@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Benchmark: `terraform plan` and `apply` of examples/topology at N clusters on kube-sim,
-with and without injected API latency, with the provider's API request counts.
+with and without injected API latency, with the provider's API request counts, peak memory
+and CPU next to Terraform's; and the same graph's Terraform floor: the same nodes and edges
+made of `terraform_data` (no provider process, no cluster), planned and applied the same way.
 
-Usage: bench/topology.py [N ...] [--latency-ms 50]   (run `make build` first)
+Usage: bench/topology.py [N ...] [--latency-ms 50] [--no-floor]   (run `make build` first)
 Prints one line per run; see bench/README.md for recorded figures.
 """
-import json, os, shutil, signal, ssl, subprocess, sys, tempfile, time, urllib.request
+import json, os, resource, shutil, signal, ssl, subprocess, sys, tempfile, threading, time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("MESH_PROVIDER_DIR", os.path.join(ROOT, "target", "debug"))
 TF = os.environ.get("TF_ACC_TERRAFORM_PATH") or shutil.which("terraform") or shutil.which("tofu")
+TICK = os.sysconf("SC_CLK_TCK")
+PROVIDER = "terraform-provider-mesh"
 
 
 def control(info, name, method, path, body=None):
@@ -23,15 +28,114 @@ def control(info, name, method, path, body=None):
         return json.load(r)
 
 
+def proc_stat(pid):
+    """(ppid, utime+stime in seconds) of pid, from /proc/<pid>/stat; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # Fields after the command (which may hold spaces), from field 3 (state) on.
+    rest = raw[raw.rindex(")") + 2:].split()
+    return int(rest[1]), (int(rest[11]) + int(rest[12])) / TICK
+
+
+def vm_hwm_mb(pid):
+    """Peak resident set (VmHWM) of pid in MB, or 0."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class Sampler(threading.Thread):
+    """While Terraform runs: its provider processes (descendants running the mesh provider),
+    their peak RSS and CPU, and Terraform's own peak RSS (Terraform < 1.3 runs as a panicwrap
+    parent and a child doing the work: the larger of the two). Every 50 ms: a provider's CPU in
+    its last 50 ms of life is not counted, so the provider figure is a slight lower bound."""
+
+    def __init__(self, tf_pid):
+        super().__init__(daemon=True)
+        self.tf_pid = tf_pid
+        self.stop = threading.Event()
+        self.terraform = {tf_pid}  # Terraform's own processes
+        self.provider_cpu = {}  # provider pid -> last seen utime+stime
+        self.provider_rss = 0.0
+        self.tf_rss = 0.0
+
+    def classify(self, pid):
+        st = proc_stat(pid)
+        if st is None or st[0] not in self.terraform:
+            return
+        try:
+            exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+        except OSError:
+            return
+        if exe.startswith(PROVIDER):
+            self.provider_cpu[pid] = st[1]
+        else:
+            self.terraform.add(pid)
+
+    def run(self):
+        while not self.stop.is_set():
+            for entry in os.listdir("/proc"):
+                if entry.isdigit() and int(entry) not in self.terraform and int(entry) not in self.provider_cpu:
+                    self.classify(int(entry))
+            for pid in self.terraform:
+                self.tf_rss = max(self.tf_rss, vm_hwm_mb(pid))
+            for pid in self.provider_cpu:
+                st = proc_stat(pid)
+                if st is not None:
+                    self.provider_cpu[pid] = st[1]
+                    self.provider_rss = max(self.provider_rss, vm_hwm_mb(pid))
+            self.stop.wait(0.05)
+
+
+class Run:
+    """One timed Terraform command: wall time, CPU of Terraform and of the provider, peaks."""
+
+    def __init__(self, wall, tf_cpu, provider_cpu, tf_rss, provider_rss):
+        self.wall, self.tf_cpu, self.provider_cpu = wall, tf_cpu, provider_cpu
+        self.tf_rss, self.provider_rss = tf_rss, provider_rss
+
+    def cores(self):
+        """(Terraform, provider) average cores over the run's wall time."""
+        return self.tf_cpu / self.wall, self.provider_cpu / self.wall
+
+
 def tf(work, *args):
     env = dict(os.environ, TF_CLI_CONFIG_FILE=os.path.join(work, "dev.tfrc"), TF_IN_AUTOMATION="1",
                TF_INPUT="0", CHECKPOINT_DISABLE="1")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
-    out = subprocess.run([TF, *args, "-no-color"], cwd=work, env=env, capture_output=True, text=True)
-    took = time.monotonic() - start
-    if out.returncode not in (0, 2):
-        sys.exit(f"terraform {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
-    return took
+    proc = subprocess.Popen([TF, *args, "-no-color"], cwd=work, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.monotonic() - start
+    sampler.stop.set()
+    sampler.join()
+    if proc.returncode not in (0, 2):
+        sys.exit(f"terraform {' '.join(args)} failed:\n{out}\n{err}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # Terraform reaps its provider processes: their CPU is inside Terraform's children total.
+    total = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    provider = sum(sampler.provider_cpu.values())
+    return Run(wall, max(total - provider, 0.0), provider, sampler.tf_rss, sampler.provider_rss)
+
+
+def dev_tfrc(work):
+    with open(os.path.join(work, "dev.tfrc"), "w") as f:
+        f.write('provider_installation {\n  dev_overrides {\n    "registry.terraform.io/tfmesh/mesh" = "%s"\n  }\n  direct {}\n}\n' % BIN)
+
+
+def resources(n):
+    return 1 + 2 * n + n * (n - 1)
 
 
 def run(n, latency_ms):
@@ -44,8 +148,7 @@ def run(n, latency_ms):
     try:
         sim.stdout.readline()  # the "ready" line
         info = json.load(open(os.path.join(work, "sim.json")))["clusters"]
-        with open(os.path.join(work, "dev.tfrc"), "w") as f:
-            f.write('provider_installation {\n  dev_overrides {\n    "registry.terraform.io/tfmesh/mesh" = "%s"\n  }\n  direct {}\n}\n' % BIN)
+        dev_tfrc(work)
         clusters = "".join(f'  "{c}" = {{ context = "{c}", network = "net{i % 2}" }}\n' for i, c in enumerate(names))
         with open(os.path.join(work, "terraform.tfvars"), "w") as f:
             f.write(f'kubeconfig_path = "{work}/kubeconfig"\nkey_algorithm = "ECDSA"\nclusters = {{\n{clusters}}}\n')
@@ -57,13 +160,24 @@ def run(n, latency_ms):
             control(info, c, "POST", "/_sim/counters/reset", {})
         plan = tf(work, "plan", "-out", "plan.bin")
         plan_requests = sum(control(info, c, "GET", "/_sim/counters")["total"] for c in names)
+        sim_before = proc_stat(sim.pid)[1]
         apply = tf(work, "apply", "-auto-approve", "plan.bin")
-        apply_requests = sum(control(info, c, "GET", "/_sim/counters")["total"] for c in names)
+        # The clusters' side of the apply: kube-sim serving all N API servers on this machine.
+        sim_cores = (proc_stat(sim.pid)[1] - sim_before) / apply.wall
+        apply_requests = sum(control(info, c, "GET", "/_sim/counters")["total"] for c in names) - plan_requests
+        for c in names:
+            control(info, c, "POST", "/_sim/counters/reset", {})
         replan = tf(work, "plan", "-detailed-exitcode")
-        resources = 1 + 2 * n + n * (n - 1)
-        print(f"N={n:<3} latency={latency_ms:>3}ms resources={resources:<4} plan={plan:6.2f}s "
-              f"(requests {plan_requests})  apply={apply:6.2f}s (requests {apply_requests}, "
-              f"{apply_requests / resources:.1f}/resource)  re-plan with refresh={replan:6.2f}s", flush=True)
+        replan_requests = sum(control(info, c, "GET", "/_sim/counters")["total"] for c in names)
+        tf_cores, provider_cores = apply.cores()
+        print(f"N={n:<3} latency={latency_ms:>3}ms resources={resources(n):<4} plan={plan.wall:6.2f}s "
+              f"(requests {plan_requests})  apply={apply.wall:6.2f}s (requests {apply_requests}, "
+              f"{apply_requests / resources(n):.1f}/resource)  re-plan with refresh={replan.wall:6.2f}s "
+              f"(requests {replan_requests})  "
+              f"apply CPU: terraform {apply.tf_cpu:.1f}s ({tf_cores:.2f} cores, peak RSS {apply.tf_rss:.0f} MB), "
+              f"provider {apply.provider_cpu:.1f}s ({provider_cores:.2f} cores, peak RSS {apply.provider_rss:.0f} MB), "
+              f"kube-sim {sim_cores:.2f} cores  "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
         tf(work, "destroy", "-auto-approve")
     finally:
         sim.send_signal(signal.SIGTERM)
@@ -71,13 +185,96 @@ def run(n, latency_ms):
         shutil.rmtree(work, ignore_errors=True)
 
 
+# The topology module's graph with every node a terraform_data: the same for_each keys and
+# the same references (root CA -> clusters -> gateways; both clusters -> each remote secret),
+# inside a module as there. What Terraform spends on this is its own floor for the graph.
+FLOOR_MODULE = """
+variable "clusters" {
+  type = map(object({ network = string }))
+}
+
+locals {
+  pairs = {
+    for pair in setproduct(keys(var.clusters), keys(var.clusters)) :
+    "${pair[0]}/${pair[1]}" => { target = pair[0], remote = pair[1] }
+    if pair[0] != pair[1]
+  }
+}
+
+resource "terraform_data" "root_ca" {
+  input = "root"
+}
+
+resource "terraform_data" "cluster" {
+  for_each = var.clusters
+  input    = { root = terraform_data.root_ca.id, name = each.key, network = each.value.network }
+}
+
+resource "terraform_data" "gateway" {
+  for_each = var.clusters
+  input    = { cluster = terraform_data.cluster[each.key].id, network = each.value.network }
+}
+
+resource "terraform_data" "remote_secret" {
+  for_each = local.pairs
+  input = {
+    target = terraform_data.cluster[each.value.target].id
+    remote = terraform_data.cluster[each.value.remote].id
+  }
+}
+"""
+
+
+def tf_version():
+    out = subprocess.run([TF, "version", "-json"], capture_output=True, text=True)
+    try:
+        v = json.loads(out.stdout)["terraform_version"]
+    except (ValueError, KeyError):
+        return None, out.stdout.strip()
+    return tuple(int(x) for x in v.split("-")[0].split(".")[:2]), v
+
+
+def floor(n):
+    version, text = tf_version()
+    if version is None or version < (1, 4):
+        print(f"N={n:<3} floor: skipped, terraform_data needs Terraform 1.4+ (this is {text})", flush=True)
+        return
+    work = tempfile.mkdtemp(prefix=f"mesh-bench-floor-{n}-")
+    try:
+        os.makedirs(os.path.join(work, "modules", "floor"))
+        with open(os.path.join(work, "modules", "floor", "main.tf"), "w") as f:
+            f.write(FLOOR_MODULE)
+        clusters = "".join(f'    "c{i:02d}" = {{ network = "net{i % 2}" }}\n' for i in range(n))
+        with open(os.path.join(work, "main.tf"), "w") as f:
+            f.write(f'module "mesh" {{\n  source = "./modules/floor"\n  clusters = {{\n{clusters}  }}\n}}\n')
+        dev_tfrc(work)
+        tf(work, "init", "-input=false")
+        plan = tf(work, "plan", "-out", "plan.bin")
+        apply = tf(work, "apply", "-auto-approve", "plan.bin")
+        replan = tf(work, "plan", "-detailed-exitcode")
+        tf_cores, _ = apply.cores()
+        print(f"N={n:<3} floor (terraform_data) resources={resources(n):<4} plan={plan.wall:6.2f}s  "
+              f"apply={apply.wall:6.2f}s  re-plan with refresh={replan.wall:6.2f}s  "
+              f"apply CPU: terraform {apply.tf_cpu:.1f}s ({tf_cores:.2f} cores, peak RSS {apply.tf_rss:.0f} MB)  "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        tf(work, "destroy", "-auto-approve")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     latencies = [0, 50]
+    with_floor = "--no-floor" not in args
+    args = [a for a in args if a != "--no-floor"]
     if "--latency-ms" in args:
         i = args.index("--latency-ms")
         latencies = [int(args[i + 1])]
         del args[i:i + 2]
+    print(f"{subprocess.run([TF, 'version'], capture_output=True, text=True).stdout.splitlines()[0]}, "
+          f"provider from {BIN}, {os.cpu_count()} CPUs", flush=True)
     for n in [int(a) for a in args] or [3, 10, 30]:
         for lat in latencies:
             run(n, lat)
+        if with_floor:
+            floor(n)
