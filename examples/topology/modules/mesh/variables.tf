@@ -67,8 +67,8 @@ variable "clusters" {
       server          the API server URL the other clusters' istiod use to reach this one,
                       written into their remote secrets (default: the connection's host).
                       Needed when that host is only reachable from here (kind: 127.0.0.1).
-    Values may be unknown at plan time (clusters created in the same apply); names and
-    networks must be known.
+    Values may be unknown at plan time (clusters created in the same apply); names,
+    networks and whether `exec` is set must be known.
   EOT
   # `any`, not an object type: entries differ in which attributes they set, and optional
   # object attributes need Terraform 1.3. local.clusters normalises them.
@@ -77,5 +77,19 @@ variable "clusters" {
   validation {
     condition     = alltrue([for c in values(var.clusters) : can(c.network) && (can(c.context) || can(c.connection))])
     error_message = "Every cluster needs a network and either a context or a connection."
+  }
+
+  # With `type = any` Terraform checks no attribute names: catch typos here.
+  validation {
+    condition     = alltrue([for c in values(var.clusters) : length(setsubtract(keys(c), ["network", "context", "kubeconfig_path", "connection", "server"])) == 0])
+    error_message = "A cluster entry has an unknown attribute: the attributes are network, context, kubeconfig_path, connection and server."
+  }
+
+  validation {
+    condition = alltrue([for c in values(var.clusters) : length(setsubtract(keys(try(c.connection, {})), [
+      "host", "cluster_ca_certificate", "token", "client_certificate", "client_key", "insecure",
+      "tls_server_name", "proxy_url", "config_path", "config_context", "exec",
+    ])) == 0])
+    error_message = "A cluster connection has an unknown attribute: it takes those of the provider's kubernetes block (host, cluster_ca_certificate, token, client_certificate, client_key, insecure, tls_server_name, proxy_url, config_path, config_context, exec)."
   }
 }
