@@ -417,19 +417,24 @@ async fn validate_reports_errors_on_the_attribute_at_fault() {
 async fn validate_checks_timeouts_on_their_path() {
     let mut p = serve_test().await.0;
     let ty = thing_type();
+    // Single blocks travel as lists of at most one element, as Terraform sends them.
     let bad = Value::object([(
         "timeouts",
-        Value::object([
+        Value::List(vec![Value::object([
             ("create", Value::from("soon")),
             ("delete", Value::from("5m")),
-        ]),
+        ])]),
     )]);
     let diags = validate(&mut p.client, THING, dv(&bad, &ty)).await;
     assert_eq!(diags.len(), 1, "{}", show(&diags));
     assert!(is_error(&diags[0]));
-    assert_eq!(diags[0].attribute, Some(attr_path(&["timeouts", "create"])));
+    // The resource reports `timeouts.create`; Terraform gets the list element's path.
+    assert_eq!(error_paths(&diags), ["timeouts[0].create"]);
 
-    let good = Value::object([("timeouts", Value::object([("create", Value::from("90s"))]))]);
+    let good = Value::object([(
+        "timeouts",
+        Value::List(vec![Value::object([("create", Value::from("90s"))])]),
+    )]);
     let diags = validate(&mut p.client, THING, dv(&good, &ty)).await;
     assert!(diags.is_empty(), "{}", show(&diags));
 }
@@ -732,6 +737,8 @@ async fn failed_delete_keeps_the_resource_and_successful_delete_returns_null() {
             ("id", Value::from("thing-a")),
             ("name", Value::from("a")),
             ("fail_delete", Value::Bool(fail)),
+            // Terraform's state never holds a null block: an absent one is an empty list.
+            ("timeouts", Value::List(vec![])),
         ])
     };
 

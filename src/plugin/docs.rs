@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::schema::{Attribute, Block, Mode, NestedBlock, Schema};
+use super::schema::{Attribute, Block, Mode, NestedBlock, Nesting, Schema};
 use super::value::{Type, Value};
 
 /// Front matter + body of a resource page.
@@ -112,9 +112,15 @@ fn render_block(out: &mut String, block: &Block, anchor_prefix: &str) {
         let _ = writeln!(out, "### {title}\n");
         for b in &blocks {
             let anchor = format!("{anchor_prefix}{}", b.name);
+            // Single blocks are list blocks on the wire: references need `[0]`.
+            let kind = match b.nesting {
+                Nesting::Set => "Block Set".to_string(),
+                _ if b.max_items > 0 => format!("Block List, Max: {}", b.max_items),
+                _ => "Block List".to_string(),
+            };
             let _ = writeln!(
                 out,
-                "- `{}` (Block) {} (see [below for nested schema](#nestedblock--{}))",
+                "- `{}` ({kind}) {} (see [below for nested schema](#nestedblock--{}))",
                 b.name,
                 sentence(&b.block.description),
                 anchor.replace('.', "--")
