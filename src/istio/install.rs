@@ -10,9 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, LogParams};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -352,34 +350,21 @@ pub async fn uninstall(
     let mut deleted = 0;
     for kind in kinds {
         let (all, ar) = dynamic_api(cluster, kind);
-        let action = format!("listing {} to uninstall", kind.3);
+        // A kind the cluster does not serve lists as empty.
         let params = ListParams::default().labels(selector);
-        let listed = retry(&cluster.name, &action, deadline, || async {
-            match all.list(&params).await {
-                Ok(l) => Ok(l.items),
-                // A kind the cluster does not serve holds nothing to remove.
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
-                Err(e) => Err(e),
-            }
-        })
-        .await?;
+        let listed = cluster.list_dynamic(&all, &ar, &params, deadline).await?;
         for obj in listed {
             let name = obj.metadata.name.clone().unwrap_or_default();
             let api: Api<DynamicObject> = match (&obj.metadata.namespace, kind.4) {
                 (Some(ns), true) => Api::namespaced_with(cluster.client.clone(), ns, &ar),
                 _ => Api::all_with(cluster.client.clone(), &ar),
             };
-            let action = format!("deleting {} {name}", kind.2);
-            let params = DeleteParams::background();
-            retry(&cluster.name, &action, deadline, || async {
-                match api.delete(&name, &params).await {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                    Err(e) => Err(e),
-                }
-            })
-            .await?;
-            deleted += 1;
+            if cluster
+                .delete_dynamic(&api, &ar, &name, false, deadline)
+                .await?
+            {
+                deleted += 1;
+            }
         }
     }
     Ok(deleted)
