@@ -544,3 +544,53 @@ resource "mesh_eastwest_gateway" "cluster_ip" {
         "{all}"
     );
 }
+
+/// An update that fails on one object leaves that object marked out of sync in state, so
+/// even a plan without refresh applies it again.
+#[test]
+fn eastwest_gateway_failed_update_is_applied_again() {
+    if !enabled("eastwest_gateway_failed_update_is_applied_again") {
+        return;
+    }
+    let (ws, sim) = setup("eastwest-failed-update");
+    let kc = sim.kubeconfig.display().to_string();
+    let body = |replicas: u32| {
+        format!(
+            "  service_type = \"ClusterIP\"\n  wait_for_address = false\n  replicas = {replicas}\n"
+        )
+    };
+    ws.config(&config(&kc, &body(1)));
+    ws.apply();
+    ws.assert_empty_plan();
+
+    // The Deployment cannot be written (403, not retried); the other objects are unchanged.
+    sim.add_fault(
+        "c1",
+        &kube_sim::Fault {
+            path: "*/deployments/*".into(),
+            verb: Some("patch".into()),
+            status: Some(403),
+            ..Default::default()
+        },
+    );
+    ws.config(&config(&kc, &body(2)));
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    assert!(!out.status.success(), "the update should have failed");
+    sim.clear_faults("c1");
+
+    let replan = ws.run(&["plan", "-refresh=false", "-detailed-exitcode", "-no-color"]);
+    assert_eq!(
+        replan.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&replan.stdout)
+    );
+    ws.apply();
+    let deployment = sim
+        .find("c1", "Deployment", NS, "istio-eastwestgateway")
+        .expect("deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    ws.assert_empty_plan();
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}

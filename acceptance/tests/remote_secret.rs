@@ -94,7 +94,12 @@ fn written(sim: &Clusters, ws: &Workspace) -> Written {
 
 /// HTTP status of a read in the remote cluster with `token` (200 valid, 401 revoked).
 fn status_with_token(sim: &Clusters, ws: &Workspace, token: &str) -> u16 {
-    let ca = ws.write_file("remote-ca.pem", &sim.ca_pem(REMOTE));
+    status_in(sim, ws, REMOTE, token)
+}
+
+/// HTTP status of a read in `cluster` with `token`.
+fn status_in(sim: &Clusters, ws: &Workspace, cluster: &str, token: &str) -> u16 {
+    let ca = ws.write_file(&format!("{cluster}-ca.pem"), &sim.ca_pem(cluster));
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
         .arg(&ca)
@@ -102,7 +107,7 @@ fn status_with_token(sim: &Clusters, ws: &Workspace, token: &str) -> u16 {
         .arg(format!("Authorization: Bearer {token}"))
         .arg(format!(
             "{}/api/v1/namespaces/istio-system/pods",
-            sim.url(REMOTE)
+            sim.url(cluster)
         ))
         .output()
         .expect("curl");
@@ -704,5 +709,60 @@ output "token_{target}" {{
     assert_eq!(status_with_token(&sim, &ws, &k3), 401);
     for c in ["c1", "c2", "c3"] {
         assert_eq!(sim.ours(c), Vec::<String>::new(), "{c}");
+    }
+}
+
+/// The remote connection pointed at another cluster (same `cluster_name`): one in-place
+/// update whose planned server matches what apply finds, the token minted in the new remote,
+/// and the old remote's token and reader objects removed.
+#[test]
+fn retargeting_the_remote_moves_the_token() {
+    if !enabled("retargeting_the_remote_moves_the_token") {
+        return;
+    }
+    let ws = Workspace::new("remote-secret-retarget");
+    let sim = Clusters::start(&["c1", "c2", "c3"], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    for c in ["c1", "c2", "c3"] {
+        sim.kubectl(c, &["create", "namespace", "istio-system"]);
+    }
+    let config_for = |remote_context: &str| {
+        config(&kc, "", "").replace(
+            &format!("config_context = \"{REMOTE}\""),
+            &format!("config_context = \"{remote_context}\""),
+        )
+    };
+    ws.config(&config_for("c2"));
+    ws.apply();
+    let old_token = written(&sim, &ws).token();
+    assert_eq!(status_in(&sim, &ws, "c2", &old_token), 200);
+    assert_eq!(ws.output("server").as_str(), Some(sim.url("c2").as_str()));
+
+    ws.config(&config_for("c3"));
+    let plan = ws.ok(&["plan", "-no-color"]);
+    assert!(
+        plan.contains("Plan: 0 to add, 1 to change, 0 to destroy"),
+        "{plan}"
+    );
+    // Where the server comes from the remote's kubeconfig, the plan cannot know it yet.
+    assert!(
+        plan.contains("server") && plan.contains("(known after apply)"),
+        "{plan}"
+    );
+    let out = ws.apply();
+    assert!(out.contains("Apply complete!"), "{out}");
+    ws.assert_empty_plan();
+
+    let now = written(&sim, &ws);
+    assert_eq!(now.server(), sim.url("c3"));
+    assert_eq!(ws.output("server").as_str(), Some(sim.url("c3").as_str()));
+    assert_eq!(status_in(&sim, &ws, "c3", &now.token()), 200);
+    // The old remote holds nothing of ours any more, and its token is revoked.
+    assert_eq!(status_in(&sim, &ws, "c2", &old_token), 401);
+    assert_eq!(sim.ours("c2"), Vec::<String>::new());
+
+    ws.destroy();
+    for c in ["c1", "c2", "c3"] {
+        assert_eq!(sim.ours(c), Vec::<String>::new(), "{c} not clean");
     }
 }
