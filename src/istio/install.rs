@@ -243,10 +243,12 @@ async fn diagnose(
         tail_lines: Some(LOG_TAIL_LINES),
         ..Default::default()
     };
-    let log = match pods.logs(&name, &params).await {
-        Ok(log) if !log.trim().is_empty() => log,
-        Ok(_) => "(the installer printed nothing)".into(),
-        Err(e) => format!("(log unavailable: {e})"),
+    // Bounded like every other call: a diagnosis must not outlast the operation's budget.
+    let log = match tokio::time::timeout(deadline.remaining(), pods.logs(&name, &params)).await {
+        Ok(Ok(log)) if !log.trim().is_empty() => log,
+        Ok(Ok(_)) => "(the installer printed nothing)".into(),
+        Ok(Err(e)) => format!("(log unavailable: {e})"),
+        Err(_) => "(log unavailable: timed out)".into(),
     };
     format!(
         "Job status: {job}\nPod status: {}\n\nLast lines of the installer's log:\n{log}",
