@@ -397,14 +397,17 @@ fn remote_secret_lifecycle() {
         .spawn()
         .unwrap();
     let mut apply = Some(apply);
-    let (mut checks, mut seen) = (0, std::collections::BTreeSet::new());
+    // Tokens in the order the checks saw them (repeats collapsed).
+    let (mut checks, mut seen) = (0, Vec::<String>::new());
     loop {
         let done = apply.as_mut().unwrap().try_wait().unwrap().is_some();
         let before = written(&sim, &ws).token();
         let status = status_with_token(&sim, &ws, &before);
         let after = written(&sim, &ws).token();
         checks += 1;
-        seen.insert(before.clone());
+        if seen.last() != Some(&before) {
+            seen.push(before.clone());
+        }
         assert!(
             status == 200 || before != after,
             "gap: the target held a token that did not authenticate ({status})"
@@ -419,11 +422,24 @@ fn remote_secret_lifecycle() {
     let new_token = written(&sim, &ws).token();
     let new_secret = ws.output("token_secret_name").as_str().unwrap().to_string();
     println!(
-        "rotation: {checks} checks, {} distinct tokens seen",
+        "rotation: {checks} checks, {} tokens seen in turn",
         seen.len()
     );
     assert_ne!(new_token, old_token);
     assert_ne!(new_secret, old_secret);
+    // The loop saw the switch happen: several checks, the old token first, the new one last.
+    assert!(checks > 1, "only {checks} check ran during the rotation");
+    assert_eq!(
+        seen.first(),
+        Some(&old_token),
+        "the first check did not see the old token"
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&new_token),
+        "the last check did not see the new token"
+    );
+    assert_eq!(seen.len(), 2, "tokens seen: {}", seen.len());
     assert_eq!(status_with_token(&sim, &ws, &new_token), 200);
     assert_eq!(status_with_token(&sim, &ws, &old_token), 401);
     assert!(sim
