@@ -865,6 +865,93 @@ fn install_wait_honours_the_timeout_and_cleans_up() {
     assert_eq!(sim.ours("c1"), Vec::<String>::new());
 }
 
+/// istioctl applied everything but istiod never became Available: the create fails, and a
+/// destroy of the (tainted) resource still uninstalls what the installer made.
+#[test]
+fn destroy_after_a_failed_install_removes_what_it_made() {
+    if !enabled("destroy_after_a_failed_install_removes_what_it_made") {
+        return;
+    }
+    let ws = Workspace::new("control-plane-never-ready");
+    let sim = Clusters::start(&["c1"], &ws.dir);
+    sim.settings("c1", serde_json::json!({"deployments": {"enabled": false}}));
+    ws.config(&single_primary(&sim.kubeconfig.display().to_string(), "3s"));
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    assert!(!out.status.success());
+    let made = cluster_scoped_owned(&sim, "c1", "mesh-c1");
+    assert!(
+        made.iter()
+            .any(|(o, _)| o.starts_with("MutatingWebhookConfiguration/")),
+        "the installer made no injector webhook: {made:?}"
+    );
+
+    ws.destroy();
+    let left: Vec<(String, String)> = cluster_scoped_owned(&sim, "c1", "mesh-c1")
+        .into_iter()
+        .filter(|(o, _)| !is_crd(o))
+        .collect();
+    assert_eq!(left, Vec::<(String, String)>::new(), "install left behind");
+    assert!(sim.find("c1", "Namespace", "", "istio-system").is_none());
+    assert_eq!(installer_leftovers(&sim, "c1"), Vec::<String>::new());
+}
+
+/// A revision change is a second install: the new control plane comes up, then the previous
+/// one is removed; destroy removes the new one.
+#[test]
+fn revision_change_installs_the_new_and_removes_the_old() {
+    if !enabled("revision_change_installs_the_new_and_removes_the_old") {
+        return;
+    }
+    let ws = Workspace::new("control-plane-revision");
+    let sim = Clusters::start(&["c1"], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    ws.config(&single_primary(&kc, "5m"));
+    ws.apply();
+    assert!(sim
+        .find("c1", "Deployment", "istio-system", "istiod")
+        .is_some());
+    let default_owned = cluster_scoped_owned(&sim, "c1", "mesh-c1");
+    assert!(!default_owned.is_empty());
+
+    ws.config(&single_primary_with(
+        &kc,
+        "5m",
+        "    revision = \"canary\"\n",
+    ));
+    let plan = ws.ok(&["plan", "-no-color"]);
+    assert!(
+        plan.contains("Plan: 0 to add, 1 to change, 0 to destroy"),
+        "{plan}"
+    );
+    ws.apply();
+    ws.assert_empty_plan();
+    assert!(sim
+        .find("c1", "Deployment", "istio-system", "istiod-canary")
+        .is_some());
+    assert!(
+        sim.find("c1", "Deployment", "istio-system", "istiod")
+            .is_none(),
+        "the previous control plane is still there"
+    );
+    let left: Vec<(String, String)> = cluster_scoped_owned(&sim, "c1", "mesh-c1")
+        .into_iter()
+        .filter(|(o, _)| !is_crd(o))
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<(String, String)>::new(),
+        "previous install left"
+    );
+
+    ws.destroy();
+    let left: Vec<(String, String)> = cluster_scoped_owned(&sim, "c1", "mesh-c1-canary")
+        .into_iter()
+        .filter(|(o, _)| !is_crd(o))
+        .collect();
+    assert_eq!(left, Vec::<(String, String)>::new(), "canary install left");
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}
+
 /// Ctrl-C during the install wait: Terraform sends StopProvider, the wait ends promptly, the
 /// installer's cluster-admin binding is still removed, and the resource stays in state.
 #[test]

@@ -254,7 +254,9 @@ async fn diagnose(
     )
 }
 
-async fn remove_installer(
+/// Deletes the installer's Job, ClusterRoleBinding, ServiceAccount and ConfigMap; already
+/// gone is success.
+pub async fn remove_installer(
     cluster: &Cluster,
     installer: &Installer,
     deadline: &Deadline,
@@ -394,8 +396,8 @@ fn dynamic_api(cluster: &Cluster, kind: &KindRef) -> (Api<DynamicObject>, ApiRes
 }
 
 /// Removes what the installer created for this IstioOperator (objects carrying its owner
-/// labels), as `istioctl uninstall -f` would; CRDs only when asked, since deleting them deletes
-/// every Istio resource in the cluster. Returns how many objects were deleted.
+/// labels, Base included: see `operator::owner_selector`); CRDs only when asked, since deleting
+/// them deletes every Istio resource in the cluster. Returns how many objects were deleted.
 pub async fn uninstall(
     cluster: &Cluster,
     selector: &str,

@@ -424,10 +424,23 @@ struct Private {
     /// The intermediate issued from `root_ca` (cert and key), reused until reissued.
     issued_cert_pem: Option<String>,
     issued_key_pem: Option<String>,
-    /// The IstioOperator installed (its name selects what to uninstall) and its digest.
+    /// The IstioOperator installed (its name selects what to uninstall) and its digest. The
+    /// name is recorded before the installer runs, so a failed install is still uninstalled
+    /// by destroy; the digest only once it succeeded.
     operator_name: Option<String>,
     operator_digest: Option<String>,
     remove_crds: bool,
+    /// Earlier IstioOperators (a previous revision) whose objects may still be in the cluster:
+    /// removed once the new control plane is up, and by destroy in any case.
+    #[serde(default)]
+    previous_operators: Vec<String>,
+}
+
+impl Private {
+    /// Every IstioOperator whose objects this resource may have left in the cluster.
+    fn operators(&self) -> impl Iterator<Item = &String> {
+        self.operator_name.iter().chain(&self.previous_operators)
+    }
 }
 
 impl Private {
@@ -688,7 +701,19 @@ async fn converge(
             let name = operator::operator_name(&cluster_name, cp.revision.as_deref());
             let needed = planned.get("control_plane_version").is_unknown()
                 || private.operator_digest.as_deref() != Some(digest.as_str());
+            private.remove_crds = config
+                .get("control_plane")
+                .get("remove_crds_on_destroy")
+                .as_bool()
+                .unwrap_or(false);
             if needed {
+                if let Some(old) = private.operator_name.clone().filter(|o| *o != name) {
+                    if !private.previous_operators.contains(&old) {
+                        private.previous_operators.push(old);
+                    }
+                }
+                private.operator_name = Some(name.clone());
+                private.operator_digest = None;
                 let installer = Installer::new(&ns_name, &name);
                 let annotations = config
                     .get("control_plane")
@@ -717,7 +742,7 @@ async fn converge(
                 }
                 // A new revision name is a new install: remove the previous one once the new
                 // control plane is up.
-                if let Some(old) = private.operator_name.clone().filter(|o| *o != name) {
+                for old in private.previous_operators.clone() {
                     if let Err(e) = install::uninstall(
                         &cluster,
                         &operator::owner_selector(&old, &ns_name),
@@ -728,15 +753,10 @@ async fn converge(
                     {
                         return Err(kube_partial(&state, &private, e));
                     }
+                    private.previous_operators.retain(|o| *o != old);
                 }
-                private.operator_name = Some(name);
                 private.operator_digest = Some(digest);
             }
-            private.remove_crds = config
-                .get("control_plane")
-                .get("remove_crds_on_destroy")
-                .as_bool()
-                .unwrap_or(false);
             let version = install::observed_version(&cluster, &ns_name, &cp, &deadline).await;
             match version {
                 Ok(v) => state.set("control_plane_version", v.into()),
@@ -744,7 +764,7 @@ async fn converge(
             }
         }
         None => {
-            if let Some(old) = private.operator_name.clone() {
+            for old in private.operators().cloned().collect::<Vec<_>>() {
                 if let Err(e) = install::uninstall(
                     &cluster,
                     &operator::owner_selector(&old, &ns_name),
@@ -755,8 +775,11 @@ async fn converge(
                 {
                     return Err(kube_partial(&state, &private, e));
                 }
-                private.operator_name = None;
-                private.operator_digest = None;
+                if private.operator_name.as_ref() == Some(&old) {
+                    private.operator_name = None;
+                    private.operator_digest = None;
+                }
+                private.previous_operators.retain(|o| *o != old);
             }
             state.set("control_plane_version", Value::Null);
         }
@@ -795,7 +818,9 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), KubeErro
         .as_str()
         .unwrap_or("istio-system")
         .to_string();
-    if let Some(name) = &private.operator_name {
+    for name in private.operators() {
+        // An installer a killed apply left behind holds a cluster-admin binding.
+        install::remove_installer(&cluster, &Installer::new(&ns_name, name), &deadline).await?;
         let removed = install::uninstall(
             &cluster,
             &operator::owner_selector(name, &ns_name),
@@ -803,7 +828,7 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), KubeErro
             &deadline,
         )
         .await?;
-        tracing::info!(cluster = %cluster.name, removed, "control plane uninstalled");
+        tracing::info!(cluster = %cluster.name, operator = %name, removed, "control plane uninstalled");
     }
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns_name);
     if private.cacerts_digest.is_some() {
