@@ -782,3 +782,33 @@ fn retargeting_the_remote_moves_the_token() {
         assert_eq!(sim.ours(c), Vec::<String>::new(), "{c} not clean");
     }
 }
+
+/// A create that fails after making objects in the remote (the token is never populated)
+/// keeps a partial state: destroy removes the reader ServiceAccount, its RBAC and the token
+/// secret instead of forgetting them.
+#[test]
+fn failed_create_is_destroyed_without_leftovers() {
+    if !enabled("failed_create_is_destroyed_without_leftovers") {
+        return;
+    }
+    let ws = Workspace::new("remote-secret-failed-create");
+    let sim = Clusters::start(&[TARGET, REMOTE], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    sim.kubectl(TARGET, &["create", "namespace", "istio-system"]);
+    sim.kubectl(REMOTE, &["create", "namespace", "istio-system"]);
+    sim.settings(REMOTE, serde_json::json!({"tokens": {"enabled": false}}));
+    ws.config(&config(&kc, "", "timeouts {\n    create = \"2s\"\n  }"));
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    assert!(!out.status.success());
+    let made = sim.ours(REMOTE);
+    assert!(
+        made.iter().any(|o| o.starts_with("ServiceAccount/"))
+            && made.iter().any(|o| o.starts_with("Secret/")),
+        "nothing made in the remote: {made:?}"
+    );
+    // Terraform holds the failed instance (tainted), so destroy has something to remove.
+    assert_eq!(ws.state_list(), ["mesh_remote_secret.c2_in_c1"]);
+    ws.destroy();
+    assert_eq!(sim.ours(REMOTE), Vec::<String>::new());
+    assert_eq!(sim.ours(TARGET), Vec::<String>::new());
+}

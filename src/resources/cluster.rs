@@ -482,21 +482,6 @@ fn kube_failure(err: KubeError) -> Failure {
     d.into()
 }
 
-/// Replaces unknowns with nulls: a partial state handed back with an error must be known.
-fn known_or_null(v: &Value) -> Value {
-    match v {
-        Value::Unknown => Value::Null,
-        Value::List(items) => Value::List(items.iter().map(known_or_null).collect()),
-        Value::Map(fields) => Value::Map(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), known_or_null(v)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
 /// Builds or repairs everything: namespace, trust, control plane — in that order, since
 /// istiod must find `cacerts` at its first start. A failure after the namespace step returns
 /// what exists by then, so Terraform keeps the resource (tainted) and nothing is orphaned.
@@ -575,7 +560,7 @@ async fn converge(
     let partial = |state: &Value, private: &Private, diags: Diagnostics| Failure {
         diags,
         partial: Some(Applied {
-            state: known_or_null(state),
+            state: state.known_or_null(),
             private: private.store(),
         }),
     };

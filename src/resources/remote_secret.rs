@@ -506,7 +506,20 @@ async fn converge(
             t
         }
         None => {
-            ensure_service_account(&remote, config, &mut private, &deadline).await?;
+            // A create that fails from here on has made objects in the remote: hand back a
+            // partial state naming them, so destroy (or the replacement) removes them.
+            let keep = |mut f: Failure, state: &Value, private: &Private| {
+                if op == "create" {
+                    f.partial = Some(Applied {
+                        state: state.known_or_null(),
+                        private: private.store(),
+                    });
+                }
+                f
+            };
+            if let Err(f) = ensure_service_account(&remote, config, &mut private, &deadline).await {
+                return Err(keep(f, &state, &private));
+            }
             // A name the plan already promised (the secret vanished since) is kept; otherwise
             // it is derived from the target and the rotation trigger.
             token_name = match planned.get("token_secret_name").as_str() {
@@ -528,7 +541,14 @@ async fn converge(
                     .await
                     .map_err(kube_failure)?;
             }
-            let t = mint_token(&remote, config, &token_name, &deadline).await?;
+            if op == "create" {
+                private.token_namespace = Some(sa_ns.clone());
+                private.token_name = Some(token_name.clone());
+            }
+            let t = match mint_token(&remote, config, &token_name, &deadline).await {
+                Ok(t) => t,
+                Err(f) => return Err(keep(f, &state, &private)),
+            };
             private.token_invalid = false;
             if let Some(old) = current.filter(|o| *o != (sa_ns.clone(), token_name.clone())) {
                 private.stale_tokens.push(old);
