@@ -4,39 +4,75 @@
 #
 # Clusters: by default three loopback kube-sim clusters started here. With
 # CONTEXTS="ctx-a=network-1 ctx-b=network-1 ctx-c=network-2" (and optionally KUBECONFIG),
-# the same plan runs against real clusters (kind, EKS, ...) instead.
+# the same plan runs against those kubeconfig contexts instead (kind, EKS, ...); each
+# cluster is named after its context, made a DNS label (kind-east1, arn-aws-eks-...).
+# DEMO_DIR chooses the scratch directory (default .tools/demo).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-tf=${TF_ACC_TERRAFORM_PATH:-$(command -v terraform || command -v tofu)}
+tf=${TF_ACC_TERRAFORM_PATH:-$(command -v terraform || command -v tofu || true)}
+[ -x "$tf" ] || { echo "demo: no terraform or tofu found (make demo installs one)" >&2; exit 1; }
 bin_dir=${MESH_PROVIDER_DIR:-$root/target/debug}
-work=$root/.tools/demo
+work=${DEMO_DIR:-$root/.tools/demo}
 rm -rf "$work" && mkdir -p "$work"
 cp -r "$root/examples/topology/." "$work/"
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
+step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
 note() { printf '    %s\n' "$*"; }
-run_tf() { "$tf" "$@" -no-color > "$work/last.log" 2>&1 || { cat "$work/last.log"; exit 1; }; }
+fail() { note "$*" >&2; exit 1; }
+# Terraform's own output goes to last.log, shown only when a command fails.
+run_tf() { "$tf" "$@" -no-color > "$work/last.log" 2>&1 || { cat "$work/last.log"; fail "terraform $1 failed"; }; }
+ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 
 sim_pid=""
-cleanup() { if [ -n "$sim_pid" ]; then kill "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; fi; }
+cleanup() {
+  if [ -n "$sim_pid" ]; then kill "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; fi
+  # A flattened copy of the user's kubeconfig holds credentials: do not leave it behind.
+  rm -f "$work/kubeconfig.flat"
+}
 trap cleanup EXIT
+
+# A kubeconfig context name as a mesh cluster name: a DNS-1123 label.
+label() { printf '%s' "$1" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9-' '-' | sed -e 's/^-*//' -e 's/-*$//' | cut -c1-63; }
 
 if [ -n "${CONTEXTS:-}" ]; then
   kubeconfig=${KUBECONFIG:-$HOME/.kube/config}
+  if [[ $kubeconfig == *:* ]]; then
+    # The provider reads one file: merge the list as kubectl would.
+    command -v kubectl >/dev/null || fail "KUBECONFIG lists several files: merging them needs kubectl"
+    (umask 077; kubectl config view --flatten > "$work/kubeconfig.flat")
+    kubeconfig=$work/kubeconfig.flat
+  fi
+  # Terraform runs in $work: a relative path must not be resolved from there.
+  case $kubeconfig in /*|"~"*) ;; *) kubeconfig=$PWD/$kubeconfig ;; esac
   clusters=""
+  step "using kubeconfig contexts of $kubeconfig"
   for pair in $CONTEXTS; do
     ctx=${pair%%=*}; net=${pair#*=}
-    clusters+="  \"$ctx\" = { context = \"$ctx\", network = \"$net\" }"$'\n'
+    [ "$ctx" != "$pair" ] && [ -n "$net" ] || fail "CONTEXTS entries are context=network, got \"$pair\""
+    name=$(label "$ctx")
+    [ -n "$name" ] || fail "context \"$ctx\" gives no usable cluster name"
+    clusters+="  \"$name\" = { context = \"$ctx\", network = \"$net\" }"$'\n'
+    note "$name: context $ctx, network $net"
   done
-  step "using kubeconfig contexts: $CONTEXTS"
 else
   kubeconfig=$work/kubeconfig
   names="cluster-east-1,cluster-east-2,cluster-west-1"
-  step "starting three loopback Kubernetes clusters (kube-sim): $names"
+  step "starting three loopback Kubernetes clusters (kube-sim)"
   "$bin_dir/kube-sim" --clusters "$names" --kubeconfig "$kubeconfig" --info "$work/sim.json" > "$work/sim.log" 2>&1 &
   sim_pid=$!
-  for _ in $(seq 1 200); do grep -q "ready" "$work/sim.log" 2>/dev/null && break; kill -0 "$sim_pid" || { cat "$work/sim.log"; exit 1; }; sleep 0.05; done
-  note "$(grep ready "$work/sim.log")"
+  # kube-sim prints "kube-sim ready" once every cluster serves.
+  for _ in $(seq 1 600); do
+    grep -q "ready" "$work/sim.log" 2>/dev/null && break
+    kill -0 "$sim_pid" 2>/dev/null || { cat "$work/sim.log"; fail "kube-sim exited"; }
+    sleep 0.05
+  done
+  grep -q "ready" "$work/sim.log" || { cat "$work/sim.log"; fail "kube-sim not ready after 30 s"; }
+  python3 -c '
+import json, sys
+for name, c in sorted(json.load(open(sys.argv[1]))["clusters"].items()):
+    print("    {:<16} {}".format(name, c["url"]))
+' "$work/sim.json"
   clusters='  "cluster-east-1" = { context = "cluster-east-1", network = "network-east" }
   "cluster-east-2" = { context = "cluster-east-2", network = "network-east" }
   "cluster-west-1" = { context = "cluster-west-1", network = "network-west" }
@@ -61,45 +97,50 @@ export TF_CLI_CONFIG_FILE=$work/dev.tfrc TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOIN
 cd "$work"
 run_tf get
 
-step "terraform apply ($("$tf" version | head -1)): root CA, clusters, gateways, remote secrets in one plan"
+step "terraform apply ($("$tf" version | head -1)): the whole mesh in one plan"
 start=$(date +%s%N)
 run_tf apply -auto-approve
-note "$(grep -o 'Apply complete.*' last.log) in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+note "$(grep -o 'Resources: [0-9]* added' last.log) in $(ms_since "$start") ms"
 
 step "what Terraform built"
 "$tf" output -json clusters | python3 -c '
 import json, sys
 rows = json.load(sys.stdin)
-fmt = "    {:<16} {:<14} {:<8} {:<16} {}"
-print(fmt.format("CLUSTER", "NETWORK", "ISTIOD", "GATEWAY", "REMOTE SECRETS FOR"))
-for name, c in sorted(rows.items()):
-    print(fmt.format(name, c["network"], c["control_plane_version"] or "-", c["gateway_address"] or "-", ", ".join(c["remote_secrets"]) or "-"))
+table = [("CLUSTER", "NETWORK", "ISTIOD", "GATEWAY", "REMOTE SECRETS FOR")] + [
+    (name, c["network"], c["control_plane_version"] or "-", c["gateway_address"] or "-",
+     ", ".join(c["remote_secrets"]) or "-") for name, c in sorted(rows.items())]
+widths = [max(len(r[i]) for r in table) for i in range(4)]
+for r in table:
+    print("    " + "   ".join(v.ljust(w) for v, w in zip(r, widths)) + "   " + r[4])
 '
 
-step "terraform plan again: nothing to do"
+step "terraform plan again"
 set +e
 "$tf" plan -detailed-exitcode -no-color > last.log 2>&1
 code=$?
 set -e
-if [ "$code" -ne 0 ]; then cat last.log; note "re-plan was not empty (exit $code)"; exit 1; fi
-note "No changes. Your infrastructure matches the configuration."
+[ "$code" -eq 0 ] || { cat last.log; fail "the re-plan was not empty (exit $code)"; }
+note "no changes"
 
 step "terraform destroy"
 start=$(date +%s%N)
 run_tf destroy -auto-approve
-note "$(grep -o 'Destroy complete.*' last.log) in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+note "$(grep -o 'Resources: [0-9]* destroyed' last.log) in $(ms_since "$start") ms"
 
 if [ -z "${CONTEXTS:-}" ]; then
   step "what the clusters still hold of ours"
   python3 - "$work/sim.json" <<'PY'
 import json, ssl, sys, urllib.request
 info = json.load(open(sys.argv[1]))["clusters"]
+left = 0
 for name, c in sorted(info.items()):
     ctx = ssl.create_default_context(cadata=c["ca_pem"])
     req = urllib.request.Request(c["url"] + "/_sim/dump", headers={"Authorization": "Bearer " + c["control_token"]})
     objects = json.load(urllib.request.urlopen(req, context=ctx))["objects"]
     ours = [o for o in objects if (o["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") == "terraform-provider-mesh"]
+    left += len(ours)
     print(f"    {name:<16} {len(ours)} objects")
+sys.exit(1 if left else 0)
 PY
   step "stopping kube-sim"
 fi

@@ -73,6 +73,7 @@ resource "mesh_remote_secret" "cluster2_in_cluster1" {
 
   remote {
     cluster_name = mesh_cluster.cluster2.cluster_name
+    server       = lookup(var.remote_servers, "cluster2", null)
     kubernetes {
       config_path    = var.kubeconfig_path
       config_context = var.cluster2_context
@@ -91,6 +92,7 @@ resource "mesh_remote_secret" "cluster1_in_cluster2" {
 
   remote {
     cluster_name = mesh_cluster.cluster1.cluster_name
+    server       = lookup(var.remote_servers, "cluster1", null)
     kubernetes {
       config_path    = var.kubeconfig_path
       config_context = var.cluster1_context

@@ -27,3 +27,9 @@ variable "key_algorithm" {
   type        = string
   default     = "RSA"
 }
+
+variable "remote_servers" {
+  description = "Cluster name (cluster1, cluster2) => the API server URL the other cluster's istiod uses to reach it, written into its remote secret. Default: the kubeconfig's server, which on kind is 127.0.0.1 and unreachable from the other cluster; there use the control-plane container's address, e.g. https://cluster2-control-plane:6443."
+  type        = map(string)
+  default     = {}
+}

@@ -45,6 +45,8 @@ resource "mesh_eastwest_gateway" "cluster1" {
   namespace     = mesh_cluster.cluster1.namespace
   network       = mesh_cluster.cluster1.network
   expose_istiod = true
+  # One network: no cross-network traffic, the gateway only carries the remote's xDS.
+  expose_services = false
 
   kubernetes {
     config_path    = var.kubeconfig_path
@@ -90,6 +92,7 @@ resource "mesh_remote_secret" "cluster2_in_cluster1" {
 
   remote {
     cluster_name = mesh_cluster.cluster2.cluster_name
+    server       = lookup(var.remote_servers, "cluster2", null)
     kubernetes {
       config_path    = var.kubeconfig_path
       config_context = var.cluster2_context

@@ -14,17 +14,19 @@ terraform {
 provider "mesh" {}
 
 variable "kubeconfig_path" {
-  description = "Kubeconfig holding a context per cluster."
+  description = "Kubeconfig holding the clusters' contexts (entries that give a context)."
   type        = string
   default     = "~/.kube/config"
 }
 
 variable "clusters" {
-  description = "Cluster name => kubeconfig context and network."
-  type = map(object({
-    context = string
-    network = string
-  }))
+  description = <<-EOT
+    Cluster name => { network, and context or connection, optionally server }: `context`
+    names a context of `kubeconfig_path`; `connection` takes the attributes of the provider's
+    `kubernetes` block (host, cluster_ca_certificate, token, exec, ...); `server` is the API
+    address the other clusters' istiod dial (default: the connection's host).
+  EOT
+  type        = any
   default = {
     "cluster-east-1" = { context = "cluster-east-1", network = "network-east" }
     "cluster-east-2" = { context = "cluster-east-2", network = "network-east" }
@@ -44,6 +46,12 @@ variable "key_algorithm" {
   default     = "RSA"
 }
 
+variable "gateway_wait_for_address" {
+  description = "Wait for each east-west gateway's load balancer address. Set false on clusters without a LoadBalancer implementation (plain kind)."
+  type        = bool
+  default     = true
+}
+
 module "mesh" {
   source = "./modules/mesh"
 
@@ -51,13 +59,9 @@ module "mesh" {
   istio_version              = var.istio_version
   root_ca_key_algorithm      = var.key_algorithm
   intermediate_key_algorithm = var.key_algorithm
-  clusters = {
-    for name, c in var.clusters : name => {
-      kubeconfig_path = var.kubeconfig_path
-      context         = c.context
-      network         = c.network
-    }
-  }
+  gateway_wait_for_address   = var.gateway_wait_for_address
+  kubeconfig_path            = var.kubeconfig_path
+  clusters                   = var.clusters
 }
 
 output "clusters" {

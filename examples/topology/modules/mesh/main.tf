@@ -13,12 +13,39 @@ terraform {
 }
 
 locals {
-  networks      = distinct([for c in var.clusters : c.network])
+  # One normalised entry per cluster, every attribute of the provider's `kubernetes` block
+  # present (null when unset): Terraform 1.0 has no optional() object attributes (1.3+).
+  # `context` and `kubeconfig_path` are shorthand for the connection's config_context and
+  # config_path. Attribute by attribute with try(), not merge(): merge() of an object
+  # holding an unknown value is wholly unknown, which would make even "is exec set?"
+  # unknown at plan time, and Terraform cannot plan a `dynamic` single block whose
+  # presence is unknown.
+  clusters = {
+    for name, c in var.clusters : name => {
+      network = c.network
+      server  = try(c.server, null)
+      connection = {
+        host                   = try(c.connection.host, null)
+        cluster_ca_certificate = try(c.connection.cluster_ca_certificate, null)
+        token                  = try(c.connection.token, null)
+        client_certificate     = try(c.connection.client_certificate, null)
+        client_key             = try(c.connection.client_key, null)
+        insecure               = try(c.connection.insecure, null)
+        tls_server_name        = try(c.connection.tls_server_name, null)
+        proxy_url              = try(c.connection.proxy_url, null)
+        config_path            = try(c.connection.config_path, c.kubeconfig_path, var.kubeconfig_path)
+        config_context         = try(c.connection.config_context, c.context, null)
+        exec                   = try(c.connection.exec, null)
+      }
+    }
+  }
+
+  networks      = distinct([for c in local.clusters : c.network])
   multi_network = length(local.networks) > 1
 
   # "<target>/<remote>": the secret in <target> that lets its istiod read <remote>.
   pairs = {
-    for pair in setproduct(keys(var.clusters), keys(var.clusters)) :
+    for pair in setproduct(keys(local.clusters), keys(local.clusters)) :
     "${pair[0]}/${pair[1]}" => { target = pair[0], remote = pair[1] }
     if pair[0] != pair[1]
   }
@@ -30,15 +57,33 @@ resource "mesh_root_ca" "root" {
 }
 
 resource "mesh_cluster" "this" {
-  for_each = var.clusters
+  for_each = local.clusters
 
   cluster_name = each.key
   mesh_id      = var.mesh_id
   network      = each.value.network
 
   kubernetes {
-    config_path    = each.value.kubeconfig_path
-    config_context = each.value.context
+    host                   = each.value.connection.host
+    cluster_ca_certificate = each.value.connection.cluster_ca_certificate
+    token                  = each.value.connection.token
+    client_certificate     = each.value.connection.client_certificate
+    client_key             = each.value.connection.client_key
+    insecure               = each.value.connection.insecure
+    tls_server_name        = each.value.connection.tls_server_name
+    proxy_url              = each.value.connection.proxy_url
+    config_path            = each.value.connection.config_path
+    config_context         = each.value.connection.config_context
+
+    dynamic "exec" {
+      for_each = each.value.connection.exec == null ? [] : [each.value.connection.exec]
+      content {
+        api_version = exec.value.api_version
+        command     = exec.value.command
+        args        = try(exec.value.args, null)
+        env         = try(exec.value.env, null)
+      }
+    }
   }
 
   root_ca {
@@ -57,15 +102,37 @@ resource "mesh_cluster" "this" {
 }
 
 resource "mesh_eastwest_gateway" "this" {
-  for_each = local.multi_network ? var.clusters : {}
+  # A filtered for, not `cond ? local.clusters : {}`: Terraform 1.0 cannot unify an
+  # object with {} in a conditional.
+  for_each = { for name, c in local.clusters : name => c if local.multi_network }
 
   # Referencing the cluster orders the gateway after its control plane.
-  namespace = mesh_cluster.this[each.key].namespace
-  network   = mesh_cluster.this[each.key].network
+  namespace        = mesh_cluster.this[each.key].namespace
+  network          = mesh_cluster.this[each.key].network
+  service_type     = var.gateway_service_type
+  wait_for_address = var.gateway_wait_for_address
 
   kubernetes {
-    config_path    = each.value.kubeconfig_path
-    config_context = each.value.context
+    host                   = each.value.connection.host
+    cluster_ca_certificate = each.value.connection.cluster_ca_certificate
+    token                  = each.value.connection.token
+    client_certificate     = each.value.connection.client_certificate
+    client_key             = each.value.connection.client_key
+    insecure               = each.value.connection.insecure
+    tls_server_name        = each.value.connection.tls_server_name
+    proxy_url              = each.value.connection.proxy_url
+    config_path            = each.value.connection.config_path
+    config_context         = each.value.connection.config_context
+
+    dynamic "exec" {
+      for_each = each.value.connection.exec == null ? [] : [each.value.connection.exec]
+      content {
+        api_version = exec.value.api_version
+        command     = exec.value.command
+        args        = try(exec.value.args, null)
+        env         = try(exec.value.env, null)
+      }
+    }
   }
 }
 
@@ -75,15 +142,54 @@ resource "mesh_remote_secret" "this" {
   namespace = mesh_cluster.this[each.value.target].namespace
 
   kubernetes {
-    config_path    = var.clusters[each.value.target].kubeconfig_path
-    config_context = var.clusters[each.value.target].context
+    host                   = local.clusters[each.value.target].connection.host
+    cluster_ca_certificate = local.clusters[each.value.target].connection.cluster_ca_certificate
+    token                  = local.clusters[each.value.target].connection.token
+    client_certificate     = local.clusters[each.value.target].connection.client_certificate
+    client_key             = local.clusters[each.value.target].connection.client_key
+    insecure               = local.clusters[each.value.target].connection.insecure
+    tls_server_name        = local.clusters[each.value.target].connection.tls_server_name
+    proxy_url              = local.clusters[each.value.target].connection.proxy_url
+    config_path            = local.clusters[each.value.target].connection.config_path
+    config_context         = local.clusters[each.value.target].connection.config_context
+
+    dynamic "exec" {
+      for_each = local.clusters[each.value.target].connection.exec == null ? [] : [local.clusters[each.value.target].connection.exec]
+      content {
+        api_version = exec.value.api_version
+        command     = exec.value.command
+        args        = try(exec.value.args, null)
+        env         = try(exec.value.env, null)
+      }
+    }
   }
 
   remote {
     cluster_name = mesh_cluster.this[each.value.remote].cluster_name
+    # The address the target's istiod dials; null: the remote connection's host.
+    server = local.clusters[each.value.remote].server
+
     kubernetes {
-      config_path    = var.clusters[each.value.remote].kubeconfig_path
-      config_context = var.clusters[each.value.remote].context
+      host                   = local.clusters[each.value.remote].connection.host
+      cluster_ca_certificate = local.clusters[each.value.remote].connection.cluster_ca_certificate
+      token                  = local.clusters[each.value.remote].connection.token
+      client_certificate     = local.clusters[each.value.remote].connection.client_certificate
+      client_key             = local.clusters[each.value.remote].connection.client_key
+      insecure               = local.clusters[each.value.remote].connection.insecure
+      tls_server_name        = local.clusters[each.value.remote].connection.tls_server_name
+      proxy_url              = local.clusters[each.value.remote].connection.proxy_url
+      config_path            = local.clusters[each.value.remote].connection.config_path
+      config_context         = local.clusters[each.value.remote].connection.config_context
+
+      dynamic "exec" {
+        for_each = local.clusters[each.value.remote].connection.exec == null ? [] : [local.clusters[each.value.remote].connection.exec]
+        content {
+          api_version = exec.value.api_version
+          command     = exec.value.command
+          args        = try(exec.value.args, null)
+          env         = try(exec.value.env, null)
+        }
+      }
     }
   }
 }

@@ -33,16 +33,49 @@ variable "intermediate_key_algorithm" {
   default     = "RSA"
 }
 
+variable "gateway_service_type" {
+  description = "Type of the east-west gateways' Service: LoadBalancer (needs a load balancer implementation, e.g. cloud-provider-kind or MetalLB on kind), NodePort or ClusterIP."
+  type        = string
+  default     = "LoadBalancer"
+}
+
+variable "gateway_wait_for_address" {
+  description = "Wait until each east-west gateway's LoadBalancer Service has an address. Set false where no load balancer implementation runs."
+  type        = bool
+  default     = true
+}
+
+variable "kubeconfig_path" {
+  description = "Kubeconfig file for the clusters that do not name their own (`kubeconfig_path` or `connection.config_path`). Default: the provider's (KUBECONFIG, then ~/.kube/config)."
+  type        = string
+  default     = null
+}
+
 variable "clusters" {
   description = <<-EOT
-    The clusters of the mesh, by cluster name (a DNS-1123 label): the kubeconfig file and
-    context that reach each one, and the network its pods are on. Clusters whose pods reach
-    each other directly share a network; with more than one network, every cluster gets an
-    east-west gateway.
+    The clusters of the mesh, by cluster name (a DNS-1123 label). Each entry is an object with:
+      network         (required) the network its pods are on; clusters whose pods reach
+                      each other directly share one. With more than one network, every
+                      cluster gets an east-west gateway.
+      context         a kubeconfig context reaching the cluster, with
+      kubeconfig_path the kubeconfig file holding it (default: var.kubeconfig_path);
+      connection      or/and a connection: any attributes of the provider's `kubernetes`
+                      block (host, cluster_ca_certificate, token, client_certificate,
+                      client_key, insecure, tls_server_name, proxy_url, config_path,
+                      config_context, exec = { api_version, command, args, env }). Its
+                      values override `context` and `kubeconfig_path`.
+      server          the API server URL the other clusters' istiod use to reach this one,
+                      written into their remote secrets (default: the connection's host).
+                      Needed when that host is only reachable from here (kind: 127.0.0.1).
+    Values may be unknown at plan time (clusters created in the same apply); names and
+    networks must be known.
   EOT
-  type = map(object({
-    kubeconfig_path = string
-    context         = string
-    network         = string
-  }))
+  # `any`, not an object type: entries differ in which attributes they set, and optional
+  # object attributes need Terraform 1.3. local.clusters normalises them.
+  type = any
+
+  validation {
+    condition     = alltrue([for c in values(var.clusters) : can(c.network) && (can(c.context) || can(c.connection))])
+    error_message = "Every cluster needs a network and either a context or a connection."
+  }
 }
