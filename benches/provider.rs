@@ -3,7 +3,9 @@
 //! - start to handshake line: the process Terraform launches (3× per `terraform plan`);
 //! - GetProviderSchema latency over the Unix socket;
 //! - root CA generation (RSA-4096, ECDSA-P256) against `openssl req -x509 -newkey` doing the
-//!   same on the same machine.
+//!   same on the same machine;
+//! - an intermediate issued from a root (what `mesh_cluster` does per cluster with `root_ca`):
+//!   key generation and signing, RSA-4096 and ECDSA-P256, each signed by a root of its kind.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -126,6 +128,27 @@ fn ours(algorithm: KeyAlgorithm, runs: usize) -> Vec<Duration> {
         .collect()
 }
 
+/// Issuing the intermediate (Istio's defaults, `algorithm`) from a root of the same algorithm.
+fn intermediate(algorithm: KeyAlgorithm, runs: usize) -> Vec<Duration> {
+    let root = pki::generate_root(&CaSpec {
+        key_algorithm: algorithm,
+        ..CaSpec::istio_root()
+    })
+    .unwrap();
+    let signer = root.signer().unwrap();
+    let spec = CaSpec {
+        key_algorithm: algorithm,
+        ..CaSpec::istio_intermediate("cluster1", "istio-system")
+    };
+    (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            pki::issue_intermediate(&signer, &spec).unwrap();
+            start.elapsed()
+        })
+        .collect()
+}
+
 fn openssl(newkey: &[&str], runs: usize) -> Option<Vec<Duration>> {
     let dir = std::env::temp_dir().join(format!("mesh-bench-openssl-{}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
@@ -182,4 +205,12 @@ fn main() {
     ) {
         stats("root CA ECDSA-P256, openssl req -x509 -newkey", s);
     }
+    stats(
+        "intermediate RSA-4096 issued from a root",
+        intermediate(KeyAlgorithm::Rsa(pki::RsaBits::B4096), runs),
+    );
+    stats(
+        "intermediate ECDSA-P256 issued from a root",
+        intermediate(KeyAlgorithm::Ecdsa(EcdsaCurve::P256), runs * 4),
+    );
 }

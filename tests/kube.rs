@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::wait::await_condition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::runtime::wait::{await_condition, conditions, Condition};
 use kube_sim::{Allow, ClusterHandle, Fault, Options, RestrictedUser, Sim};
 use serde_json::json;
 use terraform_provider_mesh::kube::wait::wait_for;
@@ -317,6 +320,217 @@ async fn get_opt_missing_delete_missing_and_delete_waits_for_finalizers() {
     );
 }
 
+/// The Gateway CRD as Istio ships it (schema-less for the test), and its `ApiResource`.
+async fn gateway_kind(cluster: &Cluster, dl: &Deadline) -> ApiResource {
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gateways.networking.istio.io"},
+        "spec": {"group": "networking.istio.io", "scope": "Namespaced",
+            "names": {"kind": "Gateway", "plural": "gateways", "singular": "gateway", "listKind": "GatewayList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    cluster.apply(&crds, &crd, dl).await.unwrap();
+    wait_for(
+        cluster,
+        crds,
+        "gateways.networking.istio.io",
+        "the Gateway CRD to be established",
+        |o: Option<&CustomResourceDefinition>| conditions::is_crd_established().matches_object(o),
+        dl,
+    )
+    .await
+    .unwrap();
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway"),
+        "gateways",
+    )
+}
+
+/// A Gateway as a DynamicObject without TypeMeta: the helper fills in apiVersion and kind.
+fn gateway(name: &str, mode: &str) -> DynamicObject {
+    let mut gw = DynamicObject {
+        types: None,
+        metadata: Default::default(),
+        data: json!({"spec": {"selector": {"istio": "eastwestgateway"},
+            "servers": [{"port": {"number": 15443, "name": "tls", "protocol": "TLS"},
+                "tls": {"mode": mode}, "hosts": ["*.local"]}]}}),
+    };
+    gw.metadata.name = Some(name.into());
+    gw.metadata.namespace = Some("default".into());
+    gw.metadata.labels = Some(labels("test.dynamic"));
+    gw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_objects_apply_read_list_and_delete() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let cluster = cluster_for(c1).await;
+    let dl = deadline(BOUND);
+    let ar = gateway_kind(&cluster, &dl).await;
+    let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), "default", &ar);
+
+    // Created in one request, then a no-op apply in one request that writes nothing.
+    let want = gateway("cross-network-gateway", "AUTO_PASSTHROUGH");
+    control.reset_counters().await.unwrap();
+    let created = cluster.apply_dynamic(&api, &ar, &want, &dl).await.unwrap();
+    let counters = control.counters().await.unwrap();
+    assert_eq!(
+        (counters.get("patch", "gateways"), counters.total),
+        (1, 1),
+        "{counters:?}"
+    );
+    let types = created.types.clone().expect("the live object has TypeMeta");
+    assert_eq!(
+        (types.api_version.as_str(), types.kind.as_str()),
+        ("networking.istio.io/v1", "Gateway")
+    );
+    assert_eq!(
+        created.data["spec"]["servers"][0]["tls"]["mode"],
+        "AUTO_PASSTHROUGH"
+    );
+    assert_eq!(created.metadata.labels, Some(labels("test.dynamic")));
+    let managers = created.metadata.managed_fields.clone().unwrap_or_default();
+    assert!(
+        managers
+            .iter()
+            .any(|m| m.manager.as_deref() == Some(FIELD_MANAGER)
+                && m.operation.as_deref() == Some("Apply")),
+        "{managers:#?}"
+    );
+    control.reset_counters().await.unwrap();
+    let again = cluster.apply_dynamic(&api, &ar, &want, &dl).await.unwrap();
+    let counters = control.counters().await.unwrap();
+    assert_eq!(
+        counters.total, 1,
+        "requests per dynamic SSA apply: {counters:?}"
+    );
+    println!(
+        "requests per dynamic SSA apply (unchanged object): {}",
+        counters.total
+    );
+    assert_eq!(
+        again.metadata.resource_version,
+        created.metadata.resource_version
+    );
+
+    // Someone else's edit of our field is taken back (force).
+    api.patch(
+        "cross-network-gateway",
+        &PatchParams::apply("kubectl-edit").force(),
+        &Patch::Apply(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+            "spec": {"servers": [{"port": {"number": 15443, "name": "tls", "protocol": "TLS"},
+                "tls": {"mode": "ISTIO_MUTUAL"}, "hosts": ["*.local"]}]}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let back = cluster.apply_dynamic(&api, &ar, &want, &dl).await.unwrap();
+    assert_eq!(
+        back.data["spec"]["servers"][0]["tls"]["mode"],
+        "AUTO_PASSTHROUGH"
+    );
+
+    // Reads and lists.
+    assert!(cluster
+        .get_opt_dynamic(&api, &ar, "missing", &dl)
+        .await
+        .unwrap()
+        .is_none());
+    let live = cluster
+        .get_opt_dynamic(&api, &ar, "cross-network-gateway", &dl)
+        .await
+        .unwrap()
+        .expect("exists");
+    assert_eq!(live.metadata.uid, created.metadata.uid);
+    let all: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &ar);
+    let selector = ListParams::default().labels("mesh.tfmesh.dev/instance=test.dynamic");
+    let listed = cluster
+        .list_dynamic(&all, &ar, &selector, &dl)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    // A kind the cluster does not serve (no CRD) lists as empty rather than failing.
+    let vs = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
+        "virtualservices",
+    );
+    let unserved: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &vs);
+    assert!(cluster
+        .list_dynamic(&unserved, &vs, &selector, &dl)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Deleting a missing object is success, in one request (404 is not retried).
+    control.reset_counters().await.unwrap();
+    assert!(!cluster
+        .delete_dynamic(&api, &ar, "missing", true, &dl)
+        .await
+        .unwrap());
+    assert_eq!(control.counters().await.unwrap().total, 1);
+
+    // With a finalizer: delete(wait_gone) returns only after another party removed it.
+    let mut held = gateway("held", "AUTO_PASSTHROUGH");
+    held.metadata.finalizers = Some(vec!["mesh.tfmesh.dev/test-hold".into()]);
+    cluster.apply_dynamic(&api, &ar, &held, &dl).await.unwrap();
+    let delete_returned = Arc::new(AtomicBool::new(false));
+    let remover = {
+        let api = api.clone();
+        let delete_returned = delete_returned.clone();
+        tokio::spawn(async move {
+            let terminating = |o: Option<&DynamicObject>| {
+                o.is_some_and(|o| o.metadata.deletion_timestamp.is_some())
+            };
+            within(
+                BOUND,
+                "deletionTimestamp",
+                await_condition(api.clone(), "held", terminating),
+            )
+            .await
+            .unwrap();
+            assert!(
+                !delete_returned.load(Ordering::SeqCst),
+                "delete_dynamic(wait_gone) returned while the finalizer was still there"
+            );
+            api.patch(
+                "held",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .unwrap();
+        })
+    };
+    let existed = within(
+        BOUND,
+        "delete_dynamic(wait_gone)",
+        cluster.delete_dynamic(&api, &ar, "held", true, &dl),
+    )
+    .await
+    .unwrap();
+    delete_returned.store(true, Ordering::SeqCst);
+    assert!(existed);
+    remover.await.unwrap();
+    assert!(api.get_opt("held").await.unwrap().is_none());
+
+    // And without waiting, an object without finalizers is gone too.
+    assert!(cluster
+        .delete_dynamic(&api, &ar, "cross-network-gateway", false, &dl)
+        .await
+        .unwrap());
+    assert!(cluster
+        .get_opt_dynamic(&api, &ar, "cross-network-gateway", &dl)
+        .await
+        .unwrap()
+        .is_none());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Retries
 
@@ -447,6 +661,95 @@ async fn too_many_requests_honours_retry_after() {
     assert_eq!(
         control.counters().await.unwrap().get("patch", "configmaps"),
         2
+    );
+}
+
+/// kube-apiserver's own overload answer (max-in-flight, priority and fairness) is a text/plain
+/// 429 whose only hint is the `Retry-After` header; kube-rs keeps no headers, so the provider's
+/// client stack carries it into the Status the retry policy reads. Same for a 503.
+#[tokio::test]
+async fn header_only_retry_after_is_honoured() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let cluster = cluster_for(c1).await;
+    let api = configmaps(&cluster);
+
+    for code in [429, 503] {
+        let name = format!("overloaded-{code}");
+        control.reset_counters().await.unwrap();
+        control
+            .add_fault(&Fault {
+                path: cm_path(&name),
+                status: Some(code),
+                retry_after_s: Some(1),
+                plain_text: Some(true),
+                count: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let got = within(
+            BOUND,
+            "apply through a header-only Retry-After",
+            cluster.apply(&api, &configmap(&name, &[("a", "1")]), &deadline(BOUND)),
+        )
+        .await
+        .unwrap();
+        let took = t0.elapsed();
+        println!("{code} text/plain with only Retry-After: 1 header, then success: {took:?}");
+        assert_eq!(data(&got)["a"], "1");
+        // The backoff alone would have retried after 100-200 ms.
+        assert!(
+            took >= Duration::from_secs(1),
+            "{code}: Retry-After header honoured: {took:?}"
+        );
+        assert_eq!(
+            control.counters().await.unwrap().get("patch", "configmaps"),
+            2,
+            "{code}: one refusal, one success"
+        );
+    }
+
+    // A Retry-After beyond the deadline ends the operation at once with the server's words,
+    // instead of retrying early against the server's request.
+    control
+        .add_fault(&Fault {
+            path: cm_path("too-long"),
+            status: Some(429),
+            retry_after_s: Some(30),
+            plain_text: Some(true),
+            count: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let err = cluster
+        .apply(
+            &api,
+            &configmap("too-long", &[("a", "1")]),
+            &deadline(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    println!("429 text/plain with Retry-After: 30 under a 5 s deadline: failed after {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(matches!(err, KubeError::Api { code: 429, .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Too many requests, please try again later."),
+        "{msg}"
+    );
+    assert!(
+        cluster
+            .get_opt(&api, "too-long", &deadline(BOUND))
+            .await
+            .unwrap()
+            .is_none(),
+        "not retried"
     );
 }
 
@@ -1022,6 +1325,8 @@ async fn kubeconfig_context_selection_and_inline_override() {
     })
     .await
     .unwrap();
+    // Messages name the current context, not "the current kubeconfig context".
+    assert_eq!(current.name, "context \"c1\"");
     current
         .apply(
             &configmaps(&current),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use terraform_provider_mesh::pki;
-use terraform_provider_mesh::plugin::resource::{import_passthrough, timeouts_block};
+use terraform_provider_mesh::plugin::resource::{import_passthrough, timeouts_block, UpgradeStep};
 use terraform_provider_mesh::plugin::value::{to_json, Type};
 use terraform_provider_mesh::plugin::{
     Applied, Attribute, Block, Change, Ctx, Diagnostics, Failure, Provider, Resource, Schema, Value,
@@ -417,19 +417,24 @@ async fn validate_reports_errors_on_the_attribute_at_fault() {
 async fn validate_checks_timeouts_on_their_path() {
     let mut p = serve_test().await.0;
     let ty = thing_type();
+    // Single blocks travel as lists of at most one element, as Terraform sends them.
     let bad = Value::object([(
         "timeouts",
-        Value::object([
+        Value::List(vec![Value::object([
             ("create", Value::from("soon")),
             ("delete", Value::from("5m")),
-        ]),
+        ])]),
     )]);
     let diags = validate(&mut p.client, THING, dv(&bad, &ty)).await;
     assert_eq!(diags.len(), 1, "{}", show(&diags));
     assert!(is_error(&diags[0]));
-    assert_eq!(diags[0].attribute, Some(attr_path(&["timeouts", "create"])));
+    // The resource reports `timeouts.create`; Terraform gets the list element's path.
+    assert_eq!(error_paths(&diags), ["timeouts[0].create"]);
 
-    let good = Value::object([("timeouts", Value::object([("create", Value::from("90s"))]))]);
+    let good = Value::object([(
+        "timeouts",
+        Value::List(vec![Value::object([("create", Value::from("90s"))])]),
+    )]);
     let diags = validate(&mut p.client, THING, dv(&good, &ty)).await;
     assert!(diags.is_empty(), "{}", show(&diags));
 }
@@ -651,9 +656,18 @@ async fn upgrade(
     version: i64,
     json: &serde_json::Value,
 ) -> pb::upgrade_resource_state::Response {
+    upgrade_of(client, ROOT_CA, version, json).await
+}
+
+async fn upgrade_of(
+    client: &mut ProviderClient,
+    type_name: &str,
+    version: i64,
+    json: &serde_json::Value,
+) -> pb::upgrade_resource_state::Response {
     client
         .upgrade_resource_state(pb::upgrade_resource_state::Request {
-            type_name: ROOT_CA.into(),
+            type_name: type_name.into(),
             version,
             raw_state: Some(pb::RawState {
                 json: serde_json::to_vec(json).unwrap(),
@@ -687,6 +701,110 @@ async fn upgrade_state_turns_raw_json_into_msgpack() {
     let resp = upgrade(&mut p.client, 1, &json).await;
     assert_eq!(error_paths(&resp.diagnostics), ["(root)"]);
     assert!(resp.upgraded_state.is_none());
+}
+
+/// A test resource at schema version 2 with the step-wise upgrades: v0 had `name`, v1 renamed
+/// it `title`, v2 added `tags`.
+struct Versioned;
+
+const VERSIONED: &str = "test_versioned";
+
+fn rename_name_to_title(mut v: serde_json::Value) -> Result<serde_json::Value, String> {
+    let obj = v.as_object_mut().ok_or("not an object")?;
+    let name = obj.remove("name").ok_or("no `name`")?;
+    obj.insert("title".into(), name);
+    Ok(v)
+}
+
+fn add_tags(mut v: serde_json::Value) -> Result<serde_json::Value, String> {
+    v["tags"] = serde_json::json!(["migrated"]);
+    Ok(v)
+}
+
+#[tonic::async_trait]
+impl Resource for Versioned {
+    fn type_name(&self) -> &'static str {
+        VERSIONED
+    }
+    fn schema(&self) -> Schema {
+        Schema::new(
+            2,
+            Block::new("A resource for state upgrade tests.")
+                .attr(Attribute::string("id", "Identifier.").computed())
+                .attr(Attribute::string("title", "Title.").optional())
+                .attr(Attribute::string_list("tags", "Tags.").optional()),
+        )
+    }
+    fn upgrade_steps(&self) -> &[UpgradeStep] {
+        &[rename_name_to_title, add_tags]
+    }
+    async fn create(&self, _ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {
+        Ok(Applied::new(change.planned.clone()))
+    }
+    async fn delete(&self, _ctx: &Ctx, _prior: &Value, _private: &[u8]) -> Result<(), Failure> {
+        Ok(())
+    }
+    async fn read(
+        &self,
+        _ctx: &Ctx,
+        state: &Value,
+        _private: &[u8],
+    ) -> Result<Option<Applied>, Failure> {
+        Ok(Some(Applied::new(state.clone())))
+    }
+}
+
+#[tokio::test]
+async fn upgrade_state_applies_the_steps_from_the_stored_version() {
+    let mut provider = terraform_provider_mesh::provider();
+    provider.resources.push(Arc::new(Versioned));
+    let mut p = serve(provider).await;
+    let ty = Versioned.schema().value_type();
+    let v0 = serde_json::json!({"id": "a", "name": "first"});
+
+    // Version 0 → 1 → 2, then decoded against the current schema.
+    let resp = upgrade_of(&mut p.client, VERSIONED, 0, &v0).await;
+    assert!(resp.diagnostics.is_empty(), "{}", show(&resp.diagnostics));
+    let state = decode(&resp.upgraded_state, &ty);
+    assert_eq!(state.get("id").as_str(), Some("a"));
+    assert_eq!(state.get("title").as_str(), Some("first"));
+    assert_eq!(
+        state.get("tags").as_list().map(|l| l.len()),
+        Some(1),
+        "{state:?}"
+    );
+
+    // Version 1 runs only the last step; version 2 none (the tags stay as stored).
+    let v1 = serde_json::json!({"id": "a", "title": "first"});
+    let state = decode(
+        &upgrade_of(&mut p.client, VERSIONED, 1, &v1)
+            .await
+            .upgraded_state,
+        &ty,
+    );
+    assert_eq!(state.get("title").as_str(), Some("first"));
+    let v2 = serde_json::json!({"id": "a", "title": "t", "tags": []});
+    let state = decode(
+        &upgrade_of(&mut p.client, VERSIONED, 2, &v2)
+            .await
+            .upgraded_state,
+        &ty,
+    );
+    assert_eq!(state.get("tags").as_list().map(|l| l.len()), Some(0));
+
+    // Newer than ours, or a step that fails: an error, no state.
+    for (version, json, says) in [
+        (3, &v2, "newer than version 2"),
+        (0, &v1, "from schema version 0 to 1: no `name`"),
+    ] {
+        let resp = upgrade_of(&mut p.client, VERSIONED, version, json).await;
+        assert!(resp.upgraded_state.is_none(), "version {version}");
+        assert!(
+            show(&resp.diagnostics).contains(says),
+            "{}",
+            show(&resp.diagnostics)
+        );
+    }
 }
 
 #[tokio::test]
@@ -732,6 +850,8 @@ async fn failed_delete_keeps_the_resource_and_successful_delete_returns_null() {
             ("id", Value::from("thing-a")),
             ("name", Value::from("a")),
             ("fail_delete", Value::Bool(fail)),
+            // Terraform's state never holds a null block: an absent one is an empty list.
+            ("timeouts", Value::List(vec![])),
         ])
     };
 

@@ -6,6 +6,11 @@ use mesh_acceptance::sim::{secret_data, Clusters};
 use mesh_acceptance::{enabled, openssl, Workspace};
 
 fn config(kubeconfig: &str, network: &str) -> String {
+    config_with(kubeconfig, network, "")
+}
+
+/// [`config`] with extra lines in the `intermediate` block.
+fn config_with(kubeconfig: &str, network: &str, intermediate: &str) -> String {
     format!(
         r#"
 resource "mesh_root_ca" "root" {{
@@ -30,7 +35,7 @@ resource "mesh_cluster" "east" {{
 
   intermediate {{
     key_algorithm = "ECDSA"
-  }}
+{intermediate}  }}
 }}
 
 output "ca_cert_pem" {{
@@ -38,6 +43,53 @@ output "ca_cert_pem" {{
 }}
 "#
     )
+}
+
+/// The four files of `cacerts` in cluster c1.
+struct Bundle {
+    ca: String,
+    key: String,
+    chain: String,
+    root: String,
+}
+
+fn cacerts(sim: &Clusters) -> Bundle {
+    let secret = sim
+        .find("c1", "Secret", "istio-system", "cacerts")
+        .expect("cacerts");
+    let get = |k: &str| secret_data(&secret, k).unwrap_or_else(|| panic!("cacerts lacks {k}"));
+    Bundle {
+        ca: get("ca-cert.pem"),
+        key: get("ca-key.pem"),
+        chain: get("cert-chain.pem"),
+        root: get("root-cert.pem"),
+    }
+}
+
+impl Bundle {
+    fn ca_file(&self, ws: &Workspace, tag: &str) -> String {
+        ws.write_file(&format!("{tag}-ca.pem"), &self.ca)
+            .display()
+            .to_string()
+    }
+
+    /// The intermediate chains to the root in the same secret, its key matches, and
+    /// cert-chain.pem is intermediate then root.
+    fn assert_chains(&self, ws: &Workspace, tag: &str) {
+        assert_eq!(self.chain, format!("{}{}", self.ca, self.root), "{tag}");
+        let ca = self.ca_file(ws, tag);
+        let root = ws.write_file(&format!("{tag}-root.pem"), &self.root);
+        let key = ws.write_file(&format!("{tag}-key.pem"), &self.key);
+        assert!(
+            openssl(&["verify", "-CAfile", root.to_str().unwrap(), &ca]).contains(": OK"),
+            "{tag}"
+        );
+        assert_eq!(
+            openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]),
+            openssl(&["x509", "-in", &ca, "-pubkey", "-noout"]),
+            "{tag}: key does not match"
+        );
+    }
 }
 
 #[test]
@@ -128,6 +180,63 @@ fn cluster_with_root_ca_in_one_plan() {
     );
     ws.assert_empty_plan();
 
+    // Changed `intermediate` settings reissue the intermediate, from the same root.
+    ws.config(&config_with(
+        &kc,
+        "net2",
+        "    organization = \"Mesh Ops\"\n",
+    ));
+    ws.apply();
+    let reissued = cacerts(&sim);
+    assert_ne!(
+        reissued.ca, ca,
+        "intermediate not reissued after its settings changed"
+    );
+    assert_eq!(reissued.root, root, "same root");
+    reissued.assert_chains(&ws, "reissued");
+    let text = openssl(&[
+        "x509",
+        "-in",
+        reissued.ca_file(&ws, "reissued").as_str(),
+        "-noout",
+        "-subject",
+    ]);
+    assert!(text.contains("O = Mesh Ops"), "{text}");
+    ws.assert_empty_plan();
+
+    // A new mesh root reissues it too, chaining to the new root only.
+    ws.ok(&[
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-replace=mesh_root_ca.root",
+    ]);
+    let rerooted = cacerts(&sim);
+    assert_ne!(rerooted.root, root, "root not replaced");
+    assert_ne!(
+        rerooted.ca, reissued.ca,
+        "intermediate not reissued for the new root"
+    );
+    rerooted.assert_chains(&ws, "rerooted");
+    let old_root = ws.write_file("old-root.pem", &root);
+    let stale = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&old_root)
+        .arg(rerooted.ca_file(&ws, "rerooted"))
+        .output()
+        .expect("openssl");
+    assert!(
+        !stale.status.success(),
+        "the new intermediate chains to the old root"
+    );
+    assert_eq!(
+        ws.output("ca_cert_pem").as_str(),
+        Some(rerooted.ca.as_str())
+    );
+    ws.assert_empty_plan();
+    let (ca, key) = (rerooted.ca.clone(), rerooted.key.clone());
+
     // Drift: cacerts deleted and the label edited out of band → the plan repairs both, with
     // the same intermediate (no churn).
     sim.kubectl("c1", &["-n", "istio-system", "delete", "secret", "cacerts"]);
@@ -166,6 +275,70 @@ fn cluster_with_root_ca_in_one_plan() {
         ns["metadata"]["labels"]["topology.istio.io/network"],
         "net2"
     );
+    ws.assert_empty_plan();
+
+    // Drift: cacerts edited (not deleted) out of band → the plan shows the repair, apply puts
+    // our bundle back.
+    use base64::Engine;
+    let bogus = base64::engine::general_purpose::STANDARD.encode(&root);
+    sim.kubectl(
+        "c1",
+        &[
+            "-n",
+            "istio-system",
+            "patch",
+            "secret",
+            "cacerts",
+            "-p",
+            &format!(r#"{{"data":{{"ca-cert.pem":"{bogus}"}}}}"#),
+        ],
+    );
+    let plan = ws.run(&["plan", "-detailed-exitcode", "-no-color"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "edited cacerts not seen:\n{text}"
+    );
+    assert!(
+        text.contains("ca_cert_pem") && text.contains("1 to change"),
+        "{text}"
+    );
+    ws.apply();
+    let repaired = cacerts(&sim);
+    assert_eq!(repaired.ca, ca, "edited cacerts not repaired");
+    assert_eq!(repaired.key, key);
+    ws.assert_empty_plan();
+
+    // The namespace deleted out of band: Read finds the resource gone, so the plan creates
+    // it again and apply rebuilds namespace, label and trust.
+    sim.kubectl(
+        "c1",
+        &["delete", "namespace", "istio-system", "--wait=true"],
+    );
+    let plan = ws.run(&["plan", "-detailed-exitcode", "-no-color"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "deleted namespace not seen:\n{text}"
+    );
+    assert!(
+        text.contains("mesh_cluster.east will be created")
+            && text.contains("1 to add, 0 to change, 0 to destroy"),
+        "{text}"
+    );
+    ws.apply();
+    let ns = sim
+        .find("c1", "Namespace", "", "istio-system")
+        .expect("namespace recreated");
+    assert_eq!(
+        ns["metadata"]["labels"]["topology.istio.io/network"],
+        "net2"
+    );
+    let recreated = cacerts(&sim);
+    recreated.assert_chains(&ws, "recreated");
+    assert_eq!(recreated.root, rerooted.root);
     ws.assert_empty_plan();
 
     sim.reset_requests("c1");
@@ -341,6 +514,41 @@ fn installed(sim: &Clusters, cluster: &str, owner: &str) -> Vec<String> {
         .collect()
 }
 
+/// Cluster-scoped objects carrying the owner label of IstioOperator `owner`, as
+/// `Kind/name` with their `operator.istio.io/component`.
+fn cluster_scoped_owned(sim: &Clusters, cluster: &str, owner: &str) -> Vec<(String, String)> {
+    sim.dump(cluster)
+        .iter()
+        .filter(|o| o["metadata"]["namespace"].as_str().unwrap_or("").is_empty())
+        .filter(|o| o["metadata"]["labels"]["install.operator.istio.io/owning-resource"] == owner)
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or("?"),
+                    o["metadata"]["name"].as_str().unwrap_or("?")
+                ),
+                o["metadata"]["labels"]["operator.istio.io/component"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+fn is_crd(kind_name: &str) -> bool {
+    kind_name.starts_with("CustomResourceDefinition/")
+}
+
+/// Terraform wraps diagnostic text: compare with single spaces.
+fn flat(text: &[u8]) -> String {
+    String::from_utf8_lossy(text)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn installer_leftovers(sim: &Clusters, cluster: &str) -> Vec<String> {
     sim.dump(cluster)
         .iter()
@@ -459,6 +667,25 @@ fn control_plane_primary_and_remote_install_upgrade_repair_uninstall() {
     );
     ws.assert_empty_plan();
 
+    // Before destroy: Istio's base is among the owned cluster-scoped objects (what
+    // `istioctl uninstall -f` without --purge would keep), next to the CRDs.
+    let before = cluster_scoped_owned(&sim, "c1", "mesh-c1");
+    assert!(
+        before.iter().any(
+            |(o, c)| o == "ValidatingWebhookConfiguration/istiod-default-validator" && c == "Base"
+        ),
+        "{before:?}"
+    );
+    assert!(before.iter().any(|(o, _)| is_crd(o)), "{before:?}");
+    assert!(sim
+        .find(
+            "c1",
+            "ServiceAccount",
+            "istio-system",
+            "istio-reader-service-account"
+        )
+        .is_some_and(|sa| sa["metadata"]["labels"]["operator.istio.io/component"] == "Base"));
+
     sim.reset_requests("c1");
     ws.destroy();
     println!(
@@ -466,6 +693,15 @@ fn control_plane_primary_and_remote_install_upgrade_repair_uninstall() {
         sim.requests("c1")
     );
     for (cluster, owner) in [("c1", "mesh-c1"), ("c2", "mesh-c2")] {
+        // Nothing cluster-scoped of the install is left but the CRDs, which stay without
+        // remove_crds_on_destroy.
+        let left = cluster_scoped_owned(&sim, cluster, owner);
+        let not_crds: Vec<_> = left.iter().filter(|(o, _)| !is_crd(o)).collect();
+        assert_eq!(not_crds, Vec::<&(String, String)>::new(), "{cluster}");
+        assert!(
+            left.iter().any(|(o, _)| is_crd(o)),
+            "{cluster}: CRDs removed without remove_crds_on_destroy"
+        );
         assert_eq!(
             installed(&sim, cluster, owner),
             Vec::<String>::new(),
@@ -500,6 +736,13 @@ fn installer_failure_shows_the_log_and_cleans_up() {
         stderr.contains("simulated: cannot pull image"),
         "log tail missing:\n{stderr}"
     );
+    // The pod's own status: phase and how its container ended.
+    let text = flat(&out.stderr);
+    assert!(
+        text.contains("Pod status: pod mesh-c1-installer-")
+            && text.contains(": Failed, container istioctl exited 1 (Error)"),
+        "pod status missing:\n{stderr}"
+    );
     assert_eq!(
         installer_leftovers(&sim, "c1"),
         Vec::<String>::new(),
@@ -522,6 +765,11 @@ fn installer_failure_shows_the_log_and_cleans_up() {
 }
 
 fn single_primary(kubeconfig: &str, timeout: &str) -> String {
+    single_primary_with(kubeconfig, timeout, "")
+}
+
+/// [`single_primary`] with extra lines in `control_plane`.
+fn single_primary_with(kubeconfig: &str, timeout: &str, control_plane: &str) -> String {
     format!(
         r#"
 resource "mesh_cluster" "primary" {{
@@ -534,7 +782,7 @@ resource "mesh_cluster" "primary" {{
   }}
   control_plane {{
     version = "1.30.3"
-  }}
+{control_plane}  }}
   timeouts {{
     create = "{timeout}"
   }}
@@ -566,18 +814,141 @@ fn install_wait_honours_the_timeout_and_cleans_up() {
         took < std::time::Duration::from_secs(30),
         "the 3s timeout took {took:?}"
     );
+    // What the installer showed so far: Job and pod status, the (empty) log.
+    let text = flat(&out.stderr);
+    for needle in [
+        "Job status: not finished (active 1, succeeded 0, failed 0)",
+        "Pod status: pod mesh-c1-installer-",
+        ": Running, no container status yet",
+        "Last lines of the installer's log: (the installer printed nothing)",
+    ] {
+        assert!(text.contains(needle), "{needle}:\n{stderr}");
+    }
     assert_eq!(
         installer_leftovers(&sim, "c1"),
         Vec::<String>::new(),
         "installer objects left after a timeout"
     );
 
-    // With the installer working again, a re-apply completes the tainted resource.
+    // With the installer working again, a re-apply completes the tainted resource; this time
+    // destroy also removes Istio's CRDs.
     sim.settings("c1", serde_json::json!({"jobs": {"delay_ms": 0}}));
-    ws.config(&single_primary(&sim.kubeconfig.display().to_string(), "5m"));
+    ws.config(&single_primary_with(
+        &sim.kubeconfig.display().to_string(),
+        "5m",
+        "    remove_crds_on_destroy = true\n",
+    ));
     ws.apply();
     ws.assert_empty_plan();
+    let crds = |sim: &Clusters| {
+        cluster_scoped_owned(sim, "c1", "mesh-c1")
+            .into_iter()
+            .filter(|(o, _)| is_crd(o))
+            .count()
+    };
+    assert!(crds(&sim) > 0, "the install made no CRDs");
     ws.destroy();
+    assert_eq!(
+        cluster_scoped_owned(&sim, "c1", "mesh-c1"),
+        Vec::<(String, String)>::new(),
+        "remove_crds_on_destroy left objects"
+    );
+    assert!(
+        !sim.dump("c1")
+            .iter()
+            .any(|o| o["kind"] == "CustomResourceDefinition"
+                && o["spec"]["group"]
+                    .as_str()
+                    .is_some_and(|g| g.ends_with("istio.io"))),
+        "Istio CRDs left with remove_crds_on_destroy = true"
+    );
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}
+
+/// istioctl applied everything but istiod never became Available: the create fails, and a
+/// destroy of the (tainted) resource still uninstalls what the installer made.
+#[test]
+fn destroy_after_a_failed_install_removes_what_it_made() {
+    if !enabled("destroy_after_a_failed_install_removes_what_it_made") {
+        return;
+    }
+    let ws = Workspace::new("control-plane-never-ready");
+    let sim = Clusters::start(&["c1"], &ws.dir);
+    sim.settings("c1", serde_json::json!({"deployments": {"enabled": false}}));
+    ws.config(&single_primary(&sim.kubeconfig.display().to_string(), "3s"));
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    assert!(!out.status.success());
+    let made = cluster_scoped_owned(&sim, "c1", "mesh-c1");
+    assert!(
+        made.iter()
+            .any(|(o, _)| o.starts_with("MutatingWebhookConfiguration/")),
+        "the installer made no injector webhook: {made:?}"
+    );
+
+    ws.destroy();
+    let left: Vec<(String, String)> = cluster_scoped_owned(&sim, "c1", "mesh-c1")
+        .into_iter()
+        .filter(|(o, _)| !is_crd(o))
+        .collect();
+    assert_eq!(left, Vec::<(String, String)>::new(), "install left behind");
+    assert!(sim.find("c1", "Namespace", "", "istio-system").is_none());
+    assert_eq!(installer_leftovers(&sim, "c1"), Vec::<String>::new());
+}
+
+/// A revision change is a second install: the new control plane comes up, then the previous
+/// one is removed; destroy removes the new one.
+#[test]
+fn revision_change_installs_the_new_and_removes_the_old() {
+    if !enabled("revision_change_installs_the_new_and_removes_the_old") {
+        return;
+    }
+    let ws = Workspace::new("control-plane-revision");
+    let sim = Clusters::start(&["c1"], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    ws.config(&single_primary(&kc, "5m"));
+    ws.apply();
+    assert!(sim
+        .find("c1", "Deployment", "istio-system", "istiod")
+        .is_some());
+    let default_owned = cluster_scoped_owned(&sim, "c1", "mesh-c1");
+    assert!(!default_owned.is_empty());
+
+    ws.config(&single_primary_with(
+        &kc,
+        "5m",
+        "    revision = \"canary\"\n",
+    ));
+    let plan = ws.ok(&["plan", "-no-color"]);
+    assert!(
+        plan.contains("Plan: 0 to add, 1 to change, 0 to destroy"),
+        "{plan}"
+    );
+    ws.apply();
+    ws.assert_empty_plan();
+    assert!(sim
+        .find("c1", "Deployment", "istio-system", "istiod-canary")
+        .is_some());
+    assert!(
+        sim.find("c1", "Deployment", "istio-system", "istiod")
+            .is_none(),
+        "the previous control plane is still there"
+    );
+    let left: Vec<(String, String)> = cluster_scoped_owned(&sim, "c1", "mesh-c1")
+        .into_iter()
+        .filter(|(o, _)| !is_crd(o))
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<(String, String)>::new(),
+        "previous install left"
+    );
+
+    ws.destroy();
+    let left: Vec<(String, String)> = cluster_scoped_owned(&sim, "c1", "mesh-c1-canary")
+        .into_iter()
+        .filter(|(o, _)| !is_crd(o))
+        .collect();
+    assert_eq!(left, Vec::<(String, String)>::new(), "canary install left");
     assert_eq!(sim.ours("c1"), Vec::<String>::new());
 }
 

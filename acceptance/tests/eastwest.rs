@@ -493,6 +493,67 @@ fn eastwest_gateway_update_to_load_balancer_resumes_waiting() {
     assert_eq!(sim.ours("c1"), Vec::<String>::new());
 }
 
+/// Deletes every object of ours with kubectl, as someone cleaning up by hand would.
+fn delete_all_ours(sim: &Clusters) {
+    for o in sim.ours("c1") {
+        let (kind, name) = o.split_once('/').unwrap();
+        let kind = match kind {
+            "Gateway" => "gateways.networking.istio.io",
+            "VirtualService" => "virtualservices.networking.istio.io",
+            k => k,
+        };
+        sim.kubectl("c1", &["-n", NS, "delete", kind, name, "--wait=true"]);
+    }
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}
+
+/// Every object deleted out of band: refresh finds the gateway gone, so the plan creates it
+/// again; a destroy that skips the refresh finds nothing to delete and still succeeds.
+#[test]
+fn eastwest_gateway_deleted_out_of_band() {
+    if !enabled("eastwest_gateway_deleted_out_of_band") {
+        return;
+    }
+    let (ws, sim) = setup("eastwest-gone");
+    let kc = sim.kubeconfig.display().to_string();
+    ws.config(&config(&kc, "  expose_istiod = true\n"));
+    ws.apply();
+    ws.assert_empty_plan();
+    let mut ours = sim.ours("c1");
+    ours.sort();
+    assert_eq!(ours.len(), 8, "{ours:?}");
+    delete_all_ours(&sim);
+
+    let out = ws.run(&["plan", "-detailed-exitcode", "-no-color"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "deletion not seen:\n{text}");
+    assert!(
+        text.contains("mesh_eastwest_gateway.gw will be created")
+            && text.contains("Plan: 1 to add, 0 to change, 0 to destroy"),
+        "{text}"
+    );
+    // Refresh-only: the resource leaves the state, the root CA stays.
+    ws.ok(&["apply", "-refresh-only", "-auto-approve", "-no-color"]);
+    assert_eq!(ws.state_list(), ["mesh_root_ca.root"]);
+
+    // Back again, then everything gone once more and a destroy that does not refresh.
+    ws.apply();
+    assert_eq!(sim.ours("c1").len(), 8);
+    delete_all_ours(&sim);
+    sim.reset_requests("c1");
+    let out = ws.ok(&["destroy", "-refresh=false", "-auto-approve", "-no-color"]);
+    assert!(
+        out.contains("Destroy complete! Resources: 2 destroyed."),
+        "{out}"
+    );
+    assert!(
+        sim.counters("c1").get("delete", "services") > 0,
+        "destroy did not try to delete the Service"
+    );
+    assert_eq!(ws.state_list(), Vec::<String>::new());
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}
+
 #[test]
 fn eastwest_gateway_bad_input_fails_at_plan() {
     if !enabled("eastwest_gateway_bad_input_fails_at_plan") {
@@ -543,4 +604,54 @@ resource "mesh_eastwest_gateway" "cluster_ip" {
         all.contains("istiod exposed on a ClusterIP Service"),
         "{all}"
     );
+}
+
+/// An update that fails on one object leaves that object marked out of sync in state, so
+/// even a plan without refresh applies it again.
+#[test]
+fn eastwest_gateway_failed_update_is_applied_again() {
+    if !enabled("eastwest_gateway_failed_update_is_applied_again") {
+        return;
+    }
+    let (ws, sim) = setup("eastwest-failed-update");
+    let kc = sim.kubeconfig.display().to_string();
+    let body = |replicas: u32| {
+        format!(
+            "  service_type = \"ClusterIP\"\n  wait_for_address = false\n  replicas = {replicas}\n"
+        )
+    };
+    ws.config(&config(&kc, &body(1)));
+    ws.apply();
+    ws.assert_empty_plan();
+
+    // The Deployment cannot be written (403, not retried); the other objects are unchanged.
+    sim.add_fault(
+        "c1",
+        &kube_sim::Fault {
+            path: "*/deployments/*".into(),
+            verb: Some("patch".into()),
+            status: Some(403),
+            ..Default::default()
+        },
+    );
+    ws.config(&config(&kc, &body(2)));
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    assert!(!out.status.success(), "the update should have failed");
+    sim.clear_faults("c1");
+
+    let replan = ws.run(&["plan", "-refresh=false", "-detailed-exitcode", "-no-color"]);
+    assert_eq!(
+        replan.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&replan.stdout)
+    );
+    ws.apply();
+    let deployment = sim
+        .find("c1", "Deployment", NS, "istio-eastwestgateway")
+        .expect("deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    ws.assert_empty_plan();
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
 }

@@ -94,7 +94,12 @@ fn written(sim: &Clusters, ws: &Workspace) -> Written {
 
 /// HTTP status of a read in the remote cluster with `token` (200 valid, 401 revoked).
 fn status_with_token(sim: &Clusters, ws: &Workspace, token: &str) -> u16 {
-    let ca = ws.write_file("remote-ca.pem", &sim.ca_pem(REMOTE));
+    status_in(sim, ws, REMOTE, token)
+}
+
+/// HTTP status of a read in `cluster` with `token`.
+fn status_in(sim: &Clusters, ws: &Workspace, cluster: &str, token: &str) -> u16 {
+    let ca = ws.write_file(&format!("{cluster}-ca.pem"), &sim.ca_pem(cluster));
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
         .arg(&ca)
@@ -102,7 +107,7 @@ fn status_with_token(sim: &Clusters, ws: &Workspace, token: &str) -> u16 {
         .arg(format!("Authorization: Bearer {token}"))
         .arg(format!(
             "{}/api/v1/namespaces/istio-system/pods",
-            sim.url(REMOTE)
+            sim.url(cluster)
         ))
         .output()
         .expect("curl");
@@ -392,14 +397,17 @@ fn remote_secret_lifecycle() {
         .spawn()
         .unwrap();
     let mut apply = Some(apply);
-    let (mut checks, mut seen) = (0, std::collections::BTreeSet::new());
+    // Tokens in the order the checks saw them (repeats collapsed).
+    let (mut checks, mut seen) = (0, Vec::<String>::new());
     loop {
         let done = apply.as_mut().unwrap().try_wait().unwrap().is_some();
         let before = written(&sim, &ws).token();
         let status = status_with_token(&sim, &ws, &before);
         let after = written(&sim, &ws).token();
         checks += 1;
-        seen.insert(before.clone());
+        if seen.last() != Some(&before) {
+            seen.push(before.clone());
+        }
         assert!(
             status == 200 || before != after,
             "gap: the target held a token that did not authenticate ({status})"
@@ -414,11 +422,24 @@ fn remote_secret_lifecycle() {
     let new_token = written(&sim, &ws).token();
     let new_secret = ws.output("token_secret_name").as_str().unwrap().to_string();
     println!(
-        "rotation: {checks} checks, {} distinct tokens seen",
+        "rotation: {checks} checks, {} tokens seen in turn",
         seen.len()
     );
     assert_ne!(new_token, old_token);
     assert_ne!(new_secret, old_secret);
+    // The loop saw the switch happen: several checks, the old token first, the new one last.
+    assert!(checks > 1, "only {checks} check ran during the rotation");
+    assert_eq!(
+        seen.first(),
+        Some(&old_token),
+        "the first check did not see the old token"
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&new_token),
+        "the last check did not see the new token"
+    );
+    assert_eq!(seen.len(), 2, "tokens seen: {}", seen.len());
     assert_eq!(status_with_token(&sim, &ws, &new_token), 200);
     assert_eq!(status_with_token(&sim, &ws, &old_token), 401);
     assert!(sim
@@ -705,4 +726,89 @@ output "token_{target}" {{
     for c in ["c1", "c2", "c3"] {
         assert_eq!(sim.ours(c), Vec::<String>::new(), "{c}");
     }
+}
+
+/// The remote connection pointed at another cluster (same `cluster_name`): one in-place
+/// update whose planned server matches what apply finds, the token minted in the new remote,
+/// and the old remote's token and reader objects removed.
+#[test]
+fn retargeting_the_remote_moves_the_token() {
+    if !enabled("retargeting_the_remote_moves_the_token") {
+        return;
+    }
+    let ws = Workspace::new("remote-secret-retarget");
+    let sim = Clusters::start(&["c1", "c2", "c3"], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    for c in ["c1", "c2", "c3"] {
+        sim.kubectl(c, &["create", "namespace", "istio-system"]);
+    }
+    let config_for = |remote_context: &str| {
+        config(&kc, "", "").replace(
+            &format!("config_context = \"{REMOTE}\""),
+            &format!("config_context = \"{remote_context}\""),
+        )
+    };
+    ws.config(&config_for("c2"));
+    ws.apply();
+    let old_token = written(&sim, &ws).token();
+    assert_eq!(status_in(&sim, &ws, "c2", &old_token), 200);
+    assert_eq!(ws.output("server").as_str(), Some(sim.url("c2").as_str()));
+
+    ws.config(&config_for("c3"));
+    let plan = ws.ok(&["plan", "-no-color"]);
+    assert!(
+        plan.contains("Plan: 0 to add, 1 to change, 0 to destroy"),
+        "{plan}"
+    );
+    // Where the server comes from the remote's kubeconfig, the plan cannot know it yet.
+    assert!(
+        plan.contains("server") && plan.contains("(known after apply)"),
+        "{plan}"
+    );
+    let out = ws.apply();
+    assert!(out.contains("Apply complete!"), "{out}");
+    ws.assert_empty_plan();
+
+    let now = written(&sim, &ws);
+    assert_eq!(now.server(), sim.url("c3"));
+    assert_eq!(ws.output("server").as_str(), Some(sim.url("c3").as_str()));
+    assert_eq!(status_in(&sim, &ws, "c3", &now.token()), 200);
+    // The old remote holds nothing of ours any more, and its token is revoked.
+    assert_eq!(status_in(&sim, &ws, "c2", &old_token), 401);
+    assert_eq!(sim.ours("c2"), Vec::<String>::new());
+
+    ws.destroy();
+    for c in ["c1", "c2", "c3"] {
+        assert_eq!(sim.ours(c), Vec::<String>::new(), "{c} not clean");
+    }
+}
+
+/// A create that fails after making objects in the remote (the token is never populated)
+/// keeps a partial state: destroy removes the reader ServiceAccount, its RBAC and the token
+/// secret instead of forgetting them.
+#[test]
+fn failed_create_is_destroyed_without_leftovers() {
+    if !enabled("failed_create_is_destroyed_without_leftovers") {
+        return;
+    }
+    let ws = Workspace::new("remote-secret-failed-create");
+    let sim = Clusters::start(&[TARGET, REMOTE], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    sim.kubectl(TARGET, &["create", "namespace", "istio-system"]);
+    sim.kubectl(REMOTE, &["create", "namespace", "istio-system"]);
+    sim.settings(REMOTE, serde_json::json!({"tokens": {"enabled": false}}));
+    ws.config(&config(&kc, "", "timeouts {\n    create = \"2s\"\n  }"));
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    assert!(!out.status.success());
+    let made = sim.ours(REMOTE);
+    assert!(
+        made.iter().any(|o| o.starts_with("ServiceAccount/"))
+            && made.iter().any(|o| o.starts_with("Secret/")),
+        "nothing made in the remote: {made:?}"
+    );
+    // Terraform holds the failed instance (tainted), so destroy has something to remove.
+    assert_eq!(ws.state_list(), ["mesh_remote_secret.c2_in_c1"]);
+    ws.destroy();
+    assert_eq!(sim.ours(REMOTE), Vec::<String>::new());
+    assert_eq!(sim.ours(TARGET), Vec::<String>::new());
 }

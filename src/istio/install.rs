@@ -10,13 +10,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, LogParams};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::operator::{ControlPlane, Installer, KindRef, Role, CRD_KIND, UNINSTALL_KINDS};
+use super::operator::{
+    istiod_image, pod_status, version_of, ControlPlane, Installer, KindRef, Role, CRD_KIND,
+    UNINSTALL_KINDS,
+};
 use crate::kube::retry::retry;
 use crate::kube::wait::wait_for;
 use crate::kube::{Cluster, Deadline, KubeError};
@@ -37,6 +38,22 @@ pub enum InstallError {
         job: String,
         detail: String,
     },
+    /// The wait for the installer Job ran out of time; `detail` holds what the installer
+    /// showed until then (Job and pod status, log tail), to tell a slow install from a stuck
+    /// pod (image not pullable, unschedulable).
+    #[error("{timeout}")]
+    InstallerTimedOut { timeout: KubeError, detail: String },
+}
+
+impl InstallError {
+    /// The diagnostic's detail text: the installer's status and log, when there is one.
+    pub fn detail(&self) -> &str {
+        match self {
+            InstallError::InstallerFailed { detail, .. }
+            | InstallError::InstallerTimedOut { detail, .. } => detail,
+            InstallError::Kube(_) => "",
+        }
+    }
 }
 
 fn job_finished(job: Option<&Job>) -> bool {
@@ -46,6 +63,20 @@ fn job_finished(job: Option<&Job>) -> bool {
             cs.iter()
                 .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
         })
+}
+
+/// One line on where the Job stands, for a diagnostic.
+fn job_status(job: &Job) -> String {
+    if let Some(failed) = job_failed(job) {
+        return failed;
+    }
+    let s = job.status.clone().unwrap_or_default();
+    format!(
+        "not finished (active {}, succeeded {}, failed {})",
+        s.active.unwrap_or(0),
+        s.succeeded.unwrap_or(0),
+        s.failed.unwrap_or(0)
+    )
 }
 
 fn job_failed(job: &Job) -> Option<String> {
@@ -141,7 +172,7 @@ async fn run_installer(
     tracing::info!(cluster = %cluster.name, job = %installer.name, "Istio installer started");
 
     let what = format!("the Istio installer Job {ns}/{}", installer.name);
-    let done = wait_for(
+    let done = match wait_for(
         cluster,
         jobs.clone(),
         &installer.name,
@@ -149,7 +180,22 @@ async fn run_installer(
         |j: Option<&Job>| job_finished(j),
         deadline,
     )
-    .await?;
+    .await
+    {
+        Ok(done) => done,
+        Err(timeout @ KubeError::Timeout { .. }) => {
+            // The operation's deadline has passed: look around on a short budget of its own.
+            let look = Deadline::new(Duration::from_secs(15), deadline.cancel.clone());
+            let job = cluster
+                .get_opt(&jobs, &installer.name, &look)
+                .await
+                .ok()
+                .flatten();
+            let detail = diagnose(cluster, installer, job.as_ref(), &look).await;
+            return Err(InstallError::InstallerTimedOut { timeout, detail });
+        }
+        Err(e) => return Err(e.into()),
+    };
     let Some(job) = done else {
         return Err(KubeError::Api {
             cluster: cluster.name.clone(),
@@ -160,20 +206,26 @@ async fn run_installer(
         }
         .into());
     };
-    if let Some(status) = job_failed(&job) {
-        let log = log_tail(cluster, installer, deadline).await;
+    if job_failed(&job).is_some() {
         return Err(InstallError::InstallerFailed {
             cluster: cluster.name.clone(),
             namespace: ns.into(),
             job: installer.name.clone(),
-            detail: format!("Job status: {status}\n\nLast lines of the installer's log:\n{log}"),
+            detail: diagnose(cluster, installer, Some(&job), deadline).await,
         });
     }
     tracing::info!(cluster = %cluster.name, "Istio installer completed");
     Ok(())
 }
 
-async fn log_tail(cluster: &Cluster, installer: &Installer, deadline: &Deadline) -> String {
+/// What the installer shows: the Job's status, its pod's, and the tail of its log.
+async fn diagnose(
+    cluster: &Cluster,
+    installer: &Installer,
+    job: Option<&Job>,
+    deadline: &Deadline,
+) -> String {
+    let job = job.map_or_else(|| "(the Job is gone)".into(), job_status);
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &installer.namespace);
     let selector = format!("job-name={}", installer.name);
     let params = ListParams::default().labels(&selector);
@@ -182,21 +234,29 @@ async fn log_tail(cluster: &Cluster, installer: &Installer, deadline: &Deadline)
     })
     .await;
     let Some(pod) = listed.ok().and_then(|l| l.items.into_iter().next()) else {
-        return "(no installer pod found)".into();
+        return format!("Job status: {job}\nPod status: (no installer pod found)");
     };
-    let name = pod.metadata.name.unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
     let params = LogParams {
         tail_lines: Some(LOG_TAIL_LINES),
         ..Default::default()
     };
-    match pods.logs(&name, &params).await {
-        Ok(log) if !log.trim().is_empty() => log,
-        Ok(_) => "(the installer printed nothing)".into(),
-        Err(e) => format!("(log unavailable: {e})"),
-    }
+    // Bounded like every other call: a diagnosis must not outlast the operation's budget.
+    let log = match tokio::time::timeout(deadline.remaining(), pods.logs(&name, &params)).await {
+        Ok(Ok(log)) if !log.trim().is_empty() => log,
+        Ok(Ok(_)) => "(the installer printed nothing)".into(),
+        Ok(Err(e)) => format!("(log unavailable: {e})"),
+        Err(_) => "(log unavailable: timed out)".into(),
+    };
+    format!(
+        "Job status: {job}\nPod status: {}\n\nLast lines of the installer's log:\n{log}",
+        pod_status(&pod)
+    )
 }
 
-async fn remove_installer(
+/// Deletes the installer's Job, ClusterRoleBinding, ServiceAccount and ConfigMap; already
+/// gone is success.
+pub async fn remove_installer(
     cluster: &Cluster,
     installer: &Installer,
     deadline: &Deadline,
@@ -298,8 +358,8 @@ async fn wait_ready(
     Ok(())
 }
 
-/// The Istio version running, from istiod's (or, on a remote, the injector webhook's) labels;
-/// `None` when the control plane is missing.
+/// The Istio version running, observed on istiod (on a remote, the injector webhook, whose
+/// istiod runs elsewhere); `None` when the control plane is missing. See [`version_of`].
 pub async fn observed_version(
     cluster: &Cluster,
     namespace: &str,
@@ -307,27 +367,26 @@ pub async fn observed_version(
     deadline: &Deadline,
 ) -> Result<Option<String>, KubeError> {
     let suffix = rev_suffix(cp);
-    let labels = match cp.role {
+    let seen = match cp.role {
         Role::Primary => {
             let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), namespace);
             cluster
                 .get_opt(&api, &format!("istiod{suffix}"), deadline)
                 .await?
-                .map(|d| d.metadata.labels.unwrap_or_default())
+                .map(|d| {
+                    let image = istiod_image(&d);
+                    (d.metadata.labels.unwrap_or_default(), image)
+                })
         }
         Role::Remote => {
             let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client.clone());
             cluster
                 .get_opt(&api, &format!("istio-sidecar-injector{suffix}"), deadline)
                 .await?
-                .map(|d| d.metadata.labels.unwrap_or_default())
+                .map(|d| (d.metadata.labels.unwrap_or_default(), None))
         }
     };
-    Ok(labels.map(|l| {
-        l.get("operator.istio.io/version")
-            .cloned()
-            .unwrap_or_else(|| cp.version.clone())
-    }))
+    Ok(seen.map(|(labels, image)| version_of(&labels, image.as_deref(), &cp.version)))
 }
 
 fn dynamic_api(cluster: &Cluster, kind: &KindRef) -> (Api<DynamicObject>, ApiResource) {
@@ -337,8 +396,8 @@ fn dynamic_api(cluster: &Cluster, kind: &KindRef) -> (Api<DynamicObject>, ApiRes
 }
 
 /// Removes what the installer created for this IstioOperator (objects carrying its owner
-/// labels), as `istioctl uninstall -f` would; CRDs only when asked, since deleting them deletes
-/// every Istio resource in the cluster. Returns how many objects were deleted.
+/// labels, Base included: see `operator::owner_selector`); CRDs only when asked, since deleting
+/// them deletes every Istio resource in the cluster. Returns how many objects were deleted.
 pub async fn uninstall(
     cluster: &Cluster,
     selector: &str,
@@ -352,34 +411,21 @@ pub async fn uninstall(
     let mut deleted = 0;
     for kind in kinds {
         let (all, ar) = dynamic_api(cluster, kind);
-        let action = format!("listing {} to uninstall", kind.3);
+        // A kind the cluster does not serve lists as empty.
         let params = ListParams::default().labels(selector);
-        let listed = retry(&cluster.name, &action, deadline, || async {
-            match all.list(&params).await {
-                Ok(l) => Ok(l.items),
-                // A kind the cluster does not serve holds nothing to remove.
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
-                Err(e) => Err(e),
-            }
-        })
-        .await?;
+        let listed = cluster.list_dynamic(&all, &ar, &params, deadline).await?;
         for obj in listed {
             let name = obj.metadata.name.clone().unwrap_or_default();
             let api: Api<DynamicObject> = match (&obj.metadata.namespace, kind.4) {
                 (Some(ns), true) => Api::namespaced_with(cluster.client.clone(), ns, &ar),
                 _ => Api::all_with(cluster.client.clone(), &ar),
             };
-            let action = format!("deleting {} {name}", kind.2);
-            let params = DeleteParams::background();
-            retry(&cluster.name, &action, deadline, || async {
-                match api.delete(&name, &params).await {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                    Err(e) => Err(e),
-                }
-            })
-            .await?;
-            deleted += 1;
+            if cluster
+                .delete_dynamic(&api, &ar, &name, false, deadline)
+                .await?
+            {
+                deleted += 1;
+            }
         }
     }
     Ok(deleted)

@@ -1,13 +1,15 @@
 //! The control plane as Istio's own installer sees it: the IstioOperator for one cluster, the
 //! in-cluster installer (a Job running `istioctl install -f` under a temporary cluster-admin
-//! ServiceAccount, the IstioOperator mounted from a ConfigMap), and the label selection
-//! `istioctl uninstall -f` would use to remove it again.
+//! ServiceAccount, the IstioOperator mounted from a ConfigMap), what a running control plane
+//! shows (its version, the installer pod's state), and the owner-label selection that removes
+//! the install again.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ConfigMap, ConfigMapVolumeSource, Container, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
     SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
@@ -324,10 +326,101 @@ impl Installer {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What a running control plane shows
+
+/// One line on the installer pod: phase, why it is not running, and each container's state,
+/// e.g. `pod mesh-c1-installer-x2k4q: Failed, container istioctl exited 1 (Error)`.
+pub fn pod_status(pod: &Pod) -> String {
+    let name = pod.metadata.name.as_deref().unwrap_or("?");
+    let status = pod.status.clone().unwrap_or_default();
+    let mut parts = vec![status.phase.clone().unwrap_or_else(|| "Unknown".into())];
+    if let Some(reason) = status.reason.as_deref().filter(|r| !r.is_empty()) {
+        parts.push(with_message(reason, status.message.as_deref()));
+    }
+    // Unschedulable and the like: the pod never got to run the installer.
+    for c in status.conditions.iter().flatten() {
+        if c.type_ == "PodScheduled" && c.status == "False" {
+            let reason = c.reason.as_deref().unwrap_or("not scheduled");
+            parts.push(with_message(reason, c.message.as_deref()));
+        }
+    }
+    let containers = status.container_statuses.unwrap_or_default();
+    if containers.is_empty() {
+        parts.push("no container status yet".into());
+    }
+    for c in containers {
+        let state = c.state.unwrap_or_default();
+        let text = if let Some(t) = state.terminated {
+            let reason = t.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+            format!("exited {}{reason}", t.exit_code)
+        } else if let Some(w) = state.waiting {
+            let reason = w.reason.as_deref().unwrap_or("waiting");
+            format!("waiting: {}", with_message(reason, w.message.as_deref()))
+        } else if state.running.is_some() {
+            "running".into()
+        } else {
+            "state unknown".into()
+        };
+        parts.push(format!("container {} {text}", c.name));
+    }
+    format!("pod {name}: {}", parts.join(", "))
+}
+
+fn with_message(reason: &str, message: Option<&str>) -> String {
+    match message.filter(|m| !m.is_empty()) {
+        Some(m) => format!("{reason} ({m})"),
+        None => reason.to_string(),
+    }
+}
+
+/// The image of istiod's `discovery` container (else its first).
+pub fn istiod_image(d: &Deployment) -> Option<String> {
+    let containers = &d.spec.as_ref()?.template.spec.as_ref()?.containers;
+    containers
+        .iter()
+        .find(|c| c.name == "discovery")
+        .or_else(|| containers.first())?
+        .image
+        .clone()
+}
+
+/// The version a control plane object shows: istioctl's `operator.istio.io/version` label;
+/// without it (istiod installed or edited by other means) the tag of istiod's image; only
+/// when neither tells, the configured version.
+pub fn version_of(
+    labels: &BTreeMap<String, String>,
+    image: Option<&str>,
+    configured: &str,
+) -> String {
+    labels
+        .get("operator.istio.io/version")
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .or_else(|| image.and_then(image_version).map(str::to_string))
+        .unwrap_or_else(|| configured.to_string())
+}
+
+/// The Istio version in an image reference's tag (`docker.io/istio/pilot:1.30.3-distroless`
+/// → `1.30.3`); `None` for an untagged, digest-only or non-version (`latest`) reference.
+fn image_version(image: &str) -> Option<&str> {
+    let last = image.rsplit('/').next()?;
+    let named = last.split('@').next()?;
+    let (_, tag) = named.rsplit_once(':')?;
+    let tag = ["-distroless", "-debug"]
+        .iter()
+        .find_map(|v| tag.strip_suffix(v))
+        .unwrap_or(tag);
+    tag.starts_with(|c: char| c.is_ascii_digit()).then_some(tag)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Uninstall
 
-/// The label selector matching what `istioctl install -f` created for this IstioOperator (its
-/// owner labels; istioctl stamps them on every object it applies).
+/// The label selector matching everything `istioctl install -f` created for this IstioOperator
+/// (its owner labels; istioctl stamps them on every object it applies). Unlike `istioctl
+/// uninstall -f` without `--purge` (facts §3.3), it has no component filter, so Base (the
+/// reader ServiceAccount, the base RBAC, the validating webhook) goes too: a destroy leaves
+/// nothing of the install. CRDs are only removed when asked ([`CRD_KIND`]).
 pub fn owner_selector(operator_name: &str, namespace: &str) -> String {
     format!(
         "install.operator.istio.io/owning-resource={operator_name},install.operator.istio.io/owning-resource-namespace={namespace},operator.istio.io/component"
@@ -417,6 +510,10 @@ pub const CRD_KIND: KindRef = (
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+        PodCondition, PodStatus,
+    };
 
     fn id() -> Identity<'static> {
         Identity {
@@ -524,5 +621,107 @@ mod tests {
         let (b, _) = istio_operator(&id(), &c);
         assert_ne!(digest(&a), digest(&b));
         assert_eq!(digest(&a), digest(&a.clone()));
+    }
+
+    #[test]
+    fn version_comes_from_the_label_then_the_image_then_the_configuration() {
+        let label = BTreeMap::from([("operator.istio.io/version".to_string(), "1.30.4".into())]);
+        let none = BTreeMap::new();
+        let image = Some("docker.io/istio/pilot:1.29.1");
+        assert_eq!(version_of(&label, image, "1.30.3"), "1.30.4");
+        assert_eq!(version_of(&none, image, "1.30.3"), "1.29.1");
+        assert_eq!(
+            version_of(
+                &none,
+                Some("mirror.corp:5000/istio/pilot:1.28.0-distroless"),
+                "x"
+            ),
+            "1.28.0"
+        );
+        assert_eq!(
+            version_of(&none, Some("gcr.io/istio/pilot:1.27.2@sha256:abcd"), "x"),
+            "1.27.2"
+        );
+        for unknown in [
+            None,
+            Some("mirror.corp:5000/istio/pilot"),
+            Some("docker.io/istio/pilot@sha256:abcd"),
+            Some("docker.io/istio/pilot:latest"),
+        ] {
+            assert_eq!(
+                version_of(&none, unknown, "1.30.3"),
+                "1.30.3",
+                "{unknown:?}"
+            );
+        }
+    }
+
+    fn pod(status: PodStatus) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("mesh-c1-installer-x2k4q".into()),
+                ..Default::default()
+            },
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+
+    fn container(state: ContainerState) -> ContainerStatus {
+        ContainerStatus {
+            name: "istioctl".into(),
+            state: Some(state),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pod_status_names_phase_and_container_state() {
+        let failed = pod(PodStatus {
+            phase: Some("Failed".into()),
+            container_statuses: Some(vec![container(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 1,
+                    reason: Some("Error".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })]),
+            ..Default::default()
+        });
+        assert_eq!(
+            pod_status(&failed),
+            "pod mesh-c1-installer-x2k4q: Failed, container istioctl exited 1 (Error)"
+        );
+        let pulling = pod(PodStatus {
+            phase: Some("Pending".into()),
+            container_statuses: Some(vec![container(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("ImagePullBackOff".into()),
+                    message: Some("Back-off pulling image \"mirror/istioctl:1.30.3\"".into()),
+                }),
+                ..Default::default()
+            })]),
+            ..Default::default()
+        });
+        assert_eq!(
+            pod_status(&pulling),
+            "pod mesh-c1-installer-x2k4q: Pending, container istioctl waiting: ImagePullBackOff (Back-off pulling image \"mirror/istioctl:1.30.3\")"
+        );
+        let unschedulable = pod(PodStatus {
+            phase: Some("Pending".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some("Unschedulable".into()),
+                message: Some("0/3 nodes are available".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert_eq!(
+            pod_status(&unschedulable),
+            "pod mesh-c1-installer-x2k4q: Pending, Unschedulable (0/3 nodes are available), no container status yet"
+        );
     }
 }

@@ -1,11 +1,15 @@
 //! Server-side apply with the provider's field manager, reads where absence is an answer, and
 //! deletes where "already gone" is success. Every object the provider creates carries the
 //! managed-by label and an instance label, so everything it made can be found and removed.
+//!
+//! Each helper comes twice: for typed objects (`apply`, `get_opt`, `delete`, `list`) and, with
+//! the object's `DynamicType`, for any `kube::Resource` (`*_dynamic`), e.g. `DynamicObject` with
+//! its `ApiResource` for kinds known only at run time (Istio's CRs, what an uninstall prunes).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -29,10 +33,9 @@ pub fn labels(instance: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// The objects' kind and name for messages, e.g. "Secret istio-system/cacerts".
-fn describe<K: kube::Resource<DynamicType = ()>>(api: &Api<K>, name: &str) -> String {
-    let _ = api;
-    format!("{} {name}", K::kind(&()))
+/// The object's kind and name for messages, e.g. "Secret cacerts".
+fn describe<K: kube::Resource>(dt: &K::DynamicType, name: &str) -> String {
+    format!("{} {name}", K::kind(dt))
 }
 
 impl Cluster {
@@ -42,10 +45,37 @@ impl Cluster {
     where
         K: kube::Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
     {
+        self.apply_dynamic(api, &(), obj, deadline).await
+    }
+
+    /// [`Cluster::apply`] for any resource type, `dt` naming its kind (an `ApiResource` for a
+    /// `DynamicObject`). An object without `apiVersion`/`kind` gets them from `dt`.
+    pub async fn apply_dynamic<K>(
+        &self,
+        api: &Api<K>,
+        dt: &K::DynamicType,
+        obj: &K,
+        deadline: &Deadline,
+    ) -> Result<K, KubeError>
+    where
+        K: kube::Resource + Clone + Debug + Serialize + DeserializeOwned,
+    {
         let name = obj.meta().name.clone().unwrap_or_default();
-        let action = format!("applying {}", describe(api, &name));
+        let what = describe::<K>(dt, &name);
+        let mut body = serde_json::to_value(obj).map_err(|e| KubeError::Config {
+            cluster: self.name.clone(),
+            message: format!("cannot encode {what}: {e}"),
+        })?;
+        // A DynamicObject built without TypeMeta serializes neither, and an apply needs both.
+        if let Some(fields) = body.as_object_mut() {
+            fields
+                .entry("apiVersion")
+                .or_insert_with(|| K::api_version(dt).into());
+            fields.entry("kind").or_insert_with(|| K::kind(dt).into());
+        }
+        let action = format!("applying {what}");
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let patch = Patch::Apply(obj);
+        let patch = Patch::Apply(&body);
         retry(&self.name, &action, deadline, || {
             api.patch(&name, &params, &patch)
         })
@@ -62,8 +92,58 @@ impl Cluster {
     where
         K: kube::Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
     {
-        let action = format!("reading {}", describe(api, name));
+        self.get_opt_dynamic(api, &(), name, deadline).await
+    }
+
+    /// [`Cluster::get_opt`] for any resource type.
+    pub async fn get_opt_dynamic<K>(
+        &self,
+        api: &Api<K>,
+        dt: &K::DynamicType,
+        name: &str,
+        deadline: &Deadline,
+    ) -> Result<Option<K>, KubeError>
+    where
+        K: kube::Resource + Clone + Debug + DeserializeOwned,
+    {
+        let action = format!("reading {}", describe::<K>(dt, name));
         retry(&self.name, &action, deadline, || api.get_opt(name)).await
+    }
+
+    /// The objects matching `params`. A kind the cluster does not serve (404 on the list, e.g.
+    /// CRDs not installed) holds no objects: an empty list.
+    pub async fn list<K>(
+        &self,
+        api: &Api<K>,
+        params: &ListParams,
+        deadline: &Deadline,
+    ) -> Result<Vec<K>, KubeError>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    {
+        self.list_dynamic(api, &(), params, deadline).await
+    }
+
+    /// [`Cluster::list`] for any resource type.
+    pub async fn list_dynamic<K>(
+        &self,
+        api: &Api<K>,
+        dt: &K::DynamicType,
+        params: &ListParams,
+        deadline: &Deadline,
+    ) -> Result<Vec<K>, KubeError>
+    where
+        K: kube::Resource + Clone + Debug + DeserializeOwned,
+    {
+        let action = format!("listing {}", K::plural(dt));
+        retry(&self.name, &action, deadline, || async {
+            match api.list(params).await {
+                Ok(l) => Ok(l.items),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     /// Deletes the object; already gone is success. With `wait_gone`, returns only once the
@@ -79,7 +159,23 @@ impl Cluster {
     where
         K: kube::Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + 'static,
     {
-        let action = format!("deleting {}", describe(api, name));
+        self.delete_dynamic(api, &(), name, wait_gone, deadline)
+            .await
+    }
+
+    /// [`Cluster::delete`] for any resource type.
+    pub async fn delete_dynamic<K>(
+        &self,
+        api: &Api<K>,
+        dt: &K::DynamicType,
+        name: &str,
+        wait_gone: bool,
+        deadline: &Deadline,
+    ) -> Result<bool, KubeError>
+    where
+        K: kube::Resource + Clone + Debug + DeserializeOwned + Send + 'static,
+    {
+        let action = format!("deleting {}", describe::<K>(dt, name));
         let params = DeleteParams::background();
         let deleted = retry(&self.name, &action, deadline, || async {
             match api.delete(name, &params).await {
@@ -96,7 +192,7 @@ impl Cluster {
             // Left(obj): still there (finalizers pending); Right(status): already gone.
             if let either::Either::Left(obj) = either {
                 let uid = obj.meta().uid.clone().unwrap_or_default();
-                let what = format!("{} to be gone", describe(api, name));
+                let what = format!("{} to be gone", describe::<K>(dt, name));
                 let gone = move |o: Option<&K>| {
                     o.is_none_or(|o| o.meta().uid.as_deref() != Some(uid.as_str()))
                 };

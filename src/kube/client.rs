@@ -7,15 +7,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::OnceCell;
 
-use super::connection::{Connection, Exec};
+use super::connection::{Connection, Exec, Resolved};
 use super::error::KubeError;
 use super::exec;
+use super::retry_after::RetryAfterLayer;
 
 /// A connected cluster: the client and the name used in messages.
 #[derive(Clone)]
 pub struct Cluster {
     pub client: kube::Client,
-    /// "context \"east\"" or "host https://..." (from the connection settings).
+    /// "context \"east\"" or "host https://...": the connection's context (named, else the
+    /// kubeconfig's current one) or host.
     pub name: String,
 }
 
@@ -30,12 +32,12 @@ fn cache() -> &'static Mutex<HashMap<Key, Arc<OnceCell<Cluster>>>> {
 /// *resolved* settings (kubeconfig content included), so editing a kubeconfig between runs of
 /// a long-lived provider (debug mode) is noticed, and two spellings of one connection share.
 pub async fn connect(conn: &Connection) -> Result<Cluster, KubeError> {
-    let kubeconfig = conn.resolve()?;
+    let Resolved { kubeconfig, name } = conn.resolve_named()?;
     // Through a Value: its maps are sorted, while ExecConfig.env holds HashMaps (random order).
     let serialized = serde_json::to_value(&kubeconfig)
         .and_then(|v| serde_json::to_vec(&v))
         .map_err(|e| KubeError::Config {
-            cluster: conn.describe(),
+            cluster: name.clone(),
             message: format!("cannot serialize the connection settings: {e}"),
         })?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &serialized);
@@ -46,7 +48,7 @@ pub async fn connect(conn: &Connection) -> Result<Cluster, KubeError> {
         let mut map = cache().lock().unwrap_or_else(|e| e.into_inner());
         map.entry(key).or_default().clone()
     };
-    cell.get_or_try_init(|| build(conn, kubeconfig))
+    cell.get_or_try_init(|| build(conn, kubeconfig, name))
         .await
         .cloned()
 }
@@ -56,9 +58,10 @@ pub async fn connect(conn: &Connection) -> Result<Cluster, KubeError> {
 async fn build(
     conn: &Connection,
     mut kubeconfig: kube::config::Kubeconfig,
+    name: String,
 ) -> Result<Cluster, KubeError> {
     let fail = |message: String| KubeError::Config {
-        cluster: conn.describe(),
+        cluster: name.clone(),
         message,
     };
     let user = kubeconfig
@@ -100,20 +103,19 @@ async fn build(
             }
         }
     }
-    let config = conn.config(kubeconfig).await?;
+    let config = conn.config(kubeconfig, &name).await?;
     let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| {
         fail(format!(
             "cannot build a client: {}",
             super::error::error_chain(&e)
         ))
     })?;
+    // Innermost, on the raw response: Retry-After must be read before kube-rs drops headers.
+    let builder = builder.with_layer(&RetryAfterLayer);
     let client = match layer {
         Some(l) => builder.with_layer(&l).build(),
         None => builder.build(),
     };
-    tracing::debug!(cluster = %conn.describe(), "new cluster client");
-    Ok(Cluster {
-        client,
-        name: conn.describe(),
-    })
+    tracing::debug!(cluster = %name, "new cluster client");
+    Ok(Cluster { client, name })
 }

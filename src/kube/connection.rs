@@ -2,6 +2,7 @@
 //! as in the hashicorp/kubernetes and helm providers.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -54,14 +55,80 @@ impl fmt::Debug for Connection {
 /// The name the provider gives the merged context it connects with.
 const MERGED: &str = "terraform-provider-mesh";
 
+/// Where a connection that names no kubeconfig finds one: `KUBECONFIG` (a list of paths,
+/// merged), else `$HOME/.kube/config`. A value rather than reads of the process environment,
+/// so tests can point it elsewhere without mutating the environment of other threads.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    pub kubeconfig: Option<OsString>,
+    pub home: Option<PathBuf>,
+}
+
+impl Env {
+    /// This process's `KUBECONFIG` and `HOME`.
+    pub fn process() -> Self {
+        Env {
+            kubeconfig: std::env::var_os("KUBECONFIG"),
+            home: std::env::var_os("HOME").map(PathBuf::from),
+        }
+    }
+
+    /// The kubeconfig `KUBECONFIG` names, its files merged as kubectl does; `None` when unset
+    /// or empty.
+    fn kubeconfig(&self) -> Result<Option<Kubeconfig>, String> {
+        let Some(value) = &self.kubeconfig else {
+            return Ok(None);
+        };
+        let paths: Vec<PathBuf> = std::env::split_paths(value)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if paths.is_empty() {
+            return Ok(None);
+        }
+        let mut merged = Kubeconfig::default();
+        for p in &paths {
+            let next = Kubeconfig::read_from(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            merged = merged
+                .merge(next)
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        Ok(Some(merged))
+    }
+
+    fn expand_home(&self, path: &str) -> PathBuf {
+        match (path.strip_prefix("~/"), &self.home) {
+            (Some(rest), Some(h)) => h.join(rest),
+            _ => PathBuf::from(path),
+        }
+    }
+}
+
+/// A connection's effective settings and the name to use for it in messages.
+pub struct Resolved {
+    /// A single-context kubeconfig: the selected context's cluster and user, inline values
+    /// laid over them.
+    pub kubeconfig: Kubeconfig,
+    /// What [`Connection::describe`] says, with the kubeconfig's current context named when
+    /// the connection does not name one.
+    pub name: String,
+}
+
 impl Connection {
-    /// A short name for messages: the context, else the host, else "the default kubeconfig
-    /// context". Never contains credentials.
+    /// A short name for messages: the context, else the host, else "the current kubeconfig
+    /// context" (use [`Resolved::name`] to have that context named). Never contains
+    /// credentials.
     pub fn describe(&self) -> String {
-        match (&self.config_context, &self.host) {
-            (Some(c), _) => format!("context {c:?}"),
-            (None, Some(h)) => format!("host {h}"),
-            (None, None) => "the current kubeconfig context".to_string(),
+        self.describe_with(None)
+    }
+
+    /// [`Connection::describe`], naming `current`, the kubeconfig's current context, when the
+    /// connection selects it implicitly.
+    pub fn describe_with(&self, current: Option<&str>) -> String {
+        match (&self.config_context, &self.host, current) {
+            (Some(c), _, _) => format!("context {c:?}"),
+            (None, Some(h), _) => format!("host {h}"),
+            (None, None, Some(c)) => format!("context {c:?}"),
+            (None, None, None) => "the current kubeconfig context".to_string(),
         }
     }
 
@@ -72,9 +139,9 @@ impl Connection {
 
     /// Reads the kubeconfig this connection refers to, if any: `config_path`, or (when no
     /// inline host is given, or a context is named) `KUBECONFIG` / `~/.kube/config`.
-    fn base_kubeconfig(&self) -> Result<Option<Kubeconfig>, KubeError> {
+    fn base_kubeconfig(&self, env: &Env) -> Result<Option<Kubeconfig>, KubeError> {
         if let Some(path) = &self.config_path {
-            let path = expand_home(path);
+            let path = env.expand_home(path);
             return Kubeconfig::read_from(&path).map(Some).map_err(|e| {
                 KubeError::config(
                     self,
@@ -85,7 +152,7 @@ impl Connection {
         if self.has_inline_target() && self.config_context.is_none() {
             return Ok(None);
         }
-        match Kubeconfig::from_env() {
+        match env.kubeconfig() {
             Ok(Some(kc)) => return Ok(Some(kc)),
             Ok(None) => {}
             Err(e) => {
@@ -95,7 +162,7 @@ impl Connection {
                 ))
             }
         }
-        let default = home().map(|h| h.join(".kube").join("config"));
+        let default = env.home.as_ref().map(|h| h.join(".kube").join("config"));
         match default {
             Some(p) if p.exists() => Kubeconfig::read_from(&p)
                 .map(Some)
@@ -111,8 +178,19 @@ impl Connection {
     /// The effective kubeconfig: the selected context's cluster and user, with inline values
     /// laid over them, as a single-context kubeconfig.
     pub fn resolve(&self) -> Result<Kubeconfig, KubeError> {
-        let base = self.base_kubeconfig()?;
+        self.resolve_named().map(|r| r.kubeconfig)
+    }
+
+    /// [`Connection::resolve`] with the connection's name for messages.
+    pub fn resolve_named(&self) -> Result<Resolved, KubeError> {
+        self.resolve_in(&Env::process())
+    }
+
+    /// [`Connection::resolve_named`] with `KUBECONFIG` and `HOME` taken from `env`.
+    pub fn resolve_in(&self, env: &Env) -> Result<Resolved, KubeError> {
+        let base = self.base_kubeconfig(env)?;
         let (mut cluster, mut user) = (KcCluster::default(), AuthInfo::default());
+        let mut current = None;
         if let Some(kc) = &base {
             let name = self
                 .config_context
@@ -124,6 +202,7 @@ impl Connection {
                         "the kubeconfig has no current context; set config_context".into(),
                     )
                 })?;
+            current = Some(name.clone());
             let ctx = kc
                 .contexts
                 .iter()
@@ -156,14 +235,15 @@ impl Connection {
                 user = u;
             }
         }
+        let name = self.describe_with(current.as_deref());
         self.overlay(&mut cluster, &mut user);
         if cluster.server.is_none() {
-            return Err(KubeError::config(
-                self,
-                "no API server address: set `host` or a kubeconfig context".into(),
-            ));
+            return Err(KubeError::Config {
+                cluster: name,
+                message: "no API server address: set `host` or a kubeconfig context".into(),
+            });
         }
-        Ok(Kubeconfig {
+        let kubeconfig = Kubeconfig {
             clusters: vec![NamedCluster {
                 name: MERGED.into(),
                 cluster: Some(cluster),
@@ -185,7 +265,8 @@ impl Connection {
             }],
             current_context: Some(MERGED.into()),
             ..Default::default()
-        })
+        };
+        Ok(Resolved { kubeconfig, name })
     }
 
     fn overlay(&self, cluster: &mut KcCluster, user: &mut AuthInfo) {
@@ -250,29 +331,26 @@ impl Connection {
         }
     }
 
-    /// A kube-rs client configuration for this connection.
-    pub async fn config(&self, kubeconfig: Kubeconfig) -> Result<kube::Config, KubeError> {
+    /// A kube-rs client configuration for this connection; `name` (from [`Resolved`]) is the
+    /// cluster in error messages.
+    pub async fn config(
+        &self,
+        kubeconfig: Kubeconfig,
+        name: &str,
+    ) -> Result<kube::Config, KubeError> {
         let options = KubeConfigOptions {
             context: Some(MERGED.into()),
             ..Default::default()
         };
         let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
-            .map_err(|e| KubeError::config(self, format!("invalid connection settings: {e}")))?;
+            .map_err(|e| KubeError::Config {
+                cluster: name.to_string(),
+                message: format!("invalid connection settings: {e}"),
+            })?;
         config.connect_timeout = Some(std::time::Duration::from_secs(10));
         config.default_retry = false; // retry::retry is the one retry policy, bounded by the Deadline
         Ok(config)
-    }
-}
-
-fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(PathBuf::from)
-}
-
-fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), home()) {
-        (Some(rest), Some(h)) => h.join(rest),
-        _ => PathBuf::from(path),
     }
 }
 
@@ -398,6 +476,203 @@ contexts:
         assert!(
             !dbg.contains("s3cr3t") && !dbg.contains("PRIVATE KEY"),
             "{dbg}"
+        );
+    }
+
+    /// A fresh directory for one test, removed on drop.
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "mesh-kc-{tag}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const NORTH: &str = r#"
+apiVersion: v1
+kind: Config
+clusters:
+- name: north
+  cluster: {server: "https://north.example:6443"}
+users:
+- name: north-admin
+  user: {token: north-token}
+contexts:
+- name: north
+  context: {cluster: north, user: north-admin}
+"#;
+
+    #[test]
+    fn kubeconfig_env_then_home_when_the_block_sets_nothing() {
+        let dir = Dir::new("env");
+        let (a, b) = (dir.0.join("a.yaml"), dir.0.join("b.yaml"));
+        std::fs::write(&a, KUBECONFIG).unwrap();
+        std::fs::write(&b, NORTH).unwrap();
+        let list = std::env::join_paths([&a, &b]).unwrap();
+        let env = Env {
+            kubeconfig: Some(list),
+            home: None,
+        };
+        let nothing = Connection::default();
+        // KUBECONFIG's files are merged: the first file's current context, the second's contexts.
+        let r = nothing.resolve_in(&env).unwrap();
+        assert_eq!(server(&r.kubeconfig).0, "https://east.example:6443");
+        assert_eq!(r.name, "context \"east\"");
+        let north = Connection {
+            config_context: Some("north".into()),
+            ..Default::default()
+        };
+        let r = north.resolve_in(&env).unwrap();
+        assert_eq!(
+            server(&r.kubeconfig),
+            (
+                "https://north.example:6443",
+                None,
+                Some("north-token".into())
+            )
+        );
+
+        // KUBECONFIG unset (or empty): ~/.kube/config, HOME from the environment.
+        std::fs::create_dir_all(dir.0.join(".kube")).unwrap();
+        std::fs::write(
+            dir.0.join(".kube/config"),
+            NORTH.replace("contexts:", "current-context: north\ncontexts:"),
+        )
+        .unwrap();
+        for kubeconfig in [None, Some(OsString::new())] {
+            let env = Env {
+                kubeconfig,
+                home: Some(dir.0.clone()),
+            };
+            let r = nothing.resolve_in(&env).unwrap();
+            assert_eq!(server(&r.kubeconfig).0, "https://north.example:6443");
+            assert_eq!(r.name, "context \"north\"");
+        }
+
+        // `~/` in config_path is the same HOME.
+        let tilde = Connection {
+            config_path: Some("~/a.yaml".into()),
+            ..Default::default()
+        };
+        let env = Env {
+            kubeconfig: None,
+            home: Some(dir.0.clone()),
+        };
+        assert_eq!(
+            server(&tilde.resolve_in(&env).unwrap().kubeconfig).0,
+            "https://east.example:6443"
+        );
+
+        // A KUBECONFIG naming a missing file is an error that names it, not a silent fallback.
+        let missing = dir.0.join("missing.yaml");
+        let env = Env {
+            kubeconfig: Some(missing.clone().into_os_string()),
+            home: Some(dir.0.clone()),
+        };
+        let msg = nothing.resolve_in(&env).err().unwrap().to_string();
+        assert!(msg.contains("cannot read $KUBECONFIG"), "{msg}");
+        assert!(msg.contains(&missing.display().to_string()), "{msg}");
+
+        // Nothing anywhere: say what to set.
+        let msg = nothing
+            .resolve_in(&Env::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("no cluster connection"), "{msg}");
+        assert!(msg.contains("KUBECONFIG"), "{msg}");
+    }
+
+    #[test]
+    fn errors_name_the_current_context_when_none_is_set() {
+        let dir = Dir::new("name");
+        let path = dir.0.join("kubeconfig");
+        // The current context's cluster has no server: an error after the context is known.
+        std::fs::write(
+            &path,
+            r#"
+apiVersion: v1
+kind: Config
+current-context: kind-east
+clusters:
+- name: kind-east
+  cluster: {insecure-skip-tls-verify: true}
+users:
+- name: kind-east
+  user: {token: t}
+contexts:
+- name: kind-east
+  context: {cluster: kind-east, user: kind-east}
+"#,
+        )
+        .unwrap();
+        let conn = Connection {
+            config_path: Some(path.display().to_string()),
+            ..Default::default()
+        };
+        let msg = conn.resolve().err().unwrap().to_string();
+        assert!(
+            msg.starts_with("cluster context \"kind-east\": no API server address"),
+            "{msg}"
+        );
+
+        // Resolved: the name, and so a 401 from that cluster, says which context.
+        let fixed = std::fs::read_to_string(&path).unwrap().replace(
+            "{insecure-skip-tls-verify: true}",
+            "{server: \"https://127.0.0.1:6443\"}",
+        );
+        std::fs::write(&path, fixed).unwrap();
+        let r = conn.resolve_named().unwrap();
+        assert_eq!(r.name, "context \"kind-east\"");
+        let unauthorized = kube::Error::Api(
+            kube::core::Status::failure("Unauthorized", "Unauthorized")
+                .with_code(401)
+                .boxed(),
+        );
+        let err = KubeError::from_kube(
+            &r.name,
+            "applying ConfigMap x",
+            &unauthorized,
+            std::time::Duration::ZERO,
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("cluster context \"kind-east\": applying ConfigMap x failed"),
+            "{msg}"
+        );
+        assert!(msg.contains("credentials"), "{msg}");
+
+        // Named explicitly, or by host: those win; with neither and no kubeconfig, the generic text.
+        assert_eq!(
+            Connection {
+                config_context: Some("west".into()),
+                ..Default::default()
+            }
+            .describe_with(Some("east")),
+            "context \"west\""
+        );
+        assert_eq!(
+            Connection {
+                host: Some("https://h:6443".into()),
+                ..Default::default()
+            }
+            .describe_with(Some("east")),
+            "host https://h:6443"
+        );
+        assert_eq!(
+            Connection::default().describe(),
+            "the current kubeconfig context"
         );
     }
 }

@@ -9,10 +9,11 @@ pub mod connection;
 pub mod error;
 pub mod exec;
 pub mod retry;
+pub mod retry_after;
 pub mod wait;
 
 pub use apply::{labels, FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 pub use client::{connect, Cluster};
-pub use connection::{Connection, Exec};
+pub use connection::{Connection, Env, Exec, Resolved};
 pub use error::KubeError;
 pub use retry::Deadline;

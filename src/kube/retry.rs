@@ -50,8 +50,9 @@ pub enum Verdict {
 /// Classifies a kube error: transient or final.
 pub fn classify(err: &kube::Error) -> Verdict {
     match err {
+        // The server's wait, from the Status or (see retry_after.rs) the Retry-After header.
         kube::Error::Api(status) => match status.code {
-            429 => Verdict::Retry(
+            429 | 500..=599 => Verdict::Retry(
                 status
                     .details
                     .as_ref()
@@ -59,7 +60,6 @@ pub fn classify(err: &kube::Error) -> Verdict {
                     .filter(|s| *s > 0)
                     .map(|s| Duration::from_secs(u64::from(s))),
             ),
-            500..=599 => Verdict::Retry(None),
             _ => Verdict::Fail,
         },
         // A certificate that does not verify will not verify on the next attempt either.
@@ -184,6 +184,10 @@ mod tests {
     #[test]
     fn transient_statuses_retry_and_client_errors_fail() {
         assert_eq!(classify(&api(503, None)), Verdict::Retry(None));
+        assert_eq!(
+            classify(&api(503, Some(2))),
+            Verdict::Retry(Some(Duration::from_secs(2)))
+        );
         assert_eq!(
             classify(&api(429, Some(3))),
             Verdict::Retry(Some(Duration::from_secs(3)))

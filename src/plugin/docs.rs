@@ -4,16 +4,27 @@
 
 use std::fmt::Write as _;
 
-use super::schema::{Attribute, Block, Mode, NestedBlock, Schema};
+use super::schema::{Attribute, Block, Mode, NestedBlock, Nesting, Schema};
 use super::value::{Type, Value};
 
+/// The hand-written parts of a resource page (from `examples/resources/<type>/`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageExtras<'a> {
+    /// `resource.tf`: the example configuration.
+    pub example: Option<&'a str>,
+    /// `import.sh`: how to import (or why not).
+    pub import: Option<&'a str>,
+    /// `limitations.md`: what the resource does not do, as Markdown.
+    pub limitations: Option<&'a str>,
+}
+
 /// Front matter + body of a resource page.
-pub fn resource_page(
-    type_name: &str,
-    schema: &Schema,
-    example: Option<&str>,
-    import: Option<&str>,
-) -> String {
+pub fn resource_page(type_name: &str, schema: &Schema, extras: PageExtras<'_>) -> String {
+    let PageExtras {
+        example,
+        import,
+        limitations,
+    } = extras;
     let mut out = String::new();
     let summary = first_paragraph(&schema.block.description);
     let _ = writeln!(out, "---");
@@ -32,6 +43,10 @@ pub fn resource_page(
     if let Some(example) = example {
         let _ = writeln!(out, "## Example Usage\n");
         let _ = writeln!(out, "```terraform\n{}\n```\n", example.trim_end());
+    }
+    if let Some(limitations) = limitations {
+        let _ = writeln!(out, "## Limitations\n");
+        let _ = writeln!(out, "{}\n", limitations.trim());
     }
     let _ = writeln!(
         out,
@@ -112,9 +127,15 @@ fn render_block(out: &mut String, block: &Block, anchor_prefix: &str) {
         let _ = writeln!(out, "### {title}\n");
         for b in &blocks {
             let anchor = format!("{anchor_prefix}{}", b.name);
+            // Single blocks are list blocks on the wire: references need `[0]`.
+            let kind = match b.nesting {
+                Nesting::Set => "Block Set".to_string(),
+                _ if b.max_items > 0 => format!("Block List, Max: {}", b.max_items),
+                _ => "Block List".to_string(),
+            };
             let _ = writeln!(
                 out,
-                "- `{}` (Block) {} (see [below for nested schema](#nestedblock--{}))",
+                "- `{}` ({kind}) {} (see [below for nested schema](#nestedblock--{}))",
                 b.name,
                 sentence(&b.block.description),
                 anchor.replace('.', "--")
@@ -211,7 +232,15 @@ mod tests {
                 )
                 .block(timeouts_block(&[("create", "10m")])),
         );
-        let page = resource_page("mesh_thing", &schema, Some("resource \"x\" {}"), None);
+        let page = resource_page(
+            "mesh_thing",
+            &schema,
+            PageExtras {
+                example: Some("resource \"x\" {}"),
+                import: Some("# cannot be imported"),
+                limitations: Some("- Does one thing only.\n"),
+            },
+        );
         assert!(page.contains("description: |-\n  Makes a thing.\n---"));
         assert!(page.contains(
             "### Required\n\n- `name` (String) The name. Changing this forces a new resource."
@@ -220,5 +249,12 @@ mod tests {
         assert!(page.contains("### Read-Only\n\n- `secret` (String, Sensitive) The key."));
         assert!(page.contains("### Nested Schema for `timeouts`"));
         assert!(page.contains("```terraform\nresource \"x\" {}\n```"));
+        // Limitations after the example, before the schema; import last.
+        let at = |needle: &str| page.find(needle).unwrap_or_else(|| panic!("{needle}"));
+        assert!(at("## Example Usage") < at("## Limitations\n\n- Does one thing only.\n\n"));
+        assert!(at("## Limitations") < at("## Schema"));
+        assert!(at("## Schema") < at("## Import\n\n```shell\n# cannot be imported\n```"));
+        let bare = resource_page("mesh_thing", &schema, PageExtras::default());
+        assert!(!bare.contains("## Limitations") && !bare.contains("## Import"));
     }
 }

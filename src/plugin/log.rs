@@ -15,10 +15,18 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 /// The level Terraform would display for the provider, from the environment.
 pub fn level_from_env() -> LevelFilter {
-    let raw = std::env::var("TF_LOG_PROVIDER")
-        .ok()
+    level_from(
+        std::env::var("TF_LOG_PROVIDER").ok().as_deref(),
+        std::env::var("TF_LOG").ok().as_deref(),
+    )
+}
+
+/// The level for the values of `TF_LOG_PROVIDER` and `TF_LOG`: the first one set and non-empty
+/// decides.
+pub fn level_from(tf_log_provider: Option<&str>, tf_log: Option<&str>) -> LevelFilter {
+    let raw = tf_log_provider
         .filter(|v| !v.is_empty())
-        .or_else(|| std::env::var("TF_LOG").ok().filter(|v| !v.is_empty()));
+        .or(tf_log.filter(|v| !v.is_empty()));
     match raw.map(|v| v.to_ascii_uppercase()).as_deref() {
         Some("TRACE") | Some("JSON") => LevelFilter::TRACE,
         Some("DEBUG") => LevelFilter::DEBUG,
@@ -171,6 +179,19 @@ mod tests {
         assert_eq!(ts.len(), 27, "{ts}");
         assert_eq!(&ts[19..20], ".");
         assert!(ts.ends_with('Z'));
+    }
+
+    #[test]
+    fn tf_log_provider_takes_precedence_over_tf_log() {
+        assert_eq!(level_from(Some("ERROR"), Some("TRACE")), LevelFilter::ERROR);
+        assert_eq!(level_from(Some("debug"), None), LevelFilter::DEBUG);
+        assert_eq!(level_from(Some("off"), Some("TRACE")), LevelFilter::OFF);
+        // Empty means unset, as in Terraform: TF_LOG decides.
+        assert_eq!(level_from(Some(""), Some("INFO")), LevelFilter::INFO);
+        assert_eq!(level_from(None, Some("json")), LevelFilter::TRACE);
+        assert_eq!(level_from(None, Some("verbose")), LevelFilter::TRACE);
+        assert_eq!(level_from(None, Some("")), LevelFilter::WARN);
+        assert_eq!(level_from(None, None), LevelFilter::WARN);
     }
 
     #[test]

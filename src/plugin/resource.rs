@@ -137,25 +137,79 @@ pub trait Resource: Send + Sync + 'static {
         Err(d)
     }
 
-    /// Upgrades raw JSON state written by an older schema `version` to the current shape.
+    /// The state upgrades of this resource's schema versions: `steps[n]` turns the raw JSON
+    /// state of version `n` into that of version `n + 1`, so a schema at version `v` lists `v`
+    /// steps. Default: none (a resource still at version 0).
+    fn upgrade_steps(&self) -> &[UpgradeStep] {
+        &[]
+    }
+
+    /// Upgrades raw JSON state written by an older schema `version` to the current shape:
+    /// by default, the [`Resource::upgrade_steps`] from `version` on (see [`upgrade_state`]).
     fn upgrade(
         &self,
         version: i64,
         raw: serde_json::Value,
     ) -> Result<serde_json::Value, Diagnostics> {
-        let current = self.schema().version;
-        if version == current {
-            return Ok(raw);
-        }
-        let mut d = Diagnostics::new();
-        d.error(
-            format!("Cannot upgrade {} state", self.type_name()),
-            format!(
-                "The state was written by schema version {version}; this provider knows version {current}. Use the provider version that wrote it, or a newer one."
-            ),
-        );
-        Err(d)
+        upgrade_state(
+            self.type_name(),
+            version,
+            self.schema().version,
+            self.upgrade_steps(),
+            raw,
+        )
     }
+}
+
+/// One state upgrade: the raw JSON state of schema version N to that of version N+1, or why
+/// it cannot be upgraded.
+pub type UpgradeStep = fn(serde_json::Value) -> Result<serde_json::Value, String>;
+
+/// Brings `raw`, written at schema version `stored`, to version `current` by applying
+/// `steps[stored]`, `steps[stored + 1]`, ... in order (`steps[n]` upgrades version `n`). State
+/// from a newer schema than `current` is refused: this provider cannot know its shape.
+pub fn upgrade_state(
+    type_name: &str,
+    stored: i64,
+    current: i64,
+    steps: &[UpgradeStep],
+    raw: serde_json::Value,
+) -> Result<serde_json::Value, Diagnostics> {
+    let refuse = |detail: String| {
+        let mut d = Diagnostics::new();
+        d.error(format!("Cannot upgrade {type_name} state"), detail);
+        d
+    };
+    if stored == current {
+        return Ok(raw);
+    }
+    if stored > current {
+        return Err(refuse(format!(
+            "The state was written by schema version {stored}, newer than version {current} that this provider knows. Use the provider version that wrote it, or a newer one."
+        )));
+    }
+    if stored < 0 {
+        return Err(refuse(format!(
+            "The state claims schema version {stored}; versions start at 0."
+        )));
+    }
+    let mut state = raw;
+    for from in stored..current {
+        let step = usize::try_from(from).ok().and_then(|i| steps.get(i));
+        let Some(step) = step else {
+            return Err(refuse(format!(
+                "This provider has no upgrade from schema version {from} to {} (state written at version {stored}, current version {current}). Upgrade with an earlier provider release first.",
+                from + 1
+            )));
+        };
+        state = step(state).map_err(|e| {
+            refuse(format!(
+                "Upgrading the state from schema version {from} to {}: {e}",
+                from + 1
+            ))
+        })?;
+    }
+    Ok(state)
 }
 
 /// Import helper for resources identified by their `id`: a state with only `id` set, which
@@ -249,6 +303,110 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A resource at schema version 2: v0 called the attribute `name`, v1 renamed it `title`,
+    /// v2 added `tags`.
+    struct Versioned;
+
+    fn v0_to_v1(mut v: serde_json::Value) -> Result<serde_json::Value, String> {
+        let obj = v.as_object_mut().ok_or("the state is not an object")?;
+        let name = obj.remove("name").ok_or("no `name` in the state")?;
+        obj.insert("title".into(), name);
+        Ok(v)
+    }
+
+    fn v1_to_v2(mut v: serde_json::Value) -> Result<serde_json::Value, String> {
+        v["tags"] = serde_json::json!([]);
+        Ok(v)
+    }
+
+    #[tonic::async_trait]
+    impl Resource for Versioned {
+        fn type_name(&self) -> &'static str {
+            "mesh_versioned"
+        }
+        fn schema(&self) -> Schema {
+            Schema::new(
+                2,
+                Block::new("test")
+                    .attr(Attribute::string("title", "title"))
+                    .attr(Attribute::string_list("tags", "tags")),
+            )
+        }
+        fn upgrade_steps(&self) -> &[UpgradeStep] {
+            &[v0_to_v1, v1_to_v2]
+        }
+        async fn create(&self, _: &Ctx, _: Change<'_>) -> Result<Applied, Failure> {
+            Err(Diagnostics::new().into())
+        }
+        async fn delete(&self, _: &Ctx, _: &Value, _: &[u8]) -> Result<(), Failure> {
+            Ok(())
+        }
+        async fn read(&self, _: &Ctx, _: &Value, _: &[u8]) -> Result<Option<Applied>, Failure> {
+            Ok(None)
+        }
+    }
+
+    fn detail(d: &Diagnostics) -> String {
+        assert_eq!(d.0.len(), 1, "{d:?}");
+        format!("{}: {}", d.0[0].summary, d.0[0].detail)
+    }
+
+    #[test]
+    fn state_upgrades_run_step_by_step_from_the_stored_version() {
+        use serde_json::json;
+        let r = Versioned;
+        let want = json!({"title": "a", "tags": []});
+        assert_eq!(r.upgrade(0, json!({"name": "a"})).unwrap(), want);
+        assert_eq!(r.upgrade(1, json!({"title": "a"})).unwrap(), want);
+        // The current version passes through untouched.
+        let current = json!({"title": "a", "tags": ["x"]});
+        assert_eq!(r.upgrade(2, current.clone()).unwrap(), current);
+
+        // A step that cannot upgrade says which step and why.
+        let err = detail(&r.upgrade(0, json!({"title": "a"})).unwrap_err());
+        assert_eq!(
+            err,
+            "Cannot upgrade mesh_versioned state: Upgrading the state from schema version 0 to 1: no `name` in the state"
+        );
+    }
+
+    #[test]
+    fn state_from_a_newer_schema_or_without_a_step_is_refused() {
+        let r = Versioned;
+        let err = detail(&r.upgrade(3, serde_json::json!({})).unwrap_err());
+        assert!(
+            err.contains("written by schema version 3, newer than version 2"),
+            "{err}"
+        );
+        assert!(
+            err.contains("Use the provider version that wrote it, or a newer one"),
+            "{err}"
+        );
+        let err = detail(&r.upgrade(-1, serde_json::json!({})).unwrap_err());
+        assert!(err.contains("versions start at 0"), "{err}");
+
+        // A version with no step is refused, not skipped.
+        let err = detail(
+            &upgrade_state(
+                "mesh_x",
+                0,
+                2,
+                &[v0_to_v1],
+                serde_json::json!({"name": "a"}),
+            )
+            .unwrap_err(),
+        );
+        assert!(
+            err.contains("no upgrade from schema version 1 to 2"),
+            "{err}"
+        );
+        // Resources that declare no steps keep their version-0 behaviour.
+        assert_eq!(
+            upgrade_state("mesh_x", 0, 0, &[], serde_json::json!({"a": 1})).unwrap(),
+            serde_json::json!({"a": 1})
+        );
+    }
 
     #[test]
     fn durations_parse_like_go() {

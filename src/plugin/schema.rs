@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::diag::{AttributePath, Step};
 use super::proto::tfplugin6 as pb;
 use super::value::{Type, Value};
 
@@ -51,7 +52,10 @@ pub struct Attribute {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Nesting {
-    /// `name { ... }` at most once; the value is an object or null.
+    /// `name { ... }` at most once; resources see an object or null. On the wire it is a list
+    /// block with at most one element (see `Block::from_wire`): Terraform before 1.0.5 crashes
+    /// rendering an update of a single-nested block that holds a sensitive value (a root CA key,
+    /// a token), while list blocks render fine on every version.
     Single,
     List,
     Set,
@@ -171,7 +175,7 @@ impl NestedBlock {
             block,
             nesting: Nesting::Single,
             min_items: 0,
-            max_items: 0,
+            max_items: 1,
             force_new: false,
         }
     }
@@ -187,8 +191,7 @@ impl NestedBlock {
             type_name: self.name.clone(),
             block: Some(self.block.to_proto(0)),
             nesting: match self.nesting {
-                Nesting::Single => NestingMode::Single,
-                Nesting::List => NestingMode::List,
+                Nesting::Single | Nesting::List => NestingMode::List,
                 Nesting::Set => NestingMode::Set,
             } as i32,
             min_items: self.min_items,
@@ -196,12 +199,11 @@ impl NestedBlock {
         }
     }
 
-    /// The value type of the block as it appears in its parent object.
+    /// The value type of the block as it appears in its parent object on the wire.
     pub fn value_type(&self) -> Type {
         let obj = self.block.object_type();
         match self.nesting {
-            Nesting::Single => obj,
-            Nesting::List => Type::List(Box::new(obj)),
+            Nesting::Single | Nesting::List => Type::List(Box::new(obj)),
             Nesting::Set => Type::Set(Box::new(obj)),
         }
     }
@@ -243,6 +245,102 @@ impl Block {
 
     pub fn nested(&self, name: &str) -> Option<&NestedBlock> {
         self.blocks.iter().find(|b| b.name == name)
+    }
+
+    /// A value as Terraform sent it → as resources see it: every single block's one-element
+    /// list becomes its object, an empty list null (unknown stays unknown).
+    pub fn from_wire(&self, mut v: Value) -> Value {
+        if !matches!(v, Value::Map(_)) {
+            return v;
+        }
+        for b in &self.blocks {
+            let inner = v.get(&b.name).clone();
+            let converted = match (b.nesting, inner) {
+                (Nesting::Single, Value::List(items)) => items
+                    .into_iter()
+                    .next()
+                    .map_or(Value::Null, |item| b.block.from_wire(item)),
+                (Nesting::List | Nesting::Set, Value::List(items)) => {
+                    Value::List(items.into_iter().map(|i| b.block.from_wire(i)).collect())
+                }
+                (_, other) => other,
+            };
+            v.set(&b.name, converted);
+        }
+        v
+    }
+
+    /// The inverse of `from_wire`: a single block's object becomes a one-element list and null
+    /// (or an absent block) an empty list, as Terraform expects of a list block.
+    pub fn to_wire(&self, mut v: Value) -> Value {
+        if !matches!(v, Value::Map(_)) {
+            return v;
+        }
+        for b in &self.blocks {
+            let inner = v.get(&b.name).clone();
+            let converted = match (b.nesting, inner) {
+                (_, Value::Unknown) => Value::Unknown,
+                (_, Value::Null) => Value::List(Vec::new()),
+                (Nesting::Single, obj @ Value::Map(_)) => Value::List(vec![b.block.to_wire(obj)]),
+                (_, Value::List(items)) => {
+                    Value::List(items.into_iter().map(|i| b.block.to_wire(i)).collect())
+                }
+                (_, other) => other,
+            };
+            v.set(&b.name, converted);
+        }
+        v
+    }
+
+    /// A path as resources write it (`root_ca.cert_pem`) → as Terraform reads it
+    /// (`root_ca[0].cert_pem`).
+    pub fn wire_path(&self, path: &AttributePath) -> AttributePath {
+        let mut out = AttributePath::root();
+        let mut block = Some(self);
+        for step in &path.0 {
+            out.0.push(step.clone());
+            let nested = match (step, block) {
+                (Step::Attr(name), Some(b)) => b.nested(name),
+                _ => None,
+            };
+            block = match nested {
+                Some(n) if n.nesting == Nesting::Single => {
+                    out.push_index(0);
+                    Some(&n.block)
+                }
+                Some(n) => Some(&n.block),
+                // Inside an attribute, or a list/set element step: no more blocks to map.
+                None => None,
+            };
+        }
+        out
+    }
+
+    /// Stored JSON state from before single blocks were list blocks held them as objects:
+    /// wrap them, so such state still decodes.
+    pub fn wire_json(&self, json: &mut serde_json::Value) {
+        let Some(map) = json.as_object_mut() else {
+            return;
+        };
+        for b in &self.blocks {
+            let Some(inner) = map.get_mut(&b.name) else {
+                continue;
+            };
+            if b.nesting == Nesting::Single {
+                match inner {
+                    serde_json::Value::Null => *inner = serde_json::Value::Array(Vec::new()),
+                    serde_json::Value::Object(_) => {
+                        *inner = serde_json::Value::Array(vec![inner.take()])
+                    }
+                    _ => {}
+                }
+            }
+            if let serde_json::Value::Array(items) = inner {
+                for item in items {
+                    b.block.wire_json(item);
+                }
+            }
+        }
     }
 
     fn to_proto(&self, version: i64) -> pb::schema::Block {
@@ -311,4 +409,103 @@ pub fn lint(block: &Block, path: &str) -> Vec<String> {
         problems.extend(lint(&b.block, &format!("{here}.")));
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block() -> Block {
+        Block::new("outer")
+            .attr(Attribute::string("name", "name"))
+            .block(NestedBlock::single(
+                "remote",
+                Block::new("remote")
+                    .attr(Attribute::string("host", "host"))
+                    .block(NestedBlock::single(
+                        "auth",
+                        Block::new("auth").attr(Attribute::string("token", "token").sensitive()),
+                    )),
+            ))
+    }
+
+    #[test]
+    fn single_blocks_are_lists_of_one_on_the_wire() {
+        let b = block();
+        let nested = b.to_proto(0).block_types;
+        assert_eq!(
+            nested[0].nesting,
+            pb::schema::nested_block::NestingMode::List as i32
+        );
+        assert_eq!((nested[0].min_items, nested[0].max_items), (0, 1));
+        assert!(matches!(b.object_type(), Type::Object(f) if matches!(f["remote"], Type::List(_))));
+
+        let seen = Value::object([
+            ("name", Value::from("a")),
+            (
+                "remote",
+                Value::object([
+                    ("host", Value::from("h")),
+                    ("auth", Value::object([("token", Value::from("t"))])),
+                ]),
+            ),
+        ]);
+        let wire = b.to_wire(seen.clone());
+        assert_eq!(
+            wire.get("remote").as_list().unwrap()[0]
+                .get("auth")
+                .as_list()
+                .unwrap()[0]
+                .get("token")
+                .as_str(),
+            Some("t")
+        );
+        assert_eq!(b.from_wire(wire), seen);
+
+        // Absent blocks: null for resources, an empty list for Terraform; unknown stays unknown.
+        let absent = Value::object([("name", Value::from("a")), ("remote", Value::Null)]);
+        let wire = b.to_wire(absent.clone());
+        assert_eq!(wire.get("remote"), &Value::List(vec![]));
+        assert_eq!(b.from_wire(wire), absent);
+        let unknown = Value::object([("name", Value::Null), ("remote", Value::Unknown)]);
+        assert_eq!(b.to_wire(unknown.clone()).get("remote"), &Value::Unknown);
+        assert_eq!(b.from_wire(b.to_wire(unknown.clone())), unknown);
+        assert_eq!(b.to_wire(Value::Null), Value::Null);
+    }
+
+    #[test]
+    fn paths_gain_the_element_index_of_each_single_block() {
+        let b = block();
+        let p = AttributePath::attrs(&["remote", "auth", "token"]);
+        assert_eq!(b.wire_path(&p).to_string(), "remote[0].auth[0].token");
+        assert_eq!(
+            b.wire_path(&AttributePath::attrs(&["name"])).to_string(),
+            "name"
+        );
+        assert_eq!(
+            b.wire_path(&AttributePath::attrs(&["remote"])).to_string(),
+            "remote[0]"
+        );
+    }
+
+    #[test]
+    fn stored_single_blocks_written_as_objects_still_decode() {
+        let b = block();
+        let mut json = serde_json::json!({
+            "name": "a",
+            "remote": {"host": "h", "auth": {"token": "t"}},
+        });
+        b.wire_json(&mut json);
+        assert_eq!(
+            json,
+            serde_json::json!({"name": "a", "remote": [{"host": "h", "auth": [{"token": "t"}]}]})
+        );
+        let mut absent = serde_json::json!({"name": "a", "remote": null});
+        b.wire_json(&mut absent);
+        assert_eq!(absent, serde_json::json!({"name": "a", "remote": []}));
+        // Already in list form: unchanged.
+        let mut listed = json.clone();
+        b.wire_json(&mut listed);
+        assert_eq!(listed, json);
+    }
 }

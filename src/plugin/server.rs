@@ -23,6 +23,31 @@ struct Registered {
     ty: Type,
 }
 
+/// Values and paths cross the wire in Terraform's shape (single blocks as one-element lists)
+/// and reach resources in theirs (single blocks as objects); these are the only crossings.
+impl Registered {
+    fn decode(&self, dv: Option<&pb::DynamicValue>, what: &str) -> Result<Value, Diagnostics> {
+        decode(dv, &self.ty, what).map(|v| self.schema.block.from_wire(v))
+    }
+
+    fn encode(&self, v: &Value) -> Option<pb::DynamicValue> {
+        encode(&self.schema.block.to_wire(v.clone()), &self.ty)
+    }
+
+    fn path(&self, p: &AttributePath) -> pb::AttributePath {
+        self.schema.block.wire_path(p).to_proto()
+    }
+
+    fn diagnostics(&self, mut d: Diagnostics) -> Vec<pb::Diagnostic> {
+        for x in &mut d.0 {
+            if let Some(p) = &x.path {
+                x.path = Some(self.schema.block.wire_path(p));
+            }
+        }
+        d.to_proto()
+    }
+}
+
 /// The gRPC service. Cheap to clone; all clones share the stop tokens.
 #[derive(Clone)]
 pub struct ProviderService {
@@ -195,17 +220,18 @@ impl ProviderRpc for ProviderService {
     ) -> Result<Response<pb::validate_resource_config::Response>, Status> {
         let req = req.into_inner();
         let r = self.resource(&req.type_name)?;
-        let diags = match decode(req.config.as_ref(), &r.ty, "configuration") {
+        let diagnostics = match r.decode(req.config.as_ref(), "configuration") {
             Ok(config) => {
                 let mut d = Diagnostics::new();
                 super::resource::validate_timeouts(&config, &mut d);
                 r.resource.validate(&config, &mut d);
-                d
+                r.diagnostics(d)
             }
-            Err(d) => d,
+            // Decoding errors already carry wire paths.
+            Err(d) => d.to_proto(),
         };
         Ok(Response::new(pb::validate_resource_config::Response {
-            diagnostics: diags.to_proto(),
+            diagnostics,
         }))
     }
 
@@ -230,17 +256,20 @@ impl ProviderRpc for ProviderService {
         let upgraded = if !raw.json.is_empty() {
             match serde_json::from_slice::<serde_json::Value>(&raw.json) {
                 Ok(json) => match r.resource.upgrade(req.version, json) {
-                    Ok(json) => match value::from_json(&json, &r.ty) {
-                        Ok(v) => Some(v),
-                        Err(e) => {
-                            diags.error_at(
-                                e.path.clone(),
-                                "Stored state does not fit the schema",
-                                e.message,
-                            );
-                            None
+                    Ok(mut json) => {
+                        r.schema.block.wire_json(&mut json);
+                        match value::from_json(&json, &r.ty) {
+                            Ok(v) => Some(r.schema.block.from_wire(v)),
+                            Err(e) => {
+                                diags.error_at(
+                                    e.path.clone(),
+                                    "Stored state does not fit the schema",
+                                    e.message,
+                                );
+                                None
+                            }
                         }
-                    },
+                    }
                     Err(d) => {
                         diags.extend(d);
                         None
@@ -261,7 +290,7 @@ impl ProviderRpc for ProviderService {
             Some(Value::Null)
         };
         Ok(Response::new(pb::upgrade_resource_state::Response {
-            upgraded_state: upgraded.and_then(|v| encode(&v, &r.ty)),
+            upgraded_state: upgraded.and_then(|v| r.encode(&v)),
             diagnostics: diags.to_proto(),
         }))
     }
@@ -286,7 +315,7 @@ impl ProviderRpc for ProviderService {
     ) -> Result<Response<pb::read_resource::Response>, Status> {
         let req = req.into_inner();
         let r = self.resource(&req.type_name)?;
-        let state = match decode(req.current_state.as_ref(), &r.ty, "state") {
+        let state = match r.decode(req.current_state.as_ref(), "state") {
             Ok(s) => s,
             Err(d) => {
                 return Ok(Response::new(pb::read_resource::Response {
@@ -313,8 +342,8 @@ impl ProviderRpc for ProviderService {
             };
         diags.extend(ctx.take_warnings());
         Ok(Response::new(pb::read_resource::Response {
-            new_state: encode(&new_state, &r.ty),
-            diagnostics: diags.to_proto(),
+            new_state: r.encode(&new_state),
+            diagnostics: r.diagnostics(diags),
             private,
         }))
     }
@@ -327,9 +356,9 @@ impl ProviderRpc for ProviderService {
         let r = self.resource(&req.type_name)?;
         let decoded = (|| {
             Ok::<_, Diagnostics>((
-                decode(req.prior_state.as_ref(), &r.ty, "prior state")?,
-                decode(req.proposed_new_state.as_ref(), &r.ty, "proposed state")?,
-                decode(req.config.as_ref(), &r.ty, "configuration")?,
+                r.decode(req.prior_state.as_ref(), "prior state")?,
+                r.decode(req.proposed_new_state.as_ref(), "proposed state")?,
+                r.decode(req.config.as_ref(), "configuration")?,
             ))
         })();
         let (prior, proposed, config) = match decoded {
@@ -346,14 +375,10 @@ impl ProviderRpc for ProviderService {
             r.resource.modify_plan(&mut plan);
         }
         Ok(Response::new(pb::plan_resource_change::Response {
-            planned_state: encode(&plan.planned, &r.ty),
-            requires_replace: plan
-                .requires_replace
-                .iter()
-                .map(AttributePath::to_proto)
-                .collect(),
+            planned_state: r.encode(&plan.planned),
+            requires_replace: plan.requires_replace.iter().map(|p| r.path(p)).collect(),
             planned_private: plan.planned_private,
-            diagnostics: plan.diags.to_proto(),
+            diagnostics: r.diagnostics(plan.diags),
         }))
     }
 
@@ -365,9 +390,9 @@ impl ProviderRpc for ProviderService {
         let r = self.resource(&req.type_name)?;
         let decoded = (|| {
             Ok::<_, Diagnostics>((
-                decode(req.prior_state.as_ref(), &r.ty, "prior state")?,
-                decode(req.planned_state.as_ref(), &r.ty, "planned state")?,
-                decode(req.config.as_ref(), &r.ty, "configuration")?,
+                r.decode(req.prior_state.as_ref(), "prior state")?,
+                r.decode(req.planned_state.as_ref(), "planned state")?,
+                r.decode(req.config.as_ref(), "configuration")?,
             ))
         })();
         let (prior, planned, config) = match decoded {
@@ -426,9 +451,9 @@ impl ProviderRpc for ProviderService {
         };
         diags.extend(ctx.take_warnings());
         Ok(Response::new(pb::apply_resource_change::Response {
-            new_state: encode(&applied.state, &r.ty),
+            new_state: r.encode(&applied.state),
             private: applied.private,
-            diagnostics: diags.to_proto(),
+            diagnostics: r.diagnostics(diags),
         }))
     }
 
@@ -442,7 +467,7 @@ impl ProviderRpc for ProviderService {
             Ok(a) => (
                 vec![pb::import_resource_state::ImportedResource {
                     type_name: req.type_name.clone(),
-                    state: encode(&a.state, &r.ty),
+                    state: r.encode(&a.state),
                     private: a.private,
                 }],
                 Diagnostics::new(),
@@ -451,7 +476,7 @@ impl ProviderRpc for ProviderService {
         };
         Ok(Response::new(pb::import_resource_state::Response {
             imported_resources: imported,
-            diagnostics: diags.to_proto(),
+            diagnostics: r.diagnostics(diags),
         }))
     }
 

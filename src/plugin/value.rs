@@ -172,6 +172,22 @@ impl Value {
         }
     }
 
+    /// The value with every unknown replaced by null: a partial state handed back with an
+    /// error must be wholly known.
+    pub fn known_or_null(&self) -> Value {
+        match self {
+            Value::Unknown => Value::Null,
+            Value::List(items) => Value::List(items.iter().map(Value::known_or_null).collect()),
+            Value::Map(fields) => Value::Map(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.known_or_null()))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
     pub fn as_map(&self) -> Option<&BTreeMap<String, Value>> {
         match self {
             Value::Map(fields) => Some(fields),

@@ -32,7 +32,7 @@ Trust comes from one of:
 
 With `control_plane { ... }` the provider installs Istio: it renders an IstioOperator for this cluster (mesh ID, cluster name, network; `profile: remote`, `remotePilotAddress` and the injection path for a remote; `externalIstiod` for a primary serving remotes; your `values` and `mesh_config` merged in) and runs `istioctl install` **inside the cluster** as a Job (image `<hub>/istioctl:<version>`) under a temporary cluster-admin ServiceAccount, then waits for istiod to be Available (on a remote: for the injector webhook). The Job and its RBAC are removed afterwards; a failed install shows the installer's log in the error. Changing the version or values re-runs the installer (in-place upgrade). No local `istioctl` is needed. Omit the block to install istiod yourselves (e.g. with Helm) after this resource, with the same `mesh_id`, `cluster_name` and `network`.
 
-Drift is repaired: a deleted or edited `cacerts`, a changed network label, or a missing istiod shows in the next plan and is put back by apply. If the namespace is gone, the resource is planned for creation again. Destroy uninstalls the control plane (the objects carrying the installer's owner labels for this cluster's IstioOperator, as `istioctl uninstall -f` would; Istio's CRDs only with `remove_crds_on_destroy`), then removes `cacerts`, and the namespace if this resource created it (otherwise only its labels).
+Drift is repaired: a deleted or edited `cacerts`, a changed network label, or a missing istiod shows in the next plan and is put back by apply. If the namespace is gone, the resource is planned for creation again. Destroy uninstalls the control plane: every object carrying the installer's owner labels for this cluster's IstioOperator. That is more than `istioctl uninstall -f` without `--purge`, which keeps Istio's base (the reader ServiceAccount, the base RBAC, the validating webhook): after destroy nothing of the install is left, except Istio's CRDs, which are deleted only with `remove_crds_on_destroy` (deleting them deletes every Istio resource in the cluster). Then it removes `cacerts`, and the namespace if this resource created it (otherwise only its labels).
 
 The intermediate CA's private key is kept in the resource's private state (in the state file, not shown in plans).";
 
@@ -55,7 +55,7 @@ fn schema() -> Schema {
             .attr(Attribute::string("cert_chain_pem", "Chain from the signing certificate up to the root, as in `cacerts`.").computed().stable())
             .attr(Attribute::string("root_cert_pem", "The mesh root certificate(s), as in `cacerts`.").computed().stable())
             .attr(Attribute::string("ca_not_after", "Expiry of the signing CA certificate (RFC 3339).").computed().stable())
-            .attr(Attribute::string("control_plane_version", "The Istio version running, as observed on istiod (null without `control_plane`, or when istiod is missing).").computed().stable())
+            .attr(Attribute::string("control_plane_version", "The Istio version running, as observed on istiod: its `operator.istio.io/version` label, else its image tag, else the configured version (on a remote, the injector webhook's label). Null without `control_plane`, or when istiod is missing.").computed().stable())
             .block(kubernetes::block())
             .block(NestedBlock::single(
                 "root_ca",
@@ -95,11 +95,11 @@ fn control_plane_block() -> NestedBlock {
             .attr(Attribute::bool("external_istiod", "A primary that also serves remote clusters (`values.global.externalIstiod`).").default(false))
             .attr(Attribute::string("remote_pilot_address", "For `role = \"remote\"`: the address of the primary's istiod, usually its east-west gateway's `address`.").optional())
             .attr(Attribute::string("primary_cluster_name", "For `role = \"remote\"`: the `cluster_name` of the primary whose istiod controls this cluster (namespace annotation `topology.istio.io/controlPlaneClusters`).").optional())
-            .attr(Attribute::string("revision", "Istio revision name, for canary upgrades.").optional())
+            .attr(Attribute::string("revision", "Istio revision name, for canary upgrades: a DNS-1123 label (it becomes part of object names, e.g. `istiod-<revision>`). Changing it installs the new revision, then removes the old one.").optional())
             .attr(Attribute::string("values", "JSON object deep-merged into the IstioOperator's `spec.values` (use `jsonencode`). The multicluster keys (mesh ID, cluster name, network, remote settings) are set by the provider.").optional())
             .attr(Attribute::string("mesh_config", "JSON object for the IstioOperator's `spec.meshConfig` (use `jsonencode`).").optional())
             .attr(Attribute::string_map("installer_pod_annotations", "Extra annotations on the installer Job's pod.").optional())
-            .attr(Attribute::bool("remove_crds_on_destroy", "Also delete Istio's CRDs on destroy. This deletes every Istio resource in the cluster.").default(false)),
+            .attr(Attribute::bool("remove_crds_on_destroy", "Also delete Istio's CRDs on destroy (and when `control_plane` is removed). This deletes every Istio resource in the cluster. Without it the CRDs stay, so Istio resources of other tools survive.").default(false)),
     )
 }
 
@@ -176,7 +176,11 @@ fn trust_from(config: &Value, diags: &mut Diagnostics) -> Option<Trust> {
         let spec = intermediate_spec(config, cluster, namespace, diags);
         // The certificate can be checked on its own while the key is still unknown.
         if let Some(cert) = root.get("cert_pem").as_str() {
-            if let Err(e) = pki::parse_cert_pem(cert).and_then(|c| c.check_is_ca()) {
+            let checked = pki::parse_cert_pem(cert).and_then(|c| {
+                c.check_is_ca()?;
+                c.check_valid_at(time::OffsetDateTime::now_utc())
+            });
+            if let Err(e) = checked {
                 diags.error_at(
                     AttributePath::attrs(&["root_ca", "cert_pem"]),
                     "Invalid root CA",
@@ -371,6 +375,16 @@ fn control_plane_from(config: &Value, diags: &mut Diagnostics) -> Option<Control
             );
         }
     }
+    // The revision becomes part of object names (`istiod-<revision>`, the IstioOperator's).
+    if let Some(r) = b.get("revision").as_str() {
+        if !istio::is_dns1123_label(r) {
+            diags.error_at(
+                at("revision"),
+                "Invalid revision",
+                format!("{r:?} is not a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters."),
+            );
+        }
+    }
     if let Some(p) = b.get("primary_cluster_name").as_str() {
         if !istio::is_dns1123_label(p) {
             diags.error_at(
@@ -410,10 +424,23 @@ struct Private {
     /// The intermediate issued from `root_ca` (cert and key), reused until reissued.
     issued_cert_pem: Option<String>,
     issued_key_pem: Option<String>,
-    /// The IstioOperator installed (its name selects what to uninstall) and its digest.
+    /// The IstioOperator installed (its name selects what to uninstall) and its digest. The
+    /// name is recorded before the installer runs, so a failed install is still uninstalled
+    /// by destroy; the digest only once it succeeded.
     operator_name: Option<String>,
     operator_digest: Option<String>,
     remove_crds: bool,
+    /// Earlier IstioOperators (a previous revision) whose objects may still be in the cluster:
+    /// removed once the new control plane is up, and by destroy in any case.
+    #[serde(default)]
+    previous_operators: Vec<String>,
+}
+
+impl Private {
+    /// Every IstioOperator whose objects this resource may have left in the cluster.
+    fn operators(&self) -> impl Iterator<Item = &String> {
+        self.operator_name.iter().chain(&self.previous_operators)
+    }
 }
 
 impl Private {
@@ -453,21 +480,6 @@ fn kube_failure(err: KubeError) -> Failure {
     let mut d = Diagnostics::new();
     d.error(err.to_string(), "");
     d.into()
-}
-
-/// Replaces unknowns with nulls: a partial state handed back with an error must be known.
-fn known_or_null(v: &Value) -> Value {
-    match v {
-        Value::Unknown => Value::Null,
-        Value::List(items) => Value::List(items.iter().map(known_or_null).collect()),
-        Value::Map(fields) => Value::Map(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), known_or_null(v)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
 }
 
 /// Builds or repairs everything: namespace, trust, control plane — in that order, since
@@ -548,7 +560,7 @@ async fn converge(
     let partial = |state: &Value, private: &Private, diags: Diagnostics| Failure {
         diags,
         partial: Some(Applied {
-            state: known_or_null(state),
+            state: state.known_or_null(),
             private: private.store(),
         }),
     };
@@ -674,7 +686,19 @@ async fn converge(
             let name = operator::operator_name(&cluster_name, cp.revision.as_deref());
             let needed = planned.get("control_plane_version").is_unknown()
                 || private.operator_digest.as_deref() != Some(digest.as_str());
+            private.remove_crds = config
+                .get("control_plane")
+                .get("remove_crds_on_destroy")
+                .as_bool()
+                .unwrap_or(false);
             if needed {
+                if let Some(old) = private.operator_name.clone().filter(|o| *o != name) {
+                    if !private.previous_operators.contains(&old) {
+                        private.previous_operators.push(old);
+                    }
+                }
+                private.operator_name = Some(name.clone());
+                private.operator_digest = None;
                 let installer = Installer::new(&ns_name, &name);
                 let annotations = config
                     .get("control_plane")
@@ -698,17 +722,12 @@ async fn converge(
                 .await
                 {
                     let mut d = Diagnostics::new();
-                    match e {
-                        install::InstallError::InstallerFailed { ref detail, .. } => {
-                            d.error(e.to_string(), detail.clone())
-                        }
-                        other => d.error(other.to_string(), ""),
-                    }
+                    d.error(e.to_string(), e.detail());
                     return Err(partial(&state, &private, d));
                 }
                 // A new revision name is a new install: remove the previous one once the new
                 // control plane is up.
-                if let Some(old) = private.operator_name.clone().filter(|o| *o != name) {
+                for old in private.previous_operators.clone() {
                     if let Err(e) = install::uninstall(
                         &cluster,
                         &operator::owner_selector(&old, &ns_name),
@@ -719,15 +738,10 @@ async fn converge(
                     {
                         return Err(kube_partial(&state, &private, e));
                     }
+                    private.previous_operators.retain(|o| *o != old);
                 }
-                private.operator_name = Some(name);
                 private.operator_digest = Some(digest);
             }
-            private.remove_crds = config
-                .get("control_plane")
-                .get("remove_crds_on_destroy")
-                .as_bool()
-                .unwrap_or(false);
             let version = install::observed_version(&cluster, &ns_name, &cp, &deadline).await;
             match version {
                 Ok(v) => state.set("control_plane_version", v.into()),
@@ -735,7 +749,7 @@ async fn converge(
             }
         }
         None => {
-            if let Some(old) = private.operator_name.clone() {
+            for old in private.operators().cloned().collect::<Vec<_>>() {
                 if let Err(e) = install::uninstall(
                     &cluster,
                     &operator::owner_selector(&old, &ns_name),
@@ -746,8 +760,11 @@ async fn converge(
                 {
                     return Err(kube_partial(&state, &private, e));
                 }
-                private.operator_name = None;
-                private.operator_digest = None;
+                if private.operator_name.as_ref() == Some(&old) {
+                    private.operator_name = None;
+                    private.operator_digest = None;
+                }
+                private.previous_operators.retain(|o| *o != old);
             }
             state.set("control_plane_version", Value::Null);
         }
@@ -786,7 +803,9 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), KubeErro
         .as_str()
         .unwrap_or("istio-system")
         .to_string();
-    if let Some(name) = &private.operator_name {
+    for name in private.operators() {
+        // An installer a killed apply left behind holds a cluster-admin binding.
+        install::remove_installer(&cluster, &Installer::new(&ns_name, name), &deadline).await?;
         let removed = install::uninstall(
             &cluster,
             &operator::owner_selector(name, &ns_name),
@@ -794,7 +813,7 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), KubeErro
             &deadline,
         )
         .await?;
-        tracing::info!(cluster = %cluster.name, removed, "control plane uninstalled");
+        tracing::info!(cluster = %cluster.name, operator = %name, removed, "control plane uninstalled");
     }
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns_name);
     if private.cacerts_digest.is_some() {
@@ -1069,5 +1088,252 @@ mod tests {
             ]),
         ));
         assert!(errors(&Value::object(c)).is_empty());
+    }
+
+    /// `base()` plus a `control_plane` block with `fields` (version 1.30.3 unless given).
+    fn with_control_plane(fields: &[(&'static str, Value)]) -> Vec<String> {
+        let mut cp: Vec<(&str, Value)> = vec![("version", Value::from("1.30.3"))];
+        for (k, v) in fields {
+            cp.retain(|(n, _)| n != k);
+            cp.push((*k, v.clone()));
+        }
+        let mut c = base();
+        c.push(("control_plane", Value::object(cp)));
+        errors(&Value::object(c))
+    }
+
+    #[test]
+    fn empty_mesh_id_is_refused_on_its_attribute() {
+        let mut c = base();
+        c[1].1 = Value::from("");
+        assert_eq!(errors(&Value::object(c)), ["mesh_id"]);
+    }
+
+    #[test]
+    fn a_remote_needs_the_pilot_address_and_the_primary() {
+        let remote = ("role", Value::from("remote"));
+        let pilot = ("remote_pilot_address", Value::from("10.0.0.9"));
+        let primary = ("primary_cluster_name", Value::from("east-0"));
+        assert!(with_control_plane(&[remote.clone(), pilot.clone(), primary.clone()]).is_empty());
+        assert_eq!(
+            with_control_plane(&[remote.clone(), primary.clone()]),
+            ["control_plane.remote_pilot_address"]
+        );
+        assert_eq!(
+            with_control_plane(&[remote.clone(), pilot.clone()]),
+            ["control_plane.primary_cluster_name"]
+        );
+        assert_eq!(
+            with_control_plane(&[remote]),
+            [
+                "control_plane.remote_pilot_address",
+                "control_plane.primary_cluster_name"
+            ]
+        );
+        // Known only at apply (a gateway's address): nothing to refuse yet.
+        assert!(with_control_plane(&[
+            ("role", Value::from("remote")),
+            ("remote_pilot_address", Value::Unknown),
+            primary
+        ])
+        .is_empty());
+        // A primary needs neither.
+        assert!(with_control_plane(&[]).is_empty());
+    }
+
+    #[test]
+    fn values_and_mesh_config_must_be_json_objects() {
+        for attr in ["values", "mesh_config"] {
+            let path = format!("control_plane.{attr}");
+            assert!(with_control_plane(&[(attr, Value::from(r#"{"a": {"b": 1}}"#))]).is_empty());
+            for bad in [r#"["a"]"#, "42", r#""text""#, "{not json", ""] {
+                assert_eq!(
+                    with_control_plane(&[(attr, Value::from(bad))]),
+                    [path.as_str()],
+                    "{attr} = {bad:?}"
+                );
+            }
+        }
+        let mut d = Diagnostics::new();
+        let mut c = base();
+        c.push((
+            "control_plane",
+            Value::object([
+                ("version", Value::from("1.30.3")),
+                ("values", Value::from("[1]")),
+                ("mesh_config", Value::from("{oops")),
+            ]),
+        ));
+        validate_config(&Value::object(c), &mut d);
+        let summaries: Vec<&str> = d.0.iter().map(|x| x.summary.as_str()).collect();
+        assert_eq!(summaries, ["Not a JSON object", "Invalid JSON"]);
+    }
+
+    #[test]
+    fn version_must_be_a_version() {
+        for ok in ["1.30.3", "1.30", "1.31.0-beta.1", "1.30.3-distroless"] {
+            assert!(
+                with_control_plane(&[("version", Value::from(ok))]).is_empty(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "latest",
+            "v1.30.3",
+            "1",
+            "1.30.",
+            "1..3",
+            "1.30.3.4",
+            "",
+            "1.30.3-a b",
+        ] {
+            assert_eq!(
+                with_control_plane(&[("version", Value::from(bad))]),
+                ["control_plane.version"],
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hub_must_be_an_image_repository() {
+        for ok in [
+            "docker.io/istio",
+            "gcr.io/istio-release",
+            "mirror.corp:5000/istio",
+            "localhost:5000/mirror/istio_images",
+        ] {
+            assert!(
+                with_control_plane(&[("hub", Value::from(ok))]).is_empty(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "docker.io/istio:1.30.3",
+            "docker.io/istio/pilot@sha256:0123abcd",
+            "docker.io/istio/",
+            "",
+            "docker.io/ist io",
+        ] {
+            assert_eq!(
+                with_control_plane(&[("hub", Value::from(bad))]),
+                ["control_plane.hub"],
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn revision_must_be_a_dns_label() {
+        assert!(with_control_plane(&[("revision", Value::from("canary-1-31"))]).is_empty());
+        let long = "r".repeat(64);
+        for bad in ["Canary", "1.31", "canary_1", "-canary", long.as_str()] {
+            assert_eq!(
+                with_control_plane(&[("revision", Value::from(bad))]),
+                ["control_plane.revision"],
+                "{bad:?}"
+            );
+        }
+    }
+
+    fn p256(spec: CaSpec) -> CaSpec {
+        CaSpec {
+            key_algorithm: KeyAlgorithm::Ecdsa(pki::EcdsaCurve::P256),
+            ..spec
+        }
+    }
+
+    fn with_root(cert: &str, key: Value) -> Vec<String> {
+        let mut c = base();
+        c.push((
+            "root_ca",
+            Value::object([("cert_pem", Value::from(cert)), ("private_key_pem", key)]),
+        ));
+        errors(&Value::object(c))
+    }
+
+    #[test]
+    fn root_ca_must_be_a_valid_ca() {
+        // A leaf certificate is not a CA: refused even while the key is unknown.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["leaf.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let leaf_key = Value::from(key.serialize_pem());
+        assert_eq!(with_root(&leaf.pem(), leaf_key), ["root_ca.cert_pem"]);
+        assert_eq!(with_root(&leaf.pem(), Value::Unknown), ["root_ca.cert_pem"]);
+
+        // An expired root, with its key known or not.
+        let now = time::OffsetDateTime::now_utc();
+        let expired = pki::generate_root_at(
+            &p256(CaSpec {
+                validity_hours: 24,
+                ..CaSpec::istio_root()
+            }),
+            now - time::Duration::days(3),
+        )
+        .unwrap();
+        let mut d = Diagnostics::new();
+        let mut c = base();
+        c.push((
+            "root_ca",
+            Value::object([
+                ("cert_pem", Value::from(expired.cert_pem.clone())),
+                (
+                    "private_key_pem",
+                    Value::from(expired.private_key_pem.clone()),
+                ),
+            ]),
+        ));
+        validate_config(&Value::object(c), &mut d);
+        assert_eq!(d.0.len(), 1);
+        assert_eq!(
+            d.0[0].path.as_ref().map(|p| p.to_string()).as_deref(),
+            Some("root_ca.cert_pem")
+        );
+        assert!(d.0[0].detail.contains("expired at"), "{}", d.0[0].detail);
+        assert_eq!(
+            with_root(&expired.cert_pem, Value::Unknown),
+            ["root_ca.cert_pem"]
+        );
+    }
+
+    #[test]
+    fn own_ca_chain_must_end_at_the_root() {
+        let root_a = pki::generate_root(&p256(CaSpec::istio_root())).unwrap();
+        let root_b = pki::generate_root(&p256(CaSpec {
+            common_name: "Other Root".into(),
+            ..CaSpec::istio_root()
+        }))
+        .unwrap();
+        let inter = pki::issue_intermediate(
+            &root_a.signer().unwrap(),
+            &p256(CaSpec::istio_intermediate("east-1", "istio-system")),
+        )
+        .unwrap();
+        let with_ca = |chain: &str, root: &str| {
+            let mut c = base();
+            c.push((
+                "ca",
+                Value::object([
+                    ("cert_pem", Value::from(inter.cert_pem.clone())),
+                    (
+                        "private_key_pem",
+                        Value::from(inter.private_key_pem.clone()),
+                    ),
+                    ("cert_chain_pem", Value::from(chain)),
+                    ("root_cert_pem", Value::from(root)),
+                ]),
+            ));
+            errors(&Value::object(c))
+        };
+        let chain = pki::concat_pem(&[&inter.cert_pem, &root_a.cert_pem]);
+        assert!(with_ca(&chain, &root_a.cert_pem).is_empty());
+        // Signed by A, but the mesh root given is B.
+        assert_eq!(with_ca(&chain, &root_b.cert_pem), ["ca.root_cert_pem"]);
+        // The chain claims B above the intermediate.
+        let wrong = pki::concat_pem(&[&inter.cert_pem, &root_b.cert_pem]);
+        assert_eq!(with_ca(&wrong, &root_b.cert_pem), ["ca.cert_chain_pem"]);
     }
 }

@@ -567,7 +567,14 @@ async fn converge(
                     live_service = serde_json::from_value(live).ok();
                 }
             }
-            Err(e) => diags.error(e.to_string(), ""),
+            Err(e) => {
+                // Not what the configuration says: the next plan must apply it again, even
+                // with -refresh=false.
+                if status.get(&o.key()).and_then(Value::as_str) == Some(IN_SYNC) {
+                    status.insert(o.key(), Value::from(MODIFIED));
+                }
+                diags.error(e.to_string(), "")
+            }
         }
     }
     let partial = |mut state: Value, status: BTreeMap<String, Value>| {

@@ -506,7 +506,20 @@ async fn converge(
             t
         }
         None => {
-            ensure_service_account(&remote, config, &mut private, &deadline).await?;
+            // A create that fails from here on has made objects in the remote: hand back a
+            // partial state naming them, so destroy (or the replacement) removes them.
+            let keep = |mut f: Failure, state: &Value, private: &Private| {
+                if op == "create" {
+                    f.partial = Some(Applied {
+                        state: state.known_or_null(),
+                        private: private.store(),
+                    });
+                }
+                f
+            };
+            if let Err(f) = ensure_service_account(&remote, config, &mut private, &deadline).await {
+                return Err(keep(f, &state, &private));
+            }
             // A name the plan already promised (the secret vanished since) is kept; otherwise
             // it is derived from the target and the rotation trigger.
             token_name = match planned.get("token_secret_name").as_str() {
@@ -528,7 +541,14 @@ async fn converge(
                     .await
                     .map_err(kube_failure)?;
             }
-            let t = mint_token(&remote, config, &token_name, &deadline).await?;
+            if op == "create" {
+                private.token_namespace = Some(sa_ns.clone());
+                private.token_name = Some(token_name.clone());
+            }
+            let t = match mint_token(&remote, config, &token_name, &deadline).await {
+                Ok(t) => t,
+                Err(f) => return Err(keep(f, &state, &private)),
+            };
             private.token_invalid = false;
             if let Some(old) = current.filter(|o| *o != (sa_ns.clone(), token_name.clone())) {
                 private.stale_tokens.push(old);
@@ -614,21 +634,7 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), Failure>
         until: deadline.until.min(Instant::now() + REMOTE_PATIENCE),
         cancel: deadline.cancel.clone(),
     };
-    let result: Result<(), KubeError> = async {
-        let remote = connect(&c.remote_conn).await?;
-        if let (Some(ns), Some(n)) = (&private.token_namespace, &private.token_name) {
-            private.stale_tokens.push((ns.clone(), n.clone()));
-        }
-        for (ns, n) in std::mem::take(&mut private.stale_tokens) {
-            let api: Api<Secret> = Api::namespaced(remote.client.clone(), &ns);
-            remote.delete(&api, &n, false, &patience).await?;
-        }
-        if private.created_service_account {
-            remove_reader(&remote, prior, &patience).await?;
-        }
-        Ok(())
-    }
-    .await;
+    let result = release_remote(&c.remote_conn, prior, &mut private, &patience).await;
     match result {
         Ok(()) => Ok(()),
         Err(e) if tolerable_on_destroy(&e) => {
@@ -642,6 +648,79 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), Failure>
         }
         Err(e) => Err(kube_failure(e)),
     }
+}
+
+/// Revokes what this resource holds in the remote cluster of `v`: its token secrets (current and
+/// stale) and, when it created them, the reader ServiceAccount and RBAC.
+async fn release_remote(
+    conn: &Connection,
+    v: &Value,
+    private: &mut Private,
+    deadline: &Deadline,
+) -> Result<(), KubeError> {
+    let remote = connect(conn).await?;
+    if let (Some(ns), Some(n)) = (&private.token_namespace, &private.token_name) {
+        private.stale_tokens.push((ns.clone(), n.clone()));
+    }
+    for (ns, n) in std::mem::take(&mut private.stale_tokens) {
+        let api: Api<Secret> = Api::namespaced(remote.client.clone(), &ns);
+        remote.delete(&api, &n, false, deadline).await?;
+    }
+    if private.created_service_account {
+        remove_reader(&remote, v, deadline).await?;
+    }
+    Ok(())
+}
+
+/// Whether the remote connection of `planned` reaches another API server than that of
+/// `prior` (whose token and reader objects then live in a cluster this resource no longer
+/// points at). `Err` when the prior connection no longer resolves (its context is gone).
+fn remote_moved(prior: &Value, planned: &Value) -> Result<Result<bool, KubeError>, Failure> {
+    let new = resolved_endpoint(&conns(planned).remote_conn).map_err(kube_failure)?;
+    Ok(resolved_endpoint(&conns(prior).remote_conn)
+        .map(|old| norm_server(&old.0) != norm_server(&new.0) || old.1 != new.1))
+}
+
+/// An update whose remote cluster changed: first revoke what the old remote holds (best
+/// effort: an unreachable old cluster is a warning, as on destroy), then converge on the new
+/// one as if creating.
+async fn update(ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {
+    match remote_moved(change.prior, change.planned)? {
+        Ok(true) => {}
+        Ok(false) => return converge(ctx, change.planned, change.private, "update").await,
+        Err(e) => {
+            ctx.warn(None, "Previous remote connection no longer resolves", &format!("Cannot tell whether remote.kubernetes now reaches another cluster ({e}); the token is kept if it is still there. If the remote cluster did change, delete the old token secret there by hand."));
+            return converge(ctx, change.planned, change.private, "update").await;
+        }
+    }
+    let mut private = Private::load(change.private);
+    let deadline = Deadline::new(
+        timeout(change.planned, "update", DEFAULT_TIMEOUT),
+        ctx.cancel.clone(),
+    );
+    let patience = Deadline {
+        started: Instant::now(),
+        until: deadline.until.min(Instant::now() + REMOTE_PATIENCE),
+        cancel: deadline.cancel.clone(),
+    };
+    let old_conn = conns(change.prior).remote_conn;
+    match release_remote(&old_conn, change.prior, &mut private, &patience).await {
+        Ok(()) => {}
+        Err(e) if tolerable_on_destroy(&e) => {
+            let token = format!(
+                "{}/{}",
+                private.token_namespace.as_deref().unwrap_or("?"),
+                private.token_name.as_deref().unwrap_or("?")
+            );
+            ctx.warn(None, "Previous remote cluster unreachable: token not revoked", &format!("remote.kubernetes now reaches another cluster, and the previous one ({}) could not be reached to delete token secret {token}: {e}. Its token stays valid until that secret is deleted there.", old_conn.describe()));
+        }
+        Err(e) => return Err(kube_failure(e)),
+    }
+    let fresh = Private {
+        desired_sha256: private.desired_sha256.take(),
+        ..Private::default()
+    };
+    converge(ctx, change.planned, &fresh.store(), "update").await
 }
 
 /// Removes the ServiceAccount and reader RBAC this resource created, unless someone else
@@ -862,10 +941,21 @@ fn plan_remote_secret(plan: &mut Plan<'_>) {
         }
     }
     let configured = configured_server(config);
+    // Which cluster the remote connection reaches can change with these (or be unknown).
+    let remote_retargeted = !plan.is_create()
+        && ["host", "config_path", "config_context"].iter().any(|k| {
+            let new = plan.planned.get("remote").get("kubernetes").get(k);
+            new.is_unknown() || new != plan.prior.get("remote").get("kubernetes").get(k)
+        });
     let server = match configured {
         // From the remote connection's kubeconfig: known once applied, unless the server
-        // was configured before (then the kubeconfig's value replaces it at apply).
-        Value::Null if plan.is_create() || !configured_server(plan.prior).is_null() => {
+        // was configured before or the connection was pointed elsewhere (then the
+        // kubeconfig's value replaces it at apply).
+        Value::Null
+            if plan.is_create()
+                || remote_retargeted
+                || !configured_server(plan.prior).is_null() =>
+        {
             Value::Unknown
         }
         Value::Null => plan.prior.get("server").clone(),
@@ -886,7 +976,9 @@ fn plan_remote_secret(plan: &mut Plan<'_>) {
             }
             a != b
         };
-        let rotate = changed(&["token_rotation"])
+        // Pointed at another cluster, the token may have to be minted there.
+        let rotate = remote_retargeted
+            || changed(&["token_rotation"])
             || changed(&["remote", "service_account"])
             || changed(&["remote", "service_account_namespace"])
             || prior.get("token_secret_name").is_null();
@@ -938,7 +1030,7 @@ impl Resource for MeshRemoteSecret {
     }
 
     async fn update(&self, ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {
-        converge(ctx, change.planned, change.private, "update").await
+        update(ctx, change).await
     }
 
     async fn delete(&self, ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), Failure> {

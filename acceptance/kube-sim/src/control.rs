@@ -17,8 +17,11 @@ use crate::object;
 /// A fault rule. `path` is a glob over the request path (`*` matches any run of characters
 /// including `/`, `?` one character); `verb` (get, list, watch, create, update, patch, delete,
 /// deletecollection) narrows it. The rule applies `latency_ms` first, then answers with `status`
-/// (plus `Retry-After: retry_after_s`) or drops the connection (`drop`). With `count` it applies to
-/// the next N matching requests only; without, until cleared.
+/// (plus `Retry-After: retry_after_s`) or drops the connection (`drop`). The status comes as a
+/// `Status` JSON body (with `details.retryAfterSeconds`), or with `plain_text` as kube-apiserver's
+/// own overload filters (max-in-flight, priority and fairness) answer: a `text/plain` body and the
+/// `Retry-After` header only. With `count` it applies to the next N matching requests only;
+/// without, until cleared.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Fault {
     pub path: String,
@@ -31,6 +34,8 @@ pub struct Fault {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_text: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
@@ -42,6 +47,7 @@ pub struct FaultAction {
     pub latency_ms: u64,
     pub status: Option<u16>,
     pub retry_after_s: Option<u64>,
+    pub plain_text: bool,
     pub drop: bool,
 }
 
@@ -94,6 +100,7 @@ pub fn faults_for(cluster: &Cluster, path: &str, verb: &str) -> FaultAction {
         if !decided && (f.status.is_some() || f.drop == Some(true)) {
             action.status = f.status;
             action.retry_after_s = f.retry_after_s;
+            action.plain_text = f.plain_text == Some(true);
             action.drop = f.drop == Some(true);
             decided = true;
             used = true;

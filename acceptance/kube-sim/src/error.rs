@@ -131,6 +131,16 @@ impl ApiError {
         e
     }
 
+    /// The text body kube-apiserver's filters send for `code` where they answer without a
+    /// `Status` (429 from max-in-flight / priority and fairness, via Go's `http.Error`).
+    pub fn plain_text_message(code: u16) -> String {
+        match code {
+            429 => "Too many requests, please try again later.".to_string(),
+            503 => "The server is currently unable to handle the request.".to_string(),
+            _ => format!("kube-sim injected fault: {code}"),
+        }
+    }
+
     pub fn status_body(&self) -> Value {
         let mut v = json!({
             "kind": "Status",

@@ -61,6 +61,19 @@ pub fn error(e: &ApiError) -> Resp {
     .expect("response")
 }
 
+/// An error answered as Go's `http.Error` does (kube-apiserver's overload filters): a text body
+/// ending in a newline, `Retry-After` the only hint — no `Status`.
+pub fn plain_error(code: u16, message: &str, retry_after: Option<u64>) -> Resp {
+    let mut b = hyper::Response::builder()
+        .status(code)
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("x-content-type-options", "nosniff");
+    if let Some(s) = retry_after {
+        b = b.header("retry-after", s.to_string());
+    }
+    b.body(full(format!("{message}\n"))).expect("response")
+}
+
 /// A body fed from a channel: each message is one chunk (one watch event line).
 pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
 

@@ -134,6 +134,10 @@ async fn serve(
         return Err(std::io::Error::other("kube-sim: injected connection drop"));
     }
     if let Some(code) = fault.status {
+        if fault.plain_text {
+            let message = ApiError::plain_text_message(code);
+            return Ok(http::plain_error(code, &message, fault.retry_after_s));
+        }
         return Ok(http::error(&ApiError::injected(code, fault.retry_after_s)));
     }
 

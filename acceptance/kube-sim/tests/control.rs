@@ -85,6 +85,34 @@ async fn faults_fail_then_recover() {
         .unwrap();
     assert_eq!(code, 201);
 
+    // The same 429 as kube-apiserver's overload filters send it: text, the header, no Status.
+    control
+        .add_fault(&Fault {
+            verb: Some("create".into()),
+            status: Some(429),
+            retry_after_s: Some(3),
+            plain_text: Some(true),
+            count: Some(1),
+            ..fault("*")
+        })
+        .await
+        .unwrap();
+    let body = json!({"metadata": {"name": "y"}});
+    let (code, headers, text) = raw
+        .raw_response("POST", "/api/v1/namespaces/default/configmaps", Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(code, 429);
+    assert_eq!(headers["retry-after"], "3");
+    assert!(
+        headers["content-type"].starts_with("text/plain"),
+        "{headers:?}"
+    );
+    assert_eq!(
+        text["raw"], "Too many requests, please try again later.\n",
+        "not a Status: {text}"
+    );
+
     // Connection drop once.
     control
         .add_fault(&Fault {
@@ -153,10 +181,10 @@ async fn counters_and_dump() {
     assert!(!c2_dump.iter().any(|o| o["metadata"]["name"] == "counted"));
 }
 
-#[tokio::test]
-async fn cli_serves_until_sigterm() {
+/// Starts the CLI, checks it serves, sends `signal` (`TERM`, `INT`) and expects a clean exit.
+async fn cli_serves_until(signal: &str) {
     use tokio::io::AsyncBufReadExt;
-    let dir = std::env::temp_dir().join(format!("kube-sim-cli-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("kube-sim-cli-{}-{signal}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
     let info = dir.join("info.json");
@@ -194,16 +222,27 @@ async fn cli_serves_until_sigterm() {
 
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([&format!("-{signal}"), &pid])
         .status()
         .unwrap();
     assert!(killed.success());
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
-        .expect("exits after SIGTERM")
+        .unwrap_or_else(|_| panic!("exits after SIG{signal}"))
         .unwrap();
-    assert!(status.success(), "{status:?}");
+    assert!(status.success(), "SIG{signal}: {status:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn cli_serves_until_sigterm() {
+    cli_serves_until("TERM").await;
+}
+
+/// Ctrl-C in the terminal running `kube-sim` stops it just as cleanly.
+#[tokio::test]
+async fn cli_serves_until_sigint() {
+    cli_serves_until("INT").await;
 }
 
 #[tokio::test]

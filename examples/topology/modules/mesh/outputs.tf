@@ -10,7 +10,7 @@ output "clusters" {
       network               = c.network
       control_plane_version = c.control_plane_version
       gateway_address       = local.multi_network ? mesh_eastwest_gateway.this[name].address : null
-      remote_secrets        = sort([for k, s in mesh_remote_secret.this : s.remote.cluster_name if split("/", k)[0] == name])
+      remote_secrets        = sort([for k, s in mesh_remote_secret.this : s.remote[0].cluster_name if split("/", k)[0] == name])
     }
   }
 }
