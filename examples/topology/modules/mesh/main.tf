@@ -18,8 +18,8 @@ locals {
   # `context` and `kubeconfig_path` are shorthand for the connection's config_context and
   # config_path. Attribute by attribute with try(), not merge(): merge() of an object
   # holding an unknown value is wholly unknown, which would make even "is exec set?"
-  # unknown at plan time, and Terraform cannot plan a `dynamic` single block whose
-  # presence is unknown.
+  # unknown at plan time (a `dynamic` block of unknown size, which failed the apply on
+  # Terraform's consistency check when it turned out absent).
   clusters = {
     for name, c in var.clusters : name => {
       network = c.network
