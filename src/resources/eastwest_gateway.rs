@@ -36,7 +36,7 @@ const DESCRIPTION: &str = "The east-west gateway of one cluster: the gateway tha
 
 Istio's CRDs and its sidecar injector must exist before this resource is created: make it depend on the resource that installs istiod (`depends_on`).
 
-With `wait_for_address` (and a `LoadBalancer` Service), apply waits on a watch until the load balancer has an address and exports it as `address`, so `mesh_cluster.remote.control_plane.remote_pilot_address = mesh_eastwest_gateway.primary.address` works in one plan. If no address arrives within the timeout, the apply fails naming the Service and the usual causes; the objects are kept, and the next apply adopts them and resumes waiting (the load balancer being provisioned is not released).
+With `wait_for_address` (and a `LoadBalancer` Service), apply waits on a watch until the load balancer has an address and exports it as `address`, so a remote cluster's `control_plane { remote_pilot_address = mesh_eastwest_gateway.primary.address }` works in one plan. If no address arrives within the timeout, the apply fails naming the Service and the usual causes; the objects are kept, and the next apply adopts them and resumes waiting (the load balancer being provisioned is not released).
 
 Drift is repaired: objects deleted or edited out of band show in `objects` in the next plan and are put back by apply; a changed load balancer address updates `address`; if every object is gone, the resource is planned for creation again. Destroy deletes the Gateway CRs, the Deployment, then the Service — waiting until it is gone, so the cloud load balancer is released before, for instance, its network is destroyed — then the RBAC and the ServiceAccount.";
 

@@ -12,7 +12,7 @@ pub fn block() -> NestedBlock {
         Block::new("How to reach the cluster's API server. Inline values override the kubeconfig's; with nothing set, the current context of `KUBECONFIG` or `~/.kube/config` is used. Any value may come from resources created in the same apply: planning never contacts the cluster.")
             .attr(Attribute::string("host", "API server URL, e.g. `https://1.2.3.4:6443`.").optional())
             .attr(Attribute::string("cluster_ca_certificate", "PEM-encoded CA certificate of the API server.").optional())
-            .attr(Attribute::string("token", "Bearer token.").optional().sensitive())
+            .attr(Attribute::string("token", "Bearer token. The connection is part of each resource's configuration, so a token that is new on every run (such as `data.aws_eks_cluster_auth`'s) shows as an in-place update in every plan; prefer `exec` (e.g. `aws eks get-token`), which runs only when the provider connects.").optional().sensitive())
             .attr(Attribute::string("client_certificate", "PEM-encoded client certificate for TLS authentication.").optional())
             .attr(Attribute::string("client_key", "PEM-encoded private key of `client_certificate`.").optional().sensitive())
             .attr(Attribute::bool("insecure", "Skip verification of the API server's certificate. For throw-away test clusters only.").optional())
