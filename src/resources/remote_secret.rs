@@ -45,6 +45,16 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2 * 60);
 /// moves on.
 const REMOTE_PATIENCE: Duration = Duration::from_secs(20);
 
+/// `deadline`, shortened to REMOTE_PATIENCE: how long to keep trying a remote cluster that is
+/// not strictly needed for the operation to succeed.
+fn remote_patience(deadline: &Deadline) -> Deadline {
+    Deadline {
+        started: Instant::now(),
+        until: deadline.until.min(Instant::now() + REMOTE_PATIENCE),
+        cancel: deadline.cancel.clone(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Schema
 
@@ -228,6 +238,14 @@ impl Private {
 
     fn store(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+    /// "namespace/name" of the current token secret, for messages.
+    fn token_ref(&self) -> String {
+        format!(
+            "{}/{}",
+            self.token_namespace.as_deref().unwrap_or("?"),
+            self.token_name.as_deref().unwrap_or("?")
+        )
     }
 }
 
@@ -629,20 +647,12 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), Failure>
         .await
         .map_err(kube_failure)?;
 
-    let patience = Deadline {
-        started: Instant::now(),
-        until: deadline.until.min(Instant::now() + REMOTE_PATIENCE),
-        cancel: deadline.cancel.clone(),
-    };
+    let patience = remote_patience(&deadline);
     let result = release_remote(&c.remote_conn, prior, &mut private, &patience).await;
     match result {
         Ok(()) => Ok(()),
         Err(e) if tolerable_on_destroy(&e) => {
-            let token = format!(
-                "{}/{}",
-                private.token_namespace.as_deref().unwrap_or("?"),
-                private.token_name.as_deref().unwrap_or("?")
-            );
+            let token = private.token_ref();
             ctx.warn(None, "Remote cluster unreachable: token not revoked", &format!("The target secret {namespace}/{secret_name} is deleted, but the remote cluster could not be reached to delete token secret {token}: {e}. Its token stays valid until that secret is deleted (kubectl -n {} delete secret {}).", private.token_namespace.as_deref().unwrap_or("?"), private.token_name.as_deref().unwrap_or("?")));
             Ok(())
         }
@@ -698,20 +708,12 @@ async fn update(ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {
         timeout(change.planned, "update", DEFAULT_TIMEOUT),
         ctx.cancel.clone(),
     );
-    let patience = Deadline {
-        started: Instant::now(),
-        until: deadline.until.min(Instant::now() + REMOTE_PATIENCE),
-        cancel: deadline.cancel.clone(),
-    };
+    let patience = remote_patience(&deadline);
     let old_conn = conns(change.prior).remote_conn;
     match release_remote(&old_conn, change.prior, &mut private, &patience).await {
         Ok(()) => {}
         Err(e) if tolerable_on_destroy(&e) => {
-            let token = format!(
-                "{}/{}",
-                private.token_namespace.as_deref().unwrap_or("?"),
-                private.token_name.as_deref().unwrap_or("?")
-            );
+            let token = private.token_ref();
             ctx.warn(None, "Previous remote cluster unreachable: token not revoked", &format!("remote.kubernetes now reaches another cluster, and the previous one ({}) could not be reached to delete token secret {token}: {e}. Its token stays valid until that secret is deleted there.", old_conn.describe()));
         }
         Err(e) => return Err(kube_failure(e)),
@@ -817,11 +819,7 @@ async fn observe(
     // The remote gets less patience: a remote that is down (or already destroyed, its
     // kubeconfig context gone) must not block the plan, least of all the refresh before a
     // destroy.
-    let patience = Deadline {
-        started: Instant::now(),
-        until: deadline.until.min(Instant::now() + REMOTE_PATIENCE),
-        cancel: deadline.cancel.clone(),
-    };
+    let patience = remote_patience(&deadline);
     let remote_side = async {
         let remote = connect(&c.remote_conn).await?;
         let secret = match (&private.token_namespace, &private.token_name) {
