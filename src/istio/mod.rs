@@ -4,6 +4,7 @@
 pub mod cacerts;
 pub mod eastwest;
 pub mod install;
+pub mod istiod;
 pub mod operator;
 pub mod remote_secret;
 

@@ -354,6 +354,28 @@ pub fn reader_cluster_role_binding(
 /// Whether an API server URL points at the local machine (127.0.0.0/8, `localhost`, `::1`):
 /// istiod running in another cluster cannot reach such an address.
 pub fn is_loopback_server(server: &str) -> bool {
+    let host = server_host(server);
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => false,
+    }
+}
+
+/// Whether `server`'s host is a private-range address (RFC 1918, IPv6 unique local): reachable
+/// from another cluster only over a shared network (VPC peering, VPN).
+pub fn is_private_server(server: &str) -> bool {
+    match server_host(server).parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_private(),
+        Ok(std::net::IpAddr::V6(ip)) => (ip.segments()[0] & 0xfe00) == 0xfc00,
+        Err(_) => false,
+    }
+}
+
+/// The host part of a URL, lower-cased, without port, brackets or trailing dot.
+fn server_host(server: &str) -> String {
     let rest = server.split_once("://").map(|(_, r)| r).unwrap_or(server);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
@@ -362,14 +384,7 @@ pub fn is_loopback_server(server: &str) -> bool {
     } else {
         authority.split(':').next().unwrap_or("")
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host == "localhost" || host.ends_with(".localhost") {
-        return true;
-    }
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => false,
-    }
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -522,6 +537,15 @@ mod tests {
             b.subjects.unwrap()[0].namespace.as_deref(),
             Some("istio-system")
         );
+    }
+
+    #[test]
+    fn private_servers() {
+        assert!(is_private_server("https://10.0.0.5:6443"));
+        assert!(is_private_server("https://192.168.1.2"));
+        assert!(is_private_server("https://[fd00::1]:6443"));
+        assert!(!is_private_server("https://203.0.113.9:6443"));
+        assert!(!is_private_server("https://api.example.com"));
     }
 
     #[test]

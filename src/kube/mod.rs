@@ -8,6 +8,7 @@ pub mod client;
 pub mod connection;
 pub mod error;
 pub mod exec;
+pub mod portforward;
 pub mod retry;
 pub mod retry_after;
 pub mod wait;

@@ -1,0 +1,135 @@
+//! HTTP requests to a pod's port through the API server's port-forward (`pods/portforward`,
+//! websocket), what `kubectl port-forward` and `istioctl` do to reach endpoints that answer
+//! only local callers. No local port is bound: the forwarded stream carries one HTTP/1.1
+//! request and its response.
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+
+use super::client::Cluster;
+use super::error::KubeError;
+use super::retry::Deadline;
+
+/// Largest response body read; debug endpoints answer a few KiB.
+const MAX_BODY: usize = 8 << 20;
+
+/// A response read through a port-forward.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// `GET path` on `port` of pod `namespace/pod`, through a port-forward opened for this one
+/// request. Errors name the cluster, the pod and the port; a 403 from the API server names
+/// the permission port-forwarding needs.
+pub async fn get(
+    cluster: &Cluster,
+    namespace: &str,
+    pod: &str,
+    port: u16,
+    path: &str,
+    deadline: &Deadline,
+) -> Result<Response, KubeError> {
+    let action = format!("reading {path} from pod {namespace}/{pod} port {port} (port-forward)");
+    let request = exchange(cluster, namespace, pod, port, path);
+    tokio::select! {
+        r = tokio::time::timeout(deadline.remaining(), request) => match r {
+            Ok(r) => r.map_err(|e| e.into_kube(cluster, &action, deadline)),
+            Err(_) => Err(KubeError::Timeout {
+                cluster: cluster.name.clone(),
+                action,
+                waited: deadline.elapsed(),
+            }),
+        },
+        () = deadline.cancel.cancelled() => Err(KubeError::Cancelled {
+            cluster: cluster.name.clone(),
+            action,
+        }),
+    }
+}
+
+/// Why an exchange failed, before it is worded for the user.
+enum Failed {
+    /// The API server refused to open the port-forward.
+    Api(kube::Error),
+    /// The forward opened, but the pod side failed (nothing listening, pod gone) or the
+    /// HTTP exchange broke.
+    Stream(String),
+}
+
+impl Failed {
+    fn into_kube(self, cluster: &Cluster, action: &str, deadline: &Deadline) -> KubeError {
+        match self {
+            Failed::Api(kube::Error::Api(status)) if status.code == 403 => KubeError::Api {
+                cluster: cluster.name.clone(),
+                action: action.to_string(),
+                code: 403,
+                reason: status.reason.clone(),
+                message: format!(
+                    "{} (403) — port-forwarding needs the verb `create` on resource `pods/portforward` in that namespace: grant it to the user (RBAC)",
+                    status.message
+                ),
+            },
+            Failed::Api(e) => KubeError::from_kube(&cluster.name, action, &e, deadline.elapsed()),
+            Failed::Stream(message) => KubeError::Unreachable {
+                cluster: cluster.name.clone(),
+                action: action.to_string(),
+                message: format!("the port-forward opened but the request through it failed: {message}. Check that the pod is running and listens on that port, and that the cluster allows port-forwarding (some managed clusters and network policies block it)"),
+            },
+        }
+    }
+}
+
+async fn exchange(
+    cluster: &Cluster,
+    namespace: &str,
+    pod: &str,
+    port: u16,
+    path: &str,
+) -> Result<Response, Failed> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
+    let mut forwarder = pods.portforward(pod, &[port]).await.map_err(Failed::Api)?;
+    let stream = forwarder
+        .take_stream(port)
+        .ok_or_else(|| Failed::Stream("no stream for the port".into()))?;
+    let pod_error = forwarder
+        .take_error(port)
+        .ok_or_else(|| Failed::Stream("no error channel for the port".into()))?;
+
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Failed::Stream(format!("HTTP handshake: {e}")))?;
+    let driver = tokio::spawn(conn);
+    let request = http::Request::get(path)
+        .header(http::header::HOST, "localhost")
+        .header(http::header::CONNECTION, "close")
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| Failed::Stream(e.to_string()))?;
+
+    // The pod side reports failures (nothing listening on the port) on its error channel
+    // while the HTTP side waits forever: whichever answers first decides.
+    let response = async {
+        let resp = sender
+            .send_request(request)
+            .await
+            .map_err(|e| Failed::Stream(format!("HTTP request: {e}")))?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| Failed::Stream(format!("reading the response: {e}")))?
+            .to_bytes()
+            .to_vec();
+        Ok(Response { status, body })
+    };
+    let result = tokio::select! {
+        r = response => r,
+        Some(message) = pod_error => Err(Failed::Stream(message)),
+    };
+    driver.abort();
+    forwarder.abort();
+    result
+}
