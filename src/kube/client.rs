@@ -119,3 +119,48 @@ async fn build(
     tracing::debug!(cluster = %name, "new cluster client");
     Ok(Cluster { client, name })
 }
+
+/// How the API server named in a kubeconfig answers its credentials.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Authenticated and allowed to list namespaces.
+    Accepted,
+    /// The server answered this HTTP status (401: credentials rejected; 403: not allowed).
+    Refused(u16),
+    /// The server could not be reached from here, or the kubeconfig cannot be used.
+    Unreachable(String),
+}
+
+/// Presents a kubeconfig's credentials (a bearer token, as in a remote secret; credential
+/// plugins are refused, as istiod refuses them) to its server: one `list namespaces`.
+/// A separate, uncached client: the credentials are someone else's.
+pub async fn probe_kubeconfig(yaml: &str, timeout: std::time::Duration) -> Probe {
+    let kubeconfig = match kube::config::Kubeconfig::from_yaml(yaml) {
+        Ok(k) => k,
+        Err(e) => return Probe::Unreachable(format!("the kubeconfig does not parse: {e}")),
+    };
+    if kubeconfig
+        .auth_infos
+        .iter()
+        .any(|a| a.auth_info.as_ref().is_some_and(|u| u.exec.is_some()))
+    {
+        return Probe::Unreachable("the kubeconfig uses a credential plugin".into());
+    }
+    let options = kube::config::KubeConfigOptions::default();
+    let config = match kube::Config::from_custom_kubeconfig(kubeconfig, &options).await {
+        Ok(c) => c,
+        Err(e) => return Probe::Unreachable(format!("the kubeconfig cannot be used: {e}")),
+    };
+    let client = match kube::Client::try_from(config) {
+        Ok(c) => c,
+        Err(e) => return Probe::Unreachable(format!("cannot build a client: {e}")),
+    };
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+    let params = kube::api::ListParams::default().limit(1);
+    match tokio::time::timeout(timeout, api.list(&params)).await {
+        Ok(Ok(_)) => Probe::Accepted,
+        Ok(Err(kube::Error::Api(status))) => Probe::Refused(status.code),
+        Ok(Err(e)) => Probe::Unreachable(super::error::error_chain(&e)),
+        Err(_) => Probe::Unreachable(format!("no answer within {timeout:?}")),
+    }
+}

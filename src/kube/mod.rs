@@ -14,7 +14,7 @@ pub mod retry_after;
 pub mod wait;
 
 pub use apply::{labels, FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-pub use client::{connect, Cluster};
+pub use client::{connect, probe_kubeconfig, Cluster, Probe};
 pub use connection::{Connection, Env, Exec, Resolved};
 pub use error::KubeError;
 pub use retry::Deadline;

@@ -108,6 +108,19 @@ impl Attribute {
         Self::new(name, Type::Map(Box::new(Type::String)), description)
     }
 
+    /// A list of objects with the given attribute types, e.g. a computed table of rows.
+    pub fn object_list(name: &str, fields: &[(&str, Type)], description: &str) -> Self {
+        let fields = fields
+            .iter()
+            .map(|(k, t)| (k.to_string(), t.clone()))
+            .collect();
+        Self::new(
+            name,
+            Type::List(Box::new(Type::Object(fields))),
+            description,
+        )
+    }
+
     pub fn required(mut self) -> Self {
         self.mode = Mode::Required;
         self

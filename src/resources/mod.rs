@@ -5,6 +5,7 @@ pub mod eastwest_gateway;
 pub mod kubernetes;
 pub mod remote_secret;
 pub mod root_ca;
+pub mod status;
 
 use std::sync::Arc;
 
