@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// The provider's source address (`required_providers { mesh = { source = ... } }`).
 pub const PROVIDER_ADDRESS: &str = "registry.terraform.io/tfmesh/mesh";
 
-/// The provider with all its resources.
+/// The provider with all its resources and data sources.
 pub fn provider() -> plugin::Provider {
     plugin::Provider {
         address: PROVIDER_ADDRESS,
@@ -24,5 +24,6 @@ pub fn provider() -> plugin::Provider {
             .into_iter()
             .map(|r| r as Arc<dyn plugin::Resource>)
             .collect(),
+        data_sources: resources::data_sources(),
     }
 }

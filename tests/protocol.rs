@@ -12,12 +12,14 @@ use terraform_provider_mesh::pki;
 use terraform_provider_mesh::plugin::resource::{import_passthrough, timeouts_block, UpgradeStep};
 use terraform_provider_mesh::plugin::value::{to_json, Type};
 use terraform_provider_mesh::plugin::{
-    Applied, Attribute, Block, Change, Ctx, Diagnostics, Failure, Provider, Resource, Schema, Value,
+    Applied, Attribute, AttributePath, Block, Change, Ctx, DataSource, Diagnostics, Failure,
+    Provider, Resource, Schema, Value,
 };
 use tokio::sync::Notify;
 
 const ROOT_CA: &str = "mesh_root_ca";
 const THING: &str = "test_thing";
+const LOOKUP: &str = "test_lookup";
 
 /// Attributes of mesh_root_ca the provider computes.
 const ROOT_CA_COMPUTED: [&str; 6] = [
@@ -121,6 +123,67 @@ impl Resource for Thing {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// A test-only data source: echoes its configuration with computed attributes, fails on request,
+// and can answer with what Terraform would reject.
+
+struct Lookup;
+
+/// `name` values that make the lookup misbehave.
+const LOOKUP_FAILS: &str = "fail";
+const LOOKUP_LEAVES_UNKNOWN: &str = "leave-unknown";
+const LOOKUP_RENAMES: &str = "rename";
+
+#[tonic::async_trait]
+impl DataSource for Lookup {
+    fn type_name(&self) -> &'static str {
+        LOOKUP
+    }
+
+    fn schema(&self) -> Schema {
+        Schema::new(
+            0,
+            Block::new("A data source for protocol tests.")
+                .attr(Attribute::string("name", "What to look up.").required())
+                .attr(Attribute::string("greeting", "Computed from the name.").computed())
+                .attr(Attribute::string_list("labels", "Computed labels.").computed())
+                .block(timeouts_block(&[("read", "1m")])),
+        )
+    }
+
+    fn validate(&self, config: &Value, diags: &mut Diagnostics) {
+        if config.get("name").as_str() == Some("") {
+            diags.error_at(
+                AttributePath::attrs(&["name"]),
+                "Invalid name",
+                "The name must not be empty.",
+            );
+        }
+    }
+
+    async fn read(&self, ctx: &Ctx, config: &Value) -> Result<Value, Diagnostics> {
+        let name = config.get("name").as_str().unwrap_or_default().to_string();
+        let mut state = config.clone();
+        match name.as_str() {
+            LOOKUP_FAILS => {
+                let mut d = Diagnostics::new();
+                d.error("Lookup failed", "The backend has no such thing.");
+                return Err(d);
+            }
+            LOOKUP_LEAVES_UNKNOWN => state.set("greeting", Value::Unknown),
+            LOOKUP_RENAMES => state.set("name", Value::from("renamed")),
+            _ => state.set("greeting", Value::from(format!("hello {name}"))),
+        }
+        state.set("labels", Value::List(vec![Value::from("a")]));
+        ctx.warn(None, "Looked up", "A warning travels with the result.");
+        Ok(state)
+    }
+}
+
+fn lookup_type() -> Type {
+    Lookup.schema().value_type()
+}
+
 fn thing_type() -> Type {
     Thing {
         waiting: Arc::default(),
@@ -136,6 +199,7 @@ fn test_provider() -> (Provider, Arc<Notify>) {
     provider.resources.push(Arc::new(Thing {
         waiting: waiting.clone(),
     }));
+    provider.data_sources.push(Arc::new(Lookup));
     (provider, waiting)
 }
 
@@ -333,7 +397,18 @@ async fn metadata_lists_resources_and_capabilities() {
     registered.sort();
     assert_eq!(names, registered);
     assert!(names.contains(&ROOT_CA));
-    assert!(resp.data_sources.is_empty());
+    let data_sources: Vec<_> = resp
+        .data_sources
+        .iter()
+        .map(|d| d.type_name.as_str())
+        .collect();
+    let mut registered: Vec<_> = terraform_provider_mesh::provider()
+        .data_sources
+        .iter()
+        .map(|d| d.type_name())
+        .collect();
+    registered.sort();
+    assert_eq!(data_sources, registered);
     assert!(resp.diagnostics.is_empty());
     let caps = resp.server_capabilities.unwrap();
     assert!(caps.get_provider_schema_optional);
@@ -437,6 +512,169 @@ async fn validate_checks_timeouts_on_their_path() {
     )]);
     let diags = validate(&mut p.client, THING, dv(&good, &ty)).await;
     assert!(diags.is_empty(), "{}", show(&diags));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data sources
+
+#[tokio::test]
+async fn data_sources_are_listed_with_their_schema() {
+    let mut p = serve_test().await.0;
+    let meta = p
+        .client
+        .get_metadata(pb::get_metadata::Request {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(meta.data_sources.iter().any(|d| d.type_name == LOOKUP));
+    let resp = p
+        .client
+        .get_provider_schema(pb::get_provider_schema::Request {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.diagnostics.is_empty(), "{}", show(&resp.diagnostics));
+    // Data sources are not resources, and the other way round.
+    assert!(!resp.resource_schemas.contains_key(LOOKUP));
+    assert!(!resp.data_source_schemas.contains_key(THING));
+    let block = resp.data_source_schemas[LOOKUP].block.clone().unwrap();
+    let attr = |n: &str| block.attributes.iter().find(|a| a.name == n).unwrap();
+    assert!(attr("name").required && !attr("name").computed);
+    assert!(attr("greeting").computed && !attr("greeting").optional);
+    assert_eq!(attr("labels").r#type, br#"["list","string"]"#);
+    // The single timeouts block travels as a list block of at most one, like resources'.
+    let timeouts = &block.block_types[0];
+    assert_eq!(timeouts.type_name, "timeouts");
+    assert_eq!(
+        timeouts.nesting,
+        pb::schema::nested_block::NestingMode::List as i32
+    );
+    assert_eq!((timeouts.min_items, timeouts.max_items), (0, 1));
+    let mut problems = Vec::new();
+    check_block(&block, LOOKUP, &mut problems);
+    assert_eq!(problems, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn data_source_validation_reports_wire_paths_and_accepts_unknowns() {
+    let mut p = serve_test().await.0;
+    let ty = lookup_type();
+    let bad = Value::object([
+        ("name", Value::from("")),
+        (
+            "timeouts",
+            Value::List(vec![Value::object([("read", Value::from("soon"))])]),
+        ),
+    ]);
+    let diags = validate_data(&mut p.client, LOOKUP, dv(&bad, &ty)).await;
+    let mut paths = error_paths(&diags);
+    paths.sort();
+    assert_eq!(paths, ["name", "timeouts[0].read"], "{}", show(&diags));
+
+    let unknown = raw_object(&ty, vec![("name", unknown())]);
+    let diags = validate_data(&mut p.client, LOOKUP, dv_raw(unknown)).await;
+    assert!(diags.is_empty(), "{}", show(&diags));
+
+    // A value of the wrong type is reported on its attribute.
+    let wrong = raw_object(&ty, vec![("name", rmpv::Value::Array(vec![]))]);
+    let diags = validate_data(&mut p.client, LOOKUP, dv_raw(wrong)).await;
+    assert_eq!(error_paths(&diags), ["name"], "{}", show(&diags));
+}
+
+#[tokio::test]
+async fn read_data_source_returns_the_full_object_with_warnings() {
+    let mut p = serve_test().await.0;
+    let ty = lookup_type();
+    let config = Value::object([
+        ("name", Value::from("east")),
+        (
+            "timeouts",
+            Value::List(vec![Value::object([("read", Value::from("30s"))])]),
+        ),
+    ]);
+    let resp = read_data(&mut p.client, LOOKUP, dv(&config, &ty)).await;
+    assert!(
+        !resp.diagnostics.iter().any(is_error),
+        "{}",
+        show(&resp.diagnostics)
+    );
+    let state = decode(&resp.state, &ty);
+    assert_eq!(state.get("name").as_str(), Some("east"));
+    assert_eq!(state.get("greeting").as_str(), Some("hello east"));
+    assert_eq!(state.get("labels"), &Value::List(vec![Value::from("a")]));
+    // The block comes back in wire shape, as configured.
+    assert_eq!(state.get("timeouts"), config.get("timeouts"));
+    let warnings: Vec<_> = resp
+        .diagnostics
+        .iter()
+        .map(|d| d.summary.as_str())
+        .collect();
+    assert_eq!(warnings, ["Looked up"]);
+}
+
+#[tokio::test]
+async fn read_data_source_errors_are_diagnostics() {
+    let mut p = serve_test().await.0;
+    let ty = lookup_type();
+    let with_name = |n: &str| dv(&Value::object([("name", Value::from(n))]), &ty);
+
+    let resp = read_data(&mut p.client, LOOKUP, with_name(LOOKUP_FAILS)).await;
+    assert_eq!(error_paths(&resp.diagnostics), ["(root)"]);
+    assert_eq!(resp.diagnostics[0].summary, "Lookup failed");
+    assert!(resp.state.is_none());
+
+    // Answers Terraform would reject are refused here, naming the data source.
+    for (name, summary) in [
+        (
+            LOOKUP_LEAVES_UNKNOWN,
+            "test_lookup returned an incomplete object",
+        ),
+        (LOOKUP_RENAMES, "test_lookup changed a configured value"),
+    ] {
+        let resp = read_data(&mut p.client, LOOKUP, with_name(name)).await;
+        let errors: Vec<_> = resp
+            .diagnostics
+            .iter()
+            .filter(|d| is_error(d))
+            .map(|d| d.summary.as_str())
+            .collect();
+        assert_eq!(errors, [summary], "{}", show(&resp.diagnostics));
+        assert!(resp.state.is_none());
+    }
+
+    // Terraform reads only known configurations; an unknown one is refused clearly.
+    let unknown = raw_object(&ty, vec![("name", unknown())]);
+    let resp = read_data(&mut p.client, LOOKUP, dv_raw(unknown)).await;
+    assert_eq!(error_paths(&resp.diagnostics), ["(root)"]);
+    assert!(
+        resp.diagnostics[0]
+            .detail
+            .contains("only known after apply"),
+        "{}",
+        show(&resp.diagnostics)
+    );
+}
+
+#[tokio::test]
+async fn unknown_data_source_types_get_a_diagnostic() {
+    let mut p = serve_test().await.0;
+    let config = dv(&Value::object([("name", Value::from("x"))]), &lookup_type());
+    let diags = validate_data(&mut p.client, "test_nothing", config.clone()).await;
+    assert_eq!(diags.len(), 1, "{}", show(&diags));
+    assert!(is_error(&diags[0]));
+    assert_eq!(diags[0].summary, "Data Source Type Not Found");
+    assert!(
+        diags[0].detail.contains("\"test_nothing\""),
+        "{}",
+        diags[0].detail
+    );
+
+    let resp = read_data(&mut p.client, "test_nothing", config.clone()).await;
+    assert_eq!(resp.diagnostics.len(), 1);
+    assert_eq!(resp.diagnostics[0].summary, "Data Source Type Not Found");
+    // A resource type is not a data source type.
+    let resp = read_data(&mut p.client, THING, config).await;
+    assert_eq!(resp.diagnostics[0].summary, "Data Source Type Not Found");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,18 +1,20 @@
 //! Registry documentation rendered from schemas, in the layout the Terraform and OpenTofu
-//! registries read (`docs/index.md`, `docs/resources/<name>.md`). The descriptions in the
-//! schemas are the single source; CI fails when the committed files are stale.
+//! registries read (`docs/index.md`, `docs/resources/<name>.md`, `docs/data-sources/<name>.md`).
+//! The descriptions in the schemas are the single source; CI fails when the committed files are
+//! stale.
 
 use std::fmt::Write as _;
 
 use super::schema::{Attribute, Block, Mode, NestedBlock, Nesting, Schema};
 use super::value::{Type, Value};
 
-/// The hand-written parts of a resource page (from `examples/resources/<type>/`).
+/// The hand-written parts of a resource page (from `examples/resources/<type>/`) or a data
+/// source page (from `examples/data-sources/<type>/`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PageExtras<'a> {
-    /// `resource.tf`: the example configuration.
+    /// `resource.tf` or `data-source.tf`: the example configuration.
     pub example: Option<&'a str>,
-    /// `import.sh`: how to import (or why not).
+    /// `import.sh`: how to import (or why not). Resources only.
     pub import: Option<&'a str>,
     /// `limitations.md`: what the resource does not do, as Markdown.
     pub limitations: Option<&'a str>,
@@ -20,6 +22,20 @@ pub struct PageExtras<'a> {
 
 /// Front matter + body of a resource page.
 pub fn resource_page(type_name: &str, schema: &Schema, extras: PageExtras<'_>) -> String {
+    type_page("Resource", type_name, schema, extras)
+}
+
+/// Front matter + body of a data source page (data sources have no import section).
+pub fn data_source_page(type_name: &str, schema: &Schema, extras: PageExtras<'_>) -> String {
+    let extras = PageExtras {
+        import: None,
+        ..extras
+    };
+    type_page("Data Source", type_name, schema, extras)
+}
+
+/// A resource or data source page; `kind` is how the registry names the page's type.
+fn type_page(kind: &str, type_name: &str, schema: &Schema, extras: PageExtras<'_>) -> String {
     let PageExtras {
         example,
         import,
@@ -30,7 +46,7 @@ pub fn resource_page(type_name: &str, schema: &Schema, extras: PageExtras<'_>) -
     let _ = writeln!(out, "---");
     let _ = writeln!(
         out,
-        "page_title: \"{type_name} Resource - terraform-provider-mesh\""
+        "page_title: \"{type_name} {kind} - terraform-provider-mesh\""
     );
     let _ = writeln!(out, "subcategory: \"\"");
     let _ = writeln!(out, "description: |-");
@@ -38,7 +54,7 @@ pub fn resource_page(type_name: &str, schema: &Schema, extras: PageExtras<'_>) -
         let _ = writeln!(out, "  {line}");
     }
     let _ = writeln!(out, "---\n");
-    let _ = writeln!(out, "# {type_name} (Resource)\n");
+    let _ = writeln!(out, "# {type_name} ({kind})\n");
     let _ = writeln!(out, "{}\n", schema.block.description.trim());
     if let Some(example) = example {
         let _ = writeln!(out, "## Example Usage\n");
@@ -61,8 +77,14 @@ pub fn resource_page(type_name: &str, schema: &Schema, extras: PageExtras<'_>) -
     out
 }
 
-/// The provider's index page.
-pub fn index_page(description: &str, example: Option<&str>) -> String {
+/// The provider's index page: its description, the example, and the types it serves (each as
+/// `(type name, schema)`, listed with the first paragraph of its description).
+pub fn index_page(
+    description: &str,
+    example: Option<&str>,
+    resources: &[(&str, Schema)],
+    data_sources: &[(&str, Schema)],
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "---");
     let _ = writeln!(out, "page_title: \"mesh Provider\"");
@@ -76,6 +98,16 @@ pub fn index_page(description: &str, example: Option<&str>) -> String {
     if let Some(example) = example {
         let _ = writeln!(out, "## Example Usage\n");
         let _ = writeln!(out, "```terraform\n{}\n```", example.trim_end());
+    }
+    for (title, types) in [("Resources", resources), ("Data Sources", data_sources)] {
+        if types.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n## {title}\n");
+        for (name, schema) in types {
+            let summary = first_sentence(&first_paragraph(&schema.block.description));
+            let _ = writeln!(out, "- `{name}`: {summary}");
+        }
     }
     out
 }
@@ -100,6 +132,22 @@ pub fn guide_page(title: &str, readme: &str, config: &str) -> String {
 
 fn first_paragraph(s: &str) -> String {
     s.trim().split("\n\n").next().unwrap_or("").to_string()
+}
+
+/// The first sentence on one line: up to the first full stop followed by a capital letter or
+/// the end, so abbreviations such as "e.g. a" stay inside it.
+fn first_sentence(s: &str) -> String {
+    let one_line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let end = one_line
+        .match_indices(". ")
+        .find(|(i, _)| {
+            one_line[i + 2..]
+                .chars()
+                .next()
+                .is_some_and(char::is_uppercase)
+        })
+        .map_or(one_line.len(), |(i, _)| i + 1);
+    sentence(&one_line[..end])
 }
 
 /// A section title and which attributes belong in it.
@@ -256,5 +304,44 @@ mod tests {
         assert!(at("## Schema") < at("## Import\n\n```shell\n# cannot be imported\n```"));
         let bare = resource_page("mesh_thing", &schema, PageExtras::default());
         assert!(!bare.contains("## Limitations") && !bare.contains("## Import"));
+    }
+
+    #[test]
+    fn data_source_pages_and_the_index_list_data_sources() {
+        let schema = Schema::new(
+            0,
+            Block::new("Reports a thing, e.g. this one. Not more.\n\nMore words.")
+                .attr(Attribute::string("name", "The name").required())
+                .attr(Attribute::bool("healthy", "Whether it is healthy").computed())
+                .block(timeouts_block(&[("read", "1m")])),
+        );
+        let page = data_source_page(
+            "mesh_thing",
+            &schema,
+            PageExtras {
+                example: Some("data \"mesh_thing\" \"x\" {}"),
+                import: Some("# never shown"),
+                limitations: Some("- Reads one thing.\n"),
+            },
+        );
+        assert!(page.contains("page_title: \"mesh_thing Data Source - terraform-provider-mesh\""));
+        assert!(page.contains("# mesh_thing (Data Source)\n\nReports a thing, e.g. this one."));
+        assert!(page.contains("```terraform\ndata \"mesh_thing\" \"x\" {}\n```"));
+        assert!(page.contains("## Limitations\n\n- Reads one thing."));
+        assert!(page.contains("### Read-Only\n\n- `healthy` (Boolean) Whether it is healthy."));
+        assert!(!page.contains("## Import"), "{page}");
+
+        let index = index_page(
+            "The provider.",
+            None,
+            &[("mesh_other", Schema::new(0, Block::new("Makes another.")))],
+            &[("mesh_thing", schema.clone())],
+        );
+        assert!(index.contains("## Resources\n\n- `mesh_other`: Makes another.\n"));
+        assert!(
+            index.contains("## Data Sources\n\n- `mesh_thing`: Reports a thing, e.g. this one.\n")
+        );
+        let none = index_page("The provider.", None, &[], &[]);
+        assert!(!none.contains("## Data Sources") && !none.contains("## Resources"));
     }
 }

@@ -2,12 +2,13 @@
 //! protocol and nothing of Istio or Kubernetes.
 //!
 //! - `serve`: go-plugin handshake, AutoMTLS, Unix socket, signals, debug mode;
-//! - `server`: the tfplugin6 gRPC service, dispatching to `Resource`s;
+//! - `server`: the tfplugin6 gRPC service, dispatching to `Resource`s and `DataSource`s;
 //! - `value`, `schema`, `plan`, `diag`: values with unknowns, schemas, the plan pipeline and
 //!   diagnostics with attribute paths;
 //! - `log`: hclog JSON lines on stderr, filtered like Terraform filters them;
 //! - `docs`: registry docs rendered from schemas.
 
+pub mod data_source;
 pub mod diag;
 pub mod docs;
 pub mod log;
@@ -19,6 +20,7 @@ pub mod serve;
 pub mod server;
 pub mod value;
 
+pub use data_source::DataSource;
 pub use diag::{AttributePath, Diagnostics};
 pub use plan::Plan;
 pub use resource::{Applied, Change, Ctx, Failure, Resource};
@@ -27,11 +29,12 @@ pub use value::Value;
 
 use std::sync::Arc;
 
-/// A provider: its registry address, description and resource types.
+/// A provider: its registry address, description, resource and data source types.
 pub struct Provider {
     /// Fully qualified source address, e.g. `registry.terraform.io/tfmesh/mesh`.
     pub address: &'static str,
     /// Provider-level documentation (Markdown).
     pub description: &'static str,
     pub resources: Vec<Arc<dyn Resource>>,
+    pub data_sources: Vec<Arc<dyn DataSource>>,
 }

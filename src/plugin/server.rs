@@ -8,24 +8,31 @@ use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::data_source::DataSource;
 use super::diag::{AttributePath, Diagnostics};
 use super::plan::Plan;
 use super::proto::tfplugin6 as pb;
 use super::proto::tfplugin6::provider_server::Provider as ProviderRpc;
 use super::resource::{Change, Ctx, Failure, Resource};
-use super::schema::{Block, Schema};
+use super::schema::{Block, Mode, Schema};
 use super::value::{self, Type, Value};
 use super::Provider;
 
-struct Registered {
-    resource: Arc<dyn Resource>,
+/// One registered resource or data source type with its schema and value type, computed once.
+struct Registered<T: ?Sized> {
+    imp: Arc<T>,
     schema: Schema,
     ty: Type,
 }
 
 /// Values and paths cross the wire in Terraform's shape (single blocks as one-element lists)
 /// and reach resources in theirs (single blocks as objects); these are the only crossings.
-impl Registered {
+impl<T: ?Sized> Registered<T> {
+    fn new(imp: Arc<T>, schema: Schema) -> Self {
+        let ty = schema.value_type();
+        Self { imp, schema, ty }
+    }
+
     fn decode(&self, dv: Option<&pb::DynamicValue>, what: &str) -> Result<Value, Diagnostics> {
         decode(dv, &self.ty, what).map(|v| self.schema.block.from_wire(v))
     }
@@ -56,7 +63,8 @@ pub struct ProviderService {
 
 struct Inner {
     description: &'static str,
-    resources: BTreeMap<&'static str, Registered>,
+    resources: BTreeMap<&'static str, Registered<dyn Resource>>,
+    data_sources: BTreeMap<&'static str, Registered<dyn DataSource>>,
     /// Cancels every operation, present and future (the caller's token).
     stop_all: CancellationToken,
     /// Cancels the operations in flight; StopProvider cancels it and arms a fresh one, so a
@@ -70,23 +78,18 @@ impl ProviderService {
         let resources = provider
             .resources
             .into_iter()
-            .map(|r| {
-                let schema = r.schema();
-                let ty = schema.value_type();
-                (
-                    r.type_name(),
-                    Registered {
-                        resource: r,
-                        schema,
-                        ty,
-                    },
-                )
-            })
+            .map(|r| (r.type_name(), Registered::new(r.clone(), r.schema())))
+            .collect();
+        let data_sources = provider
+            .data_sources
+            .into_iter()
+            .map(|d| (d.type_name(), Registered::new(d.clone(), d.schema())))
             .collect();
         Self {
             inner: Arc::new(Inner {
                 description: provider.description,
                 resources,
+                data_sources,
                 stop: Mutex::new(stop.child_token()),
                 stop_all: stop,
                 terraform_version: Mutex::new(None),
@@ -99,9 +102,22 @@ impl ProviderService {
         self.inner.terraform_version.lock().ok()?.clone()
     }
 
-    fn resource(&self, type_name: &str) -> Result<&Registered, Status> {
+    fn resource(&self, type_name: &str) -> Result<&Registered<dyn Resource>, Status> {
         self.inner.resources.get(type_name).ok_or_else(|| {
             Status::invalid_argument(format!("this provider has no resource type {type_name:?}"))
+        })
+    }
+
+    /// The data source `type_name`, or the diagnostic terraform-plugin-framework answers for a
+    /// type it does not serve.
+    fn data_source(&self, type_name: &str) -> Result<&Registered<dyn DataSource>, Diagnostics> {
+        self.inner.data_sources.get(type_name).ok_or_else(|| {
+            let mut d = Diagnostics::new();
+            d.error(
+                "Data Source Type Not Found",
+                format!("No data source type named {type_name:?} was found in the provider."),
+            );
+            d
         })
     }
 
@@ -170,7 +186,14 @@ impl ProviderRpc for ProviderService {
         Ok(Response::new(pb::get_metadata::Response {
             server_capabilities: Some(capabilities()),
             diagnostics: vec![],
-            data_sources: vec![],
+            data_sources: self
+                .inner
+                .data_sources
+                .keys()
+                .map(|n| pb::get_metadata::DataSourceMetadata {
+                    type_name: n.to_string(),
+                })
+                .collect(),
             resources: self
                 .inner
                 .resources
@@ -194,7 +217,12 @@ impl ProviderRpc for ProviderService {
                 .iter()
                 .map(|(n, r)| (n.to_string(), r.schema.to_proto()))
                 .collect(),
-            data_source_schemas: Default::default(),
+            data_source_schemas: self
+                .inner
+                .data_sources
+                .iter()
+                .map(|(n, d)| (n.to_string(), d.schema.to_proto()))
+                .collect(),
             diagnostics: vec![],
             provider_meta: None,
             server_capabilities: Some(capabilities()),
@@ -224,7 +252,7 @@ impl ProviderRpc for ProviderService {
             Ok(config) => {
                 let mut d = Diagnostics::new();
                 super::resource::validate_timeouts(&config, &mut d);
-                r.resource.validate(&config, &mut d);
+                r.imp.validate(&config, &mut d);
                 r.diagnostics(d)
             }
             // Decoding errors already carry wire paths.
@@ -239,10 +267,23 @@ impl ProviderRpc for ProviderService {
         &self,
         req: Request<pb::validate_data_resource_config::Request>,
     ) -> Result<Response<pb::validate_data_resource_config::Response>, Status> {
-        Err(Status::invalid_argument(format!(
-            "this provider has no data source {:?}",
-            req.get_ref().type_name
-        )))
+        let req = req.into_inner();
+        let diagnostics = match self.data_source(&req.type_name) {
+            Ok(ds) => match ds.decode(req.config.as_ref(), "configuration") {
+                Ok(config) => {
+                    let mut d = Diagnostics::new();
+                    super::resource::validate_timeouts(&config, &mut d);
+                    ds.imp.validate(&config, &mut d);
+                    ds.diagnostics(d)
+                }
+                // Decoding errors already carry wire paths.
+                Err(d) => d.to_proto(),
+            },
+            Err(d) => d.to_proto(),
+        };
+        Ok(Response::new(pb::validate_data_resource_config::Response {
+            diagnostics,
+        }))
     }
 
     async fn upgrade_resource_state(
@@ -255,7 +296,7 @@ impl ProviderRpc for ProviderService {
         let raw = req.raw_state.unwrap_or_default();
         let upgraded = if !raw.json.is_empty() {
             match serde_json::from_slice::<serde_json::Value>(&raw.json) {
-                Ok(json) => match r.resource.upgrade(req.version, json) {
+                Ok(json) => match r.imp.upgrade(req.version, json) {
                     Ok(mut json) => {
                         r.schema.block.wire_json(&mut json);
                         match value::from_json(&json, &r.ty) {
@@ -326,20 +367,19 @@ impl ProviderRpc for ProviderService {
             }
         };
         let ctx = self.ctx();
-        tracing::debug!(resource = r.resource.type_name(), "read");
-        let (new_state, private, mut diags) =
-            match r.resource.read(&ctx, &state, &req.private).await {
-                Ok(Some(applied)) => (applied.state, applied.private, Diagnostics::new()),
-                Ok(None) => (Value::Null, Vec::new(), Diagnostics::new()),
-                // A failed refresh keeps what we had: nothing is dropped from state.
-                Err(f) => {
-                    let a = f.partial.unwrap_or(super::resource::Applied {
-                        state: state.clone(),
-                        private: req.private.clone(),
-                    });
-                    (a.state, a.private, f.diags)
-                }
-            };
+        tracing::debug!(resource = r.imp.type_name(), "read");
+        let (new_state, private, mut diags) = match r.imp.read(&ctx, &state, &req.private).await {
+            Ok(Some(applied)) => (applied.state, applied.private, Diagnostics::new()),
+            Ok(None) => (Value::Null, Vec::new(), Diagnostics::new()),
+            // A failed refresh keeps what we had: nothing is dropped from state.
+            Err(f) => {
+                let a = f.partial.unwrap_or(super::resource::Applied {
+                    state: state.clone(),
+                    private: req.private.clone(),
+                });
+                (a.state, a.private, f.diags)
+            }
+        };
         diags.extend(ctx.take_warnings());
         Ok(Response::new(pb::read_resource::Response {
             new_state: r.encode(&new_state),
@@ -372,7 +412,7 @@ impl ProviderRpc for ProviderService {
         };
         let mut plan = Plan::new(&r.schema, &prior, proposed, &config, &req.prior_private);
         if !plan.is_destroy() {
-            r.resource.modify_plan(&mut plan);
+            r.imp.modify_plan(&mut plan);
         }
         Ok(Response::new(pb::plan_resource_change::Response {
             planned_state: r.encode(&plan.planned),
@@ -406,7 +446,7 @@ impl ProviderRpc for ProviderService {
             }
         };
         let ctx = self.ctx();
-        let res = r.resource.as_ref();
+        let res = r.imp.as_ref();
         let change = Change {
             prior: &prior,
             planned: &planned,
@@ -463,7 +503,7 @@ impl ProviderRpc for ProviderService {
     ) -> Result<Response<pb::import_resource_state::Response>, Status> {
         let req = req.into_inner();
         let r = self.resource(&req.type_name)?;
-        let (imported, diags) = match r.resource.import(&req.id) {
+        let (imported, diags) = match r.imp.import(&req.id) {
             Ok(a) => (
                 vec![pb::import_resource_state::ImportedResource {
                     type_name: req.type_name.clone(),
@@ -484,10 +524,41 @@ impl ProviderRpc for ProviderService {
         &self,
         req: Request<pb::read_data_source::Request>,
     ) -> Result<Response<pb::read_data_source::Response>, Status> {
-        Err(Status::invalid_argument(format!(
-            "this provider has no data source {:?}",
-            req.get_ref().type_name
-        )))
+        let req = req.into_inner();
+        let ds = match self.data_source(&req.type_name) {
+            Ok(ds) => ds,
+            Err(d) => return Ok(Response::new(read_data_source_failed(d))),
+        };
+        let config = match ds.decode(req.config.as_ref(), "configuration") {
+            Ok(c) => c,
+            Err(d) => return Ok(Response::new(read_data_source_failed(d))),
+        };
+        if !config.is_wholly_known() {
+            // Terraform defers such reads to apply; we never defer, so this is a client bug.
+            let mut d = Diagnostics::new();
+            d.error(
+                "Data source configuration is not known yet",
+                format!(
+                    "{} was asked to read with values that are only known after apply. Terraform reads a data source once its configuration is known; this request is unexpected.",
+                    req.type_name
+                ),
+            );
+            return Ok(Response::new(read_data_source_failed(d)));
+        }
+        let ctx = self.ctx();
+        tracing::debug!(data_source = ds.imp.type_name(), "read");
+        let (state, mut diags) = match ds.imp.read(&ctx, &config).await {
+            Ok(state) => {
+                let d = check_read_result(ds, &config, &state);
+                (Some(state).filter(|_| !d.has_errors()), d)
+            }
+            Err(d) => (None, d),
+        };
+        diags.extend(ctx.take_warnings());
+        Ok(Response::new(pb::read_data_source::Response {
+            state: state.and_then(|s| ds.encode(&s)),
+            diagnostics: ds.diagnostics(diags),
+        }))
     }
 
     async fn stop_provider(
@@ -502,6 +573,55 @@ impl ProviderRpc for ProviderService {
             error: String::new(),
         }))
     }
+}
+
+fn read_data_source_failed(d: Diagnostics) -> pb::read_data_source::Response {
+    pb::read_data_source::Response {
+        state: None,
+        diagnostics: d.to_proto(),
+    }
+}
+
+/// What Terraform would reject in a data source's answer, reported as a provider bug naming the
+/// attribute: a null or partly unknown object, a value that does not fit the schema, or a
+/// configured (not computed) attribute whose value differs from the configuration.
+fn check_read_result(
+    ds: &Registered<dyn DataSource>,
+    config: &Value,
+    state: &Value,
+) -> Diagnostics {
+    let name = ds.imp.type_name();
+    let mut d = Diagnostics::new();
+    let bug = format!("This is a bug in {name} of terraform-provider-mesh; please report it.");
+    if state.is_null() {
+        d.error(format!("{name} returned no object"), bug);
+        return d;
+    }
+    if !state.is_wholly_known() {
+        d.error(
+            format!("{name} returned an incomplete object"),
+            format!("A value is still unknown after the read. {bug}"),
+        );
+    }
+    if let Err(e) = value::conforms(&ds.schema.block.to_wire(state.clone()), &ds.ty) {
+        // The path is a wire path (the value was checked in wire shape): keep it in the text.
+        d.error(
+            format!("{name} returned a value that does not fit its schema"),
+            format!("{}: {}. {bug}", e.path, e.message),
+        );
+        return d;
+    }
+    for a in &ds.schema.block.attributes {
+        let configured = matches!(a.mode, Mode::Required | Mode::Optional);
+        if configured && state.get(&a.name) != config.get(&a.name) {
+            d.error_at(
+                AttributePath::attrs(&[a.name.as_str()]),
+                format!("{name} changed a configured value"),
+                format!("`{}` must be returned as configured. {bug}", a.name),
+            );
+        }
+    }
+    d
 }
 
 fn capabilities() -> pb::ServerCapabilities {

@@ -241,6 +241,67 @@ fn mismatch(path: &AttributePath, ty: &Type, found: &str) -> ValueError {
     }
 }
 
+/// Checks that `value` has the shape of `ty` (null and unknown fit anywhere; objects may omit
+/// attributes, which encode as null, but never carry one the type lacks).
+pub fn conforms(value: &Value, ty: &Type) -> Result<(), ValueError> {
+    conforms_at(value, ty, &mut AttributePath::root())
+}
+
+fn conforms_at(value: &Value, ty: &Type, path: &mut AttributePath) -> Result<(), ValueError> {
+    match (value, ty) {
+        (Value::Null | Value::Unknown, _)
+        | (Value::String(_), Type::String)
+        | (Value::Bool(_), Type::Bool)
+        | (Value::Number(_), Type::Number) => Ok(()),
+        (Value::List(items), Type::List(elem) | Type::Set(elem)) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push_index(i as i64);
+                let r = conforms_at(item, elem, path);
+                path.pop();
+                r?;
+            }
+            Ok(())
+        }
+        (Value::Map(fields), Type::Map(elem)) => {
+            for (k, v) in fields {
+                path.push_key(k);
+                let r = conforms_at(v, elem, path);
+                path.pop();
+                r?;
+            }
+            Ok(())
+        }
+        (Value::Map(fields), Type::Object(attrs)) => {
+            for (k, v) in fields {
+                let Some(attr_ty) = attrs.get(k) else {
+                    return Err(ValueError {
+                        path: path.clone(),
+                        message: format!("unexpected attribute {k:?}"),
+                    });
+                };
+                path.push_attr(k);
+                let r = conforms_at(v, attr_ty, path);
+                path.pop();
+                r?;
+            }
+            Ok(())
+        }
+        (other, _) => Err(mismatch(path, ty, kind(other))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Unknown => "unknown",
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::List(_) => "list",
+        Value::Map(_) => "map",
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // msgpack
 

@@ -9,7 +9,7 @@ pub mod status;
 
 use std::sync::Arc;
 
-use crate::plugin::Resource;
+use crate::plugin::{DataSource, Resource};
 
 /// The provider's documentation page (docs/index.md).
 pub const PROVIDER_DESCRIPTION: &str = include_str!("provider.md");
@@ -22,4 +22,9 @@ pub fn all() -> Vec<Arc<dyn Resource>> {
         Arc::new(eastwest_gateway::EastWestGateway),
         Arc::new(remote_secret::MeshRemoteSecret),
     ]
+}
+
+/// Every data source type the provider serves.
+pub fn data_sources() -> Vec<Arc<dyn DataSource>> {
+    vec![]
 }

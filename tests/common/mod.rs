@@ -357,6 +357,39 @@ pub async fn import(
         .into_inner()
 }
 
+pub async fn validate_data(
+    client: &mut ProviderClient,
+    type_name: &str,
+    config: Option<pb::DynamicValue>,
+) -> Vec<pb::Diagnostic> {
+    client
+        .validate_data_resource_config(pb::validate_data_resource_config::Request {
+            type_name: type_name.into(),
+            config,
+        })
+        .await
+        .expect("ValidateDataResourceConfig")
+        .into_inner()
+        .diagnostics
+}
+
+pub async fn read_data(
+    client: &mut ProviderClient,
+    type_name: &str,
+    config: Option<pb::DynamicValue>,
+) -> pb::read_data_source::Response {
+    client
+        .read_data_source(pb::read_data_source::Request {
+            type_name: type_name.into(),
+            config,
+            provider_meta: None,
+            client_capabilities: None,
+        })
+        .await
+        .expect("ReadDataSource")
+        .into_inner()
+}
+
 /// The value type of mesh_root_ca.
 pub fn root_ca_type() -> Type {
     RootCa.schema().value_type()
