@@ -26,5 +26,5 @@ pub fn all() -> Vec<Arc<dyn Resource>> {
 
 /// Every data source type the provider serves.
 pub fn data_sources() -> Vec<Arc<dyn DataSource>> {
-    vec![]
+    vec![Arc::new(status::MeshStatus)]
 }

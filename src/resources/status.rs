@@ -14,7 +14,9 @@ use crate::istio::{istiod, remote_secret as rs};
 use crate::kube::{connect, probe_kubeconfig, Cluster, Deadline, KubeError, Probe};
 use crate::plugin::resource::{timeout, timeouts_block, validate_timeouts};
 use crate::plugin::value::Type;
-use crate::plugin::{Attribute, AttributePath, Block, Ctx, Diagnostics, Schema, Value};
+use crate::plugin::{
+    Attribute, AttributePath, Block, Ctx, DataSource, Diagnostics, Schema, Value,
+};
 use crate::resources::kubernetes;
 
 pub struct MeshStatus;
@@ -56,7 +58,26 @@ fn gateway_row() -> Vec<(&'static str, Type)> {
     ]
 }
 
-pub fn schema() -> Schema {
+#[tonic::async_trait]
+impl DataSource for MeshStatus {
+    fn type_name(&self) -> &'static str {
+        "mesh_status"
+    }
+
+    fn schema(&self) -> Schema {
+        schema()
+    }
+
+    fn validate(&self, config: &Value, diags: &mut Diagnostics) {
+        validate(config, diags);
+    }
+
+    async fn read(&self, ctx: &Ctx, config: &Value) -> Result<Value, Diagnostics> {
+        read(ctx, config).await
+    }
+}
+
+fn schema() -> Schema {
     Schema::new(
         0,
         Block::new(DESCRIPTION)
@@ -74,7 +95,7 @@ pub fn schema() -> Schema {
     )
 }
 
-pub fn validate(config: &Value, diags: &mut Diagnostics) {
+fn validate(config: &Value, diags: &mut Diagnostics) {
     kubernetes::validate(
         config.get("kubernetes"),
         &AttributePath::attrs(&["kubernetes"]),
@@ -104,7 +125,7 @@ struct Report {
     problems: Vec<String>,
 }
 
-pub async fn read(ctx: &Ctx, config: &Value) -> Result<Value, Diagnostics> {
+async fn read(ctx: &Ctx, config: &Value) -> Result<Value, Diagnostics> {
     let namespace = config
         .get("namespace")
         .as_str()
