@@ -193,3 +193,37 @@ resource "mesh_remote_secret" "this" {
     }
   }
 }
+
+# What each cluster's istiod reports once the mesh is built: its replicas, the remote
+# clusters it reads with their sync status, the gateways it routes through. depends_on
+# defers the read to apply while any remote secret is still being written.
+data "mesh_status" "this" {
+  for_each = local.clusters
+
+  namespace = mesh_cluster.this[each.key].namespace
+
+  kubernetes {
+    host                   = each.value.connection.host
+    cluster_ca_certificate = each.value.connection.cluster_ca_certificate
+    token                  = each.value.connection.token
+    client_certificate     = each.value.connection.client_certificate
+    client_key             = each.value.connection.client_key
+    insecure               = each.value.connection.insecure
+    tls_server_name        = each.value.connection.tls_server_name
+    proxy_url              = each.value.connection.proxy_url
+    config_path            = each.value.connection.config_path
+    config_context         = each.value.connection.config_context
+
+    dynamic "exec" {
+      for_each = each.value.connection.exec == null ? [] : [each.value.connection.exec]
+      content {
+        api_version = exec.value.api_version
+        command     = exec.value.command
+        args        = try(exec.value.args, null)
+        env         = try(exec.value.env, null)
+      }
+    }
+  }
+
+  depends_on = [mesh_remote_secret.this, mesh_eastwest_gateway.this]
+}
