@@ -53,6 +53,15 @@ pub struct LoadBalancerSetting {
     pub mode: LbMode,
 }
 
+/// The simulated istiod (see `crate::istiod`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct IstiodSetting {
+    /// Time a reachable remote cluster takes to finish its initial sync (counted from when
+    /// istiod first saw the remote secret's content); 0 syncs at once.
+    pub remote_sync_delay_ms: u64,
+}
+
 /// Per-cluster controller settings (also changeable at runtime through `POST /_sim/settings`,
 /// which takes a partial document of this shape).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -67,6 +76,7 @@ pub struct Settings {
     pub tokens: ControllerSetting,
     /// Interval of watch BOOKMARK events (when the client allows them).
     pub bookmark_interval_ms: u64,
+    pub istiod: IstiodSetting,
 }
 
 impl Default for Settings {
@@ -81,6 +91,7 @@ impl Default for Settings {
             },
             tokens: ControllerSetting::default(),
             bookmark_interval_ms: 2000,
+            istiod: IstiodSetting::default(),
         }
     }
 }
@@ -100,6 +111,8 @@ pub struct Cluster {
     pub settings_changed: tokio::sync::Notify,
     /// Delayed controller actions not yet run (dedup keys).
     pub pending: Mutex<std::collections::HashSet<String>>,
+    /// What the simulated istiods remember (secret first-seen times, completed syncs).
+    pub istiod: Mutex<crate::istiod::State>,
     pub shutdown: CancellationToken,
 }
 
@@ -127,6 +140,7 @@ impl Cluster {
             addr: OnceLock::new(),
             settings_changed: tokio::sync::Notify::new(),
             pending: Mutex::new(std::collections::HashSet::new()),
+            istiod: Mutex::new(crate::istiod::State::default()),
             shutdown,
         });
         c.bootstrap();

@@ -83,6 +83,13 @@ fn resource_doc(r: &ResourceInfo) -> Vec<Value> {
         let (kind, group, version, verbs): (&str, Option<&str>, Option<&str>, Vec<&str>) =
             match sub.as_str() {
                 "log" => ("Pod", None, None, vec!["get"]),
+                "portforward" => ("PodPortForwardOptions", None, None, vec!["create", "get"]),
+                "proxy" => (
+                    "PodProxyOptions",
+                    None,
+                    None,
+                    vec!["create", "delete", "get", "patch", "update"],
+                ),
                 "token" => (
                     "TokenRequest",
                     Some("authentication.k8s.io"),

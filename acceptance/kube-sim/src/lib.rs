@@ -22,9 +22,11 @@ mod controllers;
 mod discovery;
 mod error;
 mod http;
+mod istiod;
 mod object;
 mod patch;
 mod proto;
+mod registry;
 mod resources;
 mod selectors;
 mod server;
@@ -32,6 +34,7 @@ mod ssa;
 mod store;
 mod tls;
 mod watch;
+mod wsstream;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,7 +46,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{Allow, RestrictedUser};
-pub use cluster::{ControllerSetting, LbMode, LoadBalancerSetting, Settings};
+pub use cluster::{ControllerSetting, IstiodSetting, LbMode, LoadBalancerSetting, Settings};
 pub use control::{Control, CounterSnapshot, Fault};
 pub use controllers::FAIL_ANNOTATION;
 
@@ -138,6 +141,7 @@ impl Sim {
                 .unwrap_or_else(|| options.settings.clone());
             let c = cluster::Cluster::new(name, settings, shutdown.child_token())?;
             server::start(c.clone()).await?;
+            registry::register(&c);
             controllers::spawn(c.clone());
             clusters.push(ClusterHandle {
                 name: name.clone(),

@@ -77,7 +77,7 @@ const BUILTINS: &[Builtin] = &[
         &["finalize"],
         &["ns"],
     ),
-    ("", &["v1"], "Pod", "pods", true, true, &["log"], &["po"]),
+    ("", &["v1"], "Pod", "pods", true, true, &["log", "portforward", "proxy"], &["po"]),
     (
         "",
         &["v1"],

@@ -52,7 +52,7 @@ pub async fn start(cluster: Arc<Cluster>) -> anyhow::Result<()> {
                     async move { serve(cluster, req, cert).await }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
                 tokio::pin!(conn);
                 tokio::select! {
                     _ = conn.as_mut() => {}
@@ -77,10 +77,11 @@ fn bearer(req: &hyper::Request<Incoming>) -> Option<String> {
 
 async fn serve(
     cluster: Arc<Cluster>,
-    req: hyper::Request<Incoming>,
+    mut req: hyper::Request<Incoming>,
     cert: Arc<Option<Vec<u8>>>,
 ) -> Result<Resp, BoxError> {
     let cert = cert.as_ref().as_deref();
+    let websocket = crate::wsstream::Handshake::from_request(&mut req);
     let token = bearer(&req);
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
@@ -114,6 +115,7 @@ async fn serve(
         content_type,
         user_agent,
         body,
+        websocket,
     };
     let route = api::route(&cluster, &request);
     let (verb, label) = match &route {

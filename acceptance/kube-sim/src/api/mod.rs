@@ -1,5 +1,5 @@
 //! Request routing and the resource handlers: get, list, watch, create, update, patch, delete,
-//! deletecollection, and the `status`, `log`, `token` subresources.
+//! deletecollection, and the `status`, `log`, `token`, `portforward`, `proxy` subresources.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ mod admission;
 mod delete;
 mod read;
 mod reviews;
+mod stream;
 mod write;
 
 use admission::*;
@@ -36,6 +37,8 @@ pub struct Request {
     pub content_type: String,
     pub user_agent: String,
     pub body: Bytes,
+    /// A websocket upgrade request (streaming subresources).
+    pub websocket: Option<crate::wsstream::Handshake>,
 }
 
 impl Request {
@@ -267,6 +270,13 @@ pub async fn handle(
     t: &Target,
     who: &Identity,
 ) -> ApiResult<Resp> {
+    if t.info.plural == "pods" && t.info.group.is_empty() {
+        match t.sub.as_str() {
+            "portforward" => return stream::portforward(cluster, req, t, who).await,
+            "proxy" => return stream::proxy(cluster, req, t),
+            _ => {}
+        }
+    }
     match t.verb {
         "get" => get(cluster, req, t),
         "list" => list(cluster, req, t),

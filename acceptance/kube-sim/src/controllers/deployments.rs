@@ -1,11 +1,12 @@
 //! Workload readiness: Deployments (and StatefulSets, DaemonSets) report their replicas ready and
-//! become Available — unless they carry the failure annotation.
+//! become Available — unless they carry the failure annotation. Their pods: [`super::pods`].
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{key, schedule, FAIL_ANNOTATION};
+use super::pods::{self, failure};
+use super::{key, schedule};
 use crate::cluster::Cluster;
 use crate::object;
 use crate::store::{Event, EventKind, ResKey};
@@ -18,15 +19,6 @@ fn kinds() -> [ResKey; 3] {
     ]
 }
 
-fn failure(obj: &Value) -> Option<String> {
-    object::annotation(obj, FAIL_ANNOTATION)
-        .or_else(|| {
-            obj.pointer("/spec/template/metadata/annotations")
-                .and_then(|a| a.get(FAIL_ANNOTATION))
-                .and_then(Value::as_str)
-        })
-        .map(str::to_string)
-}
 
 /// The status the workload should have now.
 fn desired_status(res: &ResKey, obj: &Value, prev: Option<&Value>) -> Value {
@@ -138,6 +130,7 @@ fn check(cluster: &Arc<Cluster>, res: &ResKey, obj: &Value) {
     if !settings.enabled || object::is_deleting(obj) {
         return;
     }
+    pods::check(cluster, res, obj);
     let prev = obj.get("status");
     if prev == Some(&desired_status(res, obj, prev)) {
         return;

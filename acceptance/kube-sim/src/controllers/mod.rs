@@ -4,8 +4,10 @@
 pub mod deployments;
 pub mod gc;
 pub mod installer;
+pub mod istiod;
 pub mod jobs;
 pub mod loadbalancer;
+pub mod pods;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -47,6 +49,8 @@ fn on_event(cluster: &Arc<Cluster>, ev: &Event) {
     gc::on_event(cluster, ev);
     tokens::on_event(cluster, ev);
     deployments::on_event(cluster, ev);
+    pods::on_event(cluster, ev);
+    istiod::on_event(cluster, ev);
     jobs::on_event(cluster, ev);
     loadbalancer::on_event(cluster, ev);
 }
@@ -58,6 +62,7 @@ fn resync(cluster: &Arc<Cluster>) {
     deployments::resync(cluster);
     jobs::resync(cluster);
     loadbalancer::resync(cluster);
+    istiod::resync(cluster);
 }
 
 /// Run `f` after `delay_ms` (inline when 0). A pending action with the same key is not scheduled
