@@ -102,17 +102,25 @@ start=$(date +%s%N)
 run_tf apply -auto-approve
 note "$(grep -o 'Resources: [0-9]* added' last.log) in $(ms_since "$start") ms"
 
-step "what Terraform built"
+step "what Terraform built, and what each istiod reports (data source mesh_status)"
 "$tf" output -json clusters | python3 -c '
 import json, sys
 rows = json.load(sys.stdin)
-table = [("CLUSTER", "NETWORK", "ISTIOD", "GATEWAY", "REMOTE SECRETS FOR")] + [
+head = ("CLUSTER", "NETWORK", "ISTIOD", "GATEWAY", "REMOTE CLUSTERS (istiod sync status)")
+table = [head] + [
     (name, c["network"], c["control_plane_version"] or "-", c["gateway_address"] or "-",
-     ", ".join(c["remote_secrets"]) or "-") for name, c in sorted(rows.items())]
+     ", ".join(f"{r} {c[\"remote_sync\"].get(r, \"not seen\")}" for r in c["remote_secrets"]) or "-")
+    for name, c in sorted(rows.items())]
 widths = [max(len(r[i]) for r in table) for i in range(4)]
 for r in table:
     print("    " + "   ".join(v.ljust(w) for v, w in zip(r, widths)) + "   " + r[4])
-'
+sick = {name: c["problems"] for name, c in rows.items() if not c["healthy"]}
+for name, problems in sorted(sick.items()):
+    for p in problems:
+        print(f"    {name}: {p}")
+print("    every istiod has synced every remote cluster" if not sick else f"    {len(sick)} cluster(s) unhealthy")
+sys.exit(1 if sick else 0)
+' || fail "the mesh is not healthy"
 
 step "terraform plan again"
 set +e

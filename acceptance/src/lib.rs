@@ -152,6 +152,19 @@ impl Workspace {
         stdout
     }
 
+    /// The Terraform release this workspace runs, e.g. `(1, 0, 3)`.
+    pub fn terraform_version(&self) -> (u32, u32, u32) {
+        let out = self.ok(&["version", "-json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("version -json");
+        let text = v["terraform_version"].as_str().expect("terraform_version");
+        let mut parts = text.split(['.', '-']).map(|p| p.parse().unwrap_or(0));
+        (
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+        )
+    }
+
     pub fn apply(&self) -> String {
         self.ok(&["apply", "-auto-approve", "-no-color"])
     }

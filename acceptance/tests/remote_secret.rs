@@ -193,6 +193,19 @@ fn remote_secret_lifecycle() {
         "{out}"
     );
     assert!(out.contains("Apply complete! Resources: 1 added"), "{out}");
+    // No control plane in the target: nothing reads the secret, so no wait for sync.
+    assert!(
+        out.contains("Warning: No istiod in the target cluster: not waiting for sync"),
+        "{out}"
+    );
+    assert_eq!(
+        sim.counters(TARGET)
+            .counts
+            .iter()
+            .filter(|((_, r), _)| r == "pods/portforward")
+            .count(),
+        0
+    );
 
     // The target secret, field by field.
     let secret = sim.find(TARGET, "Secret", "istio-system", SECRET).unwrap();

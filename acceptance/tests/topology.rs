@@ -521,7 +521,7 @@ fn demo_row<'a>(out: &'a str, cluster: &str) -> Vec<&'a str> {
 }
 
 /// Checks the table row: network, Istio version, a gateway address and the other clusters'
-/// remote secrets.
+/// remote secrets, each with the sync status its istiod reports.
 fn assert_demo_row(out: &str, cluster: &str, network: &str, others: &[&str]) {
     let row = demo_row(out, cluster);
     assert_eq!(row.get(1), Some(&network), "{out}");
@@ -531,7 +531,8 @@ fn assert_demo_row(out: &str, cluster: &str, network: &str, others: &[&str]) {
             .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok()),
         "gateway address of {cluster}:\n{out}"
     );
-    assert_eq!(row[4..].join(" "), others.join(", "), "{out}");
+    let synced: Vec<String> = others.iter().map(|o| format!("{o} synced")).collect();
+    assert_eq!(row[4..].join(" "), synced.join(", "), "{out}");
 }
 
 /// `make demo` end to end, as a fresh clone runs it: it starts its own kube-sim, applies the
@@ -572,6 +573,10 @@ fn make_demo_runs_end_to_end() {
         "cluster-west-1",
         "network-west",
         &["cluster-east-1", "cluster-east-2"],
+    );
+    assert!(
+        out.contains("every istiod has synced every remote cluster"),
+        "{out}"
     );
     assert!(out.contains("no changes"), "{out}");
     assert!(out.contains("Resources: 13 destroyed"), "{out}");
