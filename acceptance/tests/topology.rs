@@ -293,6 +293,51 @@ fn topology_grows_and_shrinks_by_editing_the_map() {
         built["cluster-east-2"]["gateway_address"].is_string(),
         "{built}"
     );
+    // Every istiod has synced both other clusters and routes to the other network's gateway.
+    for (name, others, other_network) in [
+        ("cluster-east-1", ["cluster-east-2", "cluster-west-1"], "network-west"),
+        ("cluster-east-2", ["cluster-east-1", "cluster-west-1"], "network-west"),
+        ("cluster-west-1", ["cluster-east-1", "cluster-east-2"], "network-east"),
+    ] {
+        let c = &built[name];
+        assert_eq!(c["healthy"], true, "{name}: {c}");
+        for o in others {
+            assert_eq!(c["remote_sync"][o], "synced", "{name}: {c}");
+        }
+        let gateways = c["istiod_gateways"].to_string();
+        assert!(gateways.contains(&format!("{other_network}=")), "{name}: {c}");
+    }
+    // On clients with check blocks (>= 1.5), a check over each cluster's mesh_status passes.
+    if ws.terraform_version() >= (1, 5, 0) {
+        let checks: String = three
+            .iter()
+            .map(|(name, _)| {
+                let id = name.replace('-', "_");
+                format!(
+                    r#"
+check "{id}" {{
+  data "mesh_status" "{id}" {{
+    kubernetes {{
+      config_path    = "{kc}"
+      config_context = "{name}"
+    }}
+  }}
+  assert {{
+    condition     = data.mesh_status.{id}.healthy && length(data.mesh_status.{id}.remote_clusters) == 2
+    error_message = "{name}: ${{join(" | ", data.mesh_status.{id}.problems)}}"
+  }}
+}}
+"#
+                )
+            })
+            .collect();
+        let path = ws.write_file("checks.tf", &checks);
+        let plan = ws.ok(&["plan", "-no-color"]);
+        assert!(!plan.contains("Check block assertion failed"), "{plan}");
+        assert!(plan.contains("Plan: 0 to add, 0 to change, 0 to destroy"), "{plan}");
+        // Checks plan a read each time (exit code 2): out of the empty-plan checks below.
+        std::fs::remove_file(path).expect("remove checks.tf");
+    }
 
     // A fourth cluster: exactly its own cluster and gateway, and 2·3 secrets.
     let four = [
