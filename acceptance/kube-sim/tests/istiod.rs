@@ -228,7 +228,7 @@ async fn workload_pods_are_created_ready_replaced_scaled_and_collected() {
         first[0].status.as_ref().unwrap().pod_ip,
         first[1].status.as_ref().unwrap().pod_ip
     );
-    assert_eq!(st.container_statuses.as_ref().unwrap()[0].ready, true);
+    assert!(st.container_statuses.as_ref().unwrap()[0].ready);
 
     // A template change replaces the pods; replicas scale them.
     deps.patch(
