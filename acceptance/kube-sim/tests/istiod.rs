@@ -548,3 +548,38 @@ async fn pod_proxy_is_refused_by_istiod_and_portforward_is_guarded() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn the_installer_made_istiod_answers_with_its_cluster_name() {
+    let sim = sim(&["c1"]).await;
+    let c1 = client(&sim, "c1").await;
+    let nss: Api<Namespace> = Api::all(c1.clone());
+    create(&nss, json!({"metadata": {"name": NS}})).await;
+    let iop = "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  profile: minimal\n  values:\n    global:\n      meshID: mesh1\n      multiCluster:\n        clusterName: east-1\n      network: net1\n";
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c1.clone(), NS);
+    create(
+        &cms,
+        json!({"metadata": {"name": "iop"}, "data": {"iop.yaml": iop}}),
+    )
+    .await;
+    let sas: Api<ServiceAccount> = Api::namespaced(c1.clone(), NS);
+    create(&sas, json!({"metadata": {"name": "istio-installer"}})).await;
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(c1.clone(), NS);
+    create(
+        &jobs,
+        json!({"metadata": {"name": "install"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "serviceAccountName": "istio-installer", "restartPolicy": "Never",
+            "containers": [{"name": "istioctl", "image": "docker.io/istio/istioctl:1.30.3",
+                "args": ["install", "-f", "/iop/iop.yaml", "-y"],
+                "volumeMounts": [{"name": "iop", "mountPath": "/iop", "readOnly": true}]}],
+            "volumes": [{"name": "iop", "configMap": {"name": "iop"}}]}}}}),
+    )
+    .await;
+    let pod = ready_pod(&c1, "app=istiod").await;
+    let list = clusterz(&c1, &pod).await;
+    assert_eq!(
+        list,
+        vec![json!({"id": "east-1", "secretName": "", "syncStatus": "synced"})]
+    );
+}
