@@ -345,6 +345,21 @@ async fn clusterz_over_portforward_tracks_remote_sync_like_istiod() {
     .await;
     assert_eq!(list.len(), 3, "{list:?}");
 
+    // A server alias (a kind-style in-network address) reaches c2 too.
+    remote.add_server_alias("https://c2-control-plane:6443");
+    put_remote_secret(
+        &c1,
+        "istio-remote-secret-c9",
+        "c9",
+        &kubeconfig(
+            "https://c2-control-plane:6443",
+            &remote.ca_pem,
+            &remote.admin_token,
+        ),
+    )
+    .await;
+    assert_eq!(status_of(&clusterz(&c1, &pod).await, "c9"), Some("synced"));
+
     // The port-forwards were counted as kube-sim counts any request.
     let after = sim.cluster("c1").control().counters().await.unwrap();
     assert!(after.get("get", "pods/portforward") >= before.get("get", "pods/portforward") + 4);
