@@ -280,6 +280,51 @@ async fn workload_pods_are_created_ready_replaced_scaled_and_collected() {
         web_pods().await.is_empty().then_some(())
     })
     .await;
+
+    // Switched off, the controller makes no pods; switched back on, it catches up. The
+    // load balancer answering proves the controller loop has seen the Deployment.
+    let mut s = sim.cluster("c1").settings();
+    s.deployments.enabled = false;
+    sim.cluster("c1").set_settings(s.clone());
+    create(
+        &deps,
+        json!({"metadata": {"name": "later"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "later"}},
+            "template": {"metadata": {"labels": {"app": "later"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}),
+    )
+    .await;
+    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+    create(
+        &svcs,
+        json!({"metadata": {"name": "probe"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}),
+    )
+    .await;
+    eventually("probe address", WAIT, || async {
+        svcs.get("probe")
+            .await
+            .ok()?
+            .status?
+            .load_balancer?
+            .ingress
+            .map(|_| ())
+    })
+    .await;
+    let later = || async {
+        pods.list(&ListParams::default().labels("app=later"))
+            .await
+            .unwrap()
+            .items
+    };
+    assert!(later().await.is_empty());
+    s.deployments.enabled = true;
+    sim.cluster("c1").set_settings(s);
+    eventually("pod after switching on", WAIT, || async {
+        let ps = later().await;
+        (ps.len() == 1 && is_ready(&ps[0])).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
