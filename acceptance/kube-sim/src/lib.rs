@@ -102,6 +102,13 @@ impl ClusterHandle {
     pub fn settings(&self) -> Settings {
         self.inner.settings()
     }
+
+    /// Another server URL that reaches this cluster when a simulated istiod resolves a remote
+    /// secret's kubeconfig (e.g. the in-network address a kind cluster would have). Only the
+    /// simulated istiod uses it; nothing listens there.
+    pub fn add_server_alias(&self, url: &str) {
+        registry::register_as(url, &self.inner);
+    }
 }
 
 /// A set of running clusters.

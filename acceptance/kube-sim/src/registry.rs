@@ -18,9 +18,15 @@ pub fn normalize(url: &str) -> String {
 }
 
 pub fn register(cluster: &Arc<Cluster>) {
+    register_as(&cluster.url(), cluster);
+}
+
+/// Make `url` (e.g. a kind-style in-network address such as `https://c2-control-plane:6443`)
+/// reach `cluster` too.
+pub fn register_as(url: &str, cluster: &Arc<Cluster>) {
     let mut m = clusters().lock().unwrap_or_else(|e| e.into_inner());
     m.retain(|_, w| w.strong_count() > 0);
-    m.insert(normalize(&cluster.url()), Arc::downgrade(cluster));
+    m.insert(normalize(url), Arc::downgrade(cluster));
 }
 
 /// The running cluster serving `url`, if any (stopped clusters do not answer).

@@ -77,7 +77,16 @@ const BUILTINS: &[Builtin] = &[
         &["finalize"],
         &["ns"],
     ),
-    ("", &["v1"], "Pod", "pods", true, true, &["log", "portforward", "proxy"], &["po"]),
+    (
+        "",
+        &["v1"],
+        "Pod",
+        "pods",
+        true,
+        true,
+        &["log", "portforward", "proxy"],
+        &["po"],
+    ),
     (
         "",
         &["v1"],

@@ -66,10 +66,8 @@ pub struct Handshake {
 
 fn header_has_token(req: &hyper::Request<hyper::body::Incoming>, name: &str, token: &str) -> bool {
     req.headers().get_all(name).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-        })
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     })
 }
 
@@ -121,15 +119,18 @@ impl Handshake {
             .status(101)
             .header("connection", "Upgrade")
             .header("upgrade", "websocket")
-            .header("sec-websocket-accept", derive_accept_key(self.key.as_bytes()));
+            .header(
+                "sec-websocket-accept",
+                derive_accept_key(self.key.as_bytes()),
+            );
         if !protocol.name.is_empty() {
             b = b.header("sec-websocket-protocol", protocol.name);
         }
         let resp = b.body(http::full(Bytes::new())).expect("101 response");
         let conn = async move {
             let upgraded = on_upgrade.await.ok()?;
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                .await;
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
             Some(ChannelConn {
                 ws,
                 encoding: protocol.encoding,
@@ -254,7 +255,10 @@ mod tests {
     fn frames_round_trip_in_both_encodings() {
         for enc in [Encoding::Binary, Encoding::Base64] {
             let m = encode(enc, 3, &[0x96, 0x3a]);
-            assert_eq!(decode(enc, &m), Some((3, Bytes::from_static(&[0x96, 0x3a]))));
+            assert_eq!(
+                decode(enc, &m),
+                Some((3, Bytes::from_static(&[0x96, 0x3a])))
+            );
         }
         // The port prefix kube-rs expects on a channel's first frame: little-endian u16.
         let m = encode(Encoding::Binary, 0, &15014u16.to_le_bytes());

@@ -134,7 +134,11 @@ pub async fn portforward(
 /// Bytes read from a port's listener, or its end (`None`).
 type Outgoing = (u8, Option<Bytes>);
 
-async fn pump(mut from: tokio::io::ReadHalf<tokio::io::DuplexStream>, ch: u8, tx: mpsc::Sender<Outgoing>) {
+async fn pump(
+    mut from: tokio::io::ReadHalf<tokio::io::DuplexStream>,
+    ch: u8,
+    tx: mpsc::Sender<Outgoing>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match from.read(&mut buf).await {
@@ -243,10 +247,8 @@ pub fn proxy(cluster: &Arc<Cluster>, req: &Request, t: &Target) -> ApiResult<Res
             .pointer("/spec/containers")
             .and_then(Value::as_array)
             .and_then(|cs| {
-                cs.iter().find_map(|c| {
-                    c.pointer("/ports/0/containerPort")
-                        .and_then(Value::as_u64)
-                })
+                cs.iter()
+                    .find_map(|c| c.pointer("/ports/0/containerPort").and_then(Value::as_u64))
             })
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(80),
@@ -274,7 +276,9 @@ pub fn proxy(cluster: &Arc<Cluster>, req: &Request, t: &Target) -> ApiResult<Res
         None => Err(ApiError::new(
             503,
             "ServiceUnavailable",
-            format!("error trying to reach service: dial tcp {ip}:{port}: connect: connection refused"),
+            format!(
+                "error trying to reach service: dial tcp {ip}:{port}: connect: connection refused"
+            ),
         )),
     }
 }
@@ -293,8 +297,14 @@ mod tests {
 
     #[test]
     fn proxy_names_split() {
-        assert_eq!(split_name_port("istiod-x:15014"), ("istiod-x", Some("15014")));
-        assert_eq!(split_name_port("https:istiod-x:15014"), ("istiod-x", Some("15014")));
+        assert_eq!(
+            split_name_port("istiod-x:15014"),
+            ("istiod-x", Some("15014"))
+        );
+        assert_eq!(
+            split_name_port("https:istiod-x:15014"),
+            ("istiod-x", Some("15014"))
+        );
         assert_eq!(split_name_port("istiod-x"), ("istiod-x", None));
     }
 }

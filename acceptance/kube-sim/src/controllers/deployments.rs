@@ -19,7 +19,6 @@ fn kinds() -> [ResKey; 3] {
     ]
 }
 
-
 /// The status the workload should have now.
 fn desired_status(res: &ResKey, obj: &Value, prev: Option<&Value>) -> Value {
     let generation = object::meta(obj)

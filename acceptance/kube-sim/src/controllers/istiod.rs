@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::{key, schedule};
 use crate::cluster::Cluster;
-use crate::store::{Event, EventKind};
 use crate::istiod;
+use crate::store::{Event, EventKind};
 
 fn is_istiod_pod(pod: &Value) -> bool {
     istiod::identify(pod).is_some()

@@ -129,9 +129,8 @@ pub fn running_status(spec: &Value, pod_ip: &str, started: &str, fail: Option<&s
         }
         conditions.push(c);
     }
-    conditions.push(
-        json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": started}),
-    );
+    conditions
+        .push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": started}));
     json!({
         "phase": "Running",
         "conditions": conditions,
@@ -158,7 +157,10 @@ fn pod_ready(pod: &Value) -> bool {
 
 /// A new pod of the workload, as the controller and kubelet would leave it.
 fn new_pod(cluster: &Cluster, res: &ResKey, owner: &Value, name: &str, hash: &str) -> Value {
-    let template = owner.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let template = owner
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(json!({}));
     let mut labels: Map<String, Value> = template
         .pointer("/metadata/labels")
         .and_then(Value::as_object)
@@ -267,10 +269,7 @@ pub fn on_event(cluster: &Arc<Cluster>, ev: &Event) {
     let kind = owner.get("kind").and_then(Value::as_str).unwrap_or("");
     let name = owner.get("name").and_then(Value::as_str).unwrap_or("");
     if let Some(res) = res_of_kind(kind) {
-        if let Some(w) = cluster
-            .store
-            .get(&res, object::namespace(&ev.obj), name)
-        {
+        if let Some(w) = cluster.store.get(&res, object::namespace(&ev.obj), name) {
             check(cluster, &res, &w);
         }
     }
@@ -303,7 +302,10 @@ fn reconcile(cluster: &Arc<Cluster>, res: &ResKey, ns: &str, name: &str) {
         return;
     }
     let pods_key = key("", "pods");
-    let template = owner.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let template = owner
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(json!({}));
     let hash = template_hash(&template);
     let label = hash_label(res);
     let owned: Vec<Arc<Value>> = cluster
@@ -389,7 +391,11 @@ mod tests {
         assert_eq!(p.delete, vec!["a".to_string()]);
         assert_eq!(p.create, 0);
         let p = plan(
-            &[pod("s-0", "h", true), pod("s-1", "h", true), pod("s-10", "h", true)],
+            &[
+                pod("s-0", "h", true),
+                pod("s-1", "h", true),
+                pod("s-10", "h", true),
+            ],
             "h",
             1,
             true,

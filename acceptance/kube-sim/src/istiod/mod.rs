@@ -95,9 +95,7 @@ pub fn identify(pod: &Value) -> Option<Istiod> {
         .pointer("/status/startTime")
         .and_then(Value::as_str)
         .or_else(|| object::meta_str(pod, "creationTimestamp"))
-        .and_then(|s| {
-            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-        })
+        .and_then(|s| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(OffsetDateTime::now_utc);
     Some(Istiod {
         namespace: object::namespace(pod).to_string(),
@@ -145,11 +143,7 @@ pub fn note_secret(cluster: &Cluster, secret: &Value, deleted: bool) {
     } else {
         remotes::entries_of(secret)
     };
-    let secret_key = format!(
-        "{}/{}",
-        object::namespace(secret),
-        object::name(secret)
-    );
+    let secret_key = format!("{}/{}", object::namespace(secret), object::name(secret));
     let now = OffsetDateTime::now_utc();
     let mut st = cluster.istiod.lock().unwrap_or_else(|e| e.into_inner());
     st.seen
@@ -197,11 +191,8 @@ pub fn list_remote_clusters(
                     now
                 }
             };
-            let latched = st
-                .synced
-                .get(&istiod.uid)
-                .and_then(|m| m.get(&entry.key))
-                == Some(&entry.hash);
+            let latched =
+                st.synced.get(&istiod.uid).and_then(|m| m.get(&entry.key)) == Some(&entry.hash);
             (seen.max(istiod.started), latched)
         };
         let access = remotes::check_access(&target);

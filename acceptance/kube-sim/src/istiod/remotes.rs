@@ -76,10 +76,7 @@ pub fn entries_of(secret: &Value) -> Vec<RemoteEntry> {
 /// cluster are ignored, a cluster ID already registered by another secret is ignored, and a
 /// kubeconfig istiod refuses to build a client from is not registered at all.
 pub fn remotes(cluster: &Cluster, ns: &str, config_cluster: &str) -> Vec<(RemoteEntry, Target)> {
-    let secrets = cluster
-        .store
-        .list(&ResKey::new("", "secrets"), Some(ns))
-        .0;
+    let secrets = cluster.store.list(&ResKey::new("", "secrets"), Some(ns)).0;
     let mut out: Vec<(RemoteEntry, Target)> = Vec::new();
     for s in secrets.iter().filter(|s| is_remote_secret(s)) {
         for e in entries_of(s) {
