@@ -107,9 +107,10 @@ step "what Terraform built, and what each istiod reports (data source mesh_statu
 import json, sys
 rows = json.load(sys.stdin)
 head = ("CLUSTER", "NETWORK", "ISTIOD", "GATEWAY", "REMOTE CLUSTERS (istiod sync status)")
+def remotes(c):
+    return ", ".join(r + " " + (c["remote_sync"].get(r) or "not-seen") for r in c["remote_secrets"]) or "-"
 table = [head] + [
-    (name, c["network"], c["control_plane_version"] or "-", c["gateway_address"] or "-",
-     ", ".join(f"{r} {c[\"remote_sync\"].get(r, \"not seen\")}" for r in c["remote_secrets"]) or "-")
+    (name, c["network"], c["control_plane_version"] or "-", c["gateway_address"] or "-", remotes(c))
     for name, c in sorted(rows.items())]
 widths = [max(len(r[i]) for r in table) for i in range(4)]
 for r in table:

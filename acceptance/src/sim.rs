@@ -94,6 +94,12 @@ impl Clusters {
             .expect("settings");
     }
 
+    /// Makes `url` reach `cluster` for the simulated istiods (as a kind node's in-network
+    /// address would inside the clusters); nothing listens there for anyone else.
+    pub fn add_server_alias(&self, cluster: &str, url: &str) {
+        self.sim.cluster(cluster).add_server_alias(url);
+    }
+
     /// API request counts of `cluster` since the last reset, per verb and resource.
     pub fn counters(&self, cluster: &str) -> kube_sim::CounterSnapshot {
         let control = self.sim.cluster(cluster).control();

@@ -80,6 +80,8 @@ fn seed_example(seed: Seed) {
     // On kind the remote secrets need the API server's in-network address; here it only has to
     // reach the secret, so a kind-style address proves `remote_servers` is wired.
     let cluster2_server = "https://cluster2-control-plane:6443";
+    // Inside the simulated clusters that address reaches cluster2, so cluster1's istiod syncs.
+    sim.add_server_alias("cluster2", cluster2_server);
     ws.write_file(
         "terraform.tfvars",
         &format!(
@@ -410,6 +412,7 @@ printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential",
 "#,
     );
     let west_server = "https://cluster-west-1-control-plane:6443";
+    sim.add_server_alias("cluster-west-1", west_server);
     ws.config(&format!(
         r#"
 provider "mesh" {{}}

@@ -113,6 +113,8 @@ pub struct Cluster {
     pub pending: Mutex<std::collections::HashSet<String>>,
     /// What the simulated istiods remember (secret first-seen times, completed syncs).
     pub istiod: Mutex<crate::istiod::State>,
+    /// The network of the `Sim` this cluster belongs to: which server aliases it can reach.
+    pub network: u64,
     pub shutdown: CancellationToken,
 }
 
@@ -120,6 +122,7 @@ impl Cluster {
     pub fn new(
         name: &str,
         settings: Settings,
+        network: u64,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let pki = ClusterPki::generate(name)?;
@@ -141,6 +144,7 @@ impl Cluster {
             settings_changed: tokio::sync::Notify::new(),
             pending: Mutex::new(std::collections::HashSet::new()),
             istiod: Mutex::new(crate::istiod::State::default()),
+            network,
             shutdown,
         });
         c.bootstrap();

@@ -133,6 +133,7 @@ impl Sim {
             bail!("kube-sim: no clusters requested");
         }
         let shutdown = CancellationToken::new();
+        let network = registry::new_network();
         let mut clusters = Vec::new();
         for (i, name) in options.clusters.iter().enumerate() {
             if !valid_cluster_name(name) {
@@ -146,7 +147,7 @@ impl Sim {
                 .get(name)
                 .cloned()
                 .unwrap_or_else(|| options.settings.clone());
-            let c = cluster::Cluster::new(name, settings, shutdown.child_token())?;
+            let c = cluster::Cluster::new(name, settings, network, shutdown.child_token())?;
             server::start(c.clone()).await?;
             registry::register(&c);
             controllers::spawn(c.clone());

@@ -195,7 +195,7 @@ pub fn list_remote_clusters(
                 st.synced.get(&istiod.uid).and_then(|m| m.get(&entry.key)) == Some(&entry.hash);
             (seen.max(istiod.started), latched)
         };
-        let access = remotes::check_access(&target);
+        let access = remotes::check_access(cluster, &target);
         let status = remotes::sync_status(remotes::SyncInput {
             since_seen: remotes::since(now, seen_at),
             access_ok: access.is_ok(),

@@ -208,8 +208,8 @@ pub const INFORMER_RESOURCES: &[(&str, &str)] = &[
 
 /// Can istiod's informers sync against this remote? `Ok(cluster)` with the sibling cluster, or
 /// why not (unknown server, TLS, authentication, authorization).
-pub fn check_access(t: &Target) -> Result<std::sync::Arc<Cluster>, String> {
-    let remote = registry::resolve(&t.server)
+pub fn check_access(from: &Cluster, t: &Target) -> Result<std::sync::Arc<Cluster>, String> {
+    let remote = registry::resolve(from.network, &t.server)
         .ok_or_else(|| format!("dial {}: no kube-sim cluster serves it", t.server))?;
     if !t.insecure {
         let same = t
