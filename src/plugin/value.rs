@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::diag::AttributePath;
+use super::diag::{AttributePath, Step};
 
 /// A cty type, as far as this provider's schemas use them.
 #[derive(Clone, Debug, PartialEq)]
@@ -309,8 +309,7 @@ fn kind(v: &Value) -> &'static str {
 /// may only carry attributes of their type (missing ones decode as null); map keys are unique.
 pub fn from_msgpack(bytes: &[u8], ty: &Type) -> Result<Value, ValueError> {
     let mut reader = MsgpackReader { bytes, pos: 0 };
-    let mut path = AttributePath::root();
-    let decoded = reader.value(ty, &mut path).and_then(|v| {
+    let decoded = reader.value(ty).and_then(|v| {
         let rest = bytes.len() - reader.pos;
         if rest == 0 {
             Ok(v)
@@ -452,49 +451,53 @@ impl<'a> MsgpackReader<'a> {
         len.min(self.bytes.len() - self.pos)
     }
 
-    fn value(&mut self, ty: &Type, path: &mut AttributePath) -> Result<Value, ValueError> {
-        let at = |message: String, path: &AttributePath| ValueError {
-            path: path.clone(),
+    /// Decodes one value of `ty`. Errors carry the path below this value; each level puts its
+    /// own step in front while returning, so a value that decodes allocates no path at all.
+    fn value(&mut self, ty: &Type) -> Result<Value, ValueError> {
+        let root = AttributePath::root();
+        let at = |message: String| ValueError {
+            path: AttributePath::root(),
             message,
         };
-        let head = self.head().map_err(|m| at(m, path))?;
+        let head = self.head().map_err(at)?;
         match (head, ty) {
             (Head::Nil, _) => Ok(Value::Null),
             (Head::Ext, _) => Ok(Value::Unknown),
             (Head::Str(s), Type::String) => std::str::from_utf8(s)
                 .map(|s| Value::String(s.to_string()))
-                .map_err(|_| mismatch(path, ty, "invalid UTF-8")),
+                .map_err(|_| mismatch(&root, ty, "invalid UTF-8")),
             (Head::Bool(b), Type::Bool) => Ok(Value::Bool(b)),
             (Head::Int(i), Type::Number) => Ok(Value::Number(Number::Int(i))),
             (Head::Uint(u), Type::Number) => Ok(Value::Number(match i64::try_from(u) {
                 Ok(i) => Number::Int(i),
                 Err(_) => Number::Big(u.to_string()),
             })),
-            (Head::F32(f), Type::Number) => finite(f64::from(f), path),
-            (Head::F64(f), Type::Number) => finite(f, path),
+            (Head::F32(f), Type::Number) => finite(f64::from(f)),
+            (Head::F64(f), Type::Number) => finite(f),
             (Head::Str(s), Type::Number) => std::str::from_utf8(s)
                 .ok()
                 .and_then(parse_number)
-                .ok_or_else(|| mismatch(path, ty, "a string that is not a number")),
+                .ok_or_else(|| mismatch(&root, ty, "a string that is not a number")),
             (Head::Array(len), Type::List(elem) | Type::Set(elem)) => {
                 let mut out = Vec::with_capacity(self.capacity(len));
                 for i in 0..len {
-                    path.push_index(i as i64);
-                    let v = self.value(elem, path);
-                    path.pop();
-                    out.push(v?);
+                    let v = self
+                        .value(elem)
+                        .map_err(|e| e.under(Step::Index(i as i64)))?;
+                    out.push(v);
                 }
                 Ok(Value::List(out))
             }
             (Head::Map(len), Type::Map(elem)) => {
                 let mut out = BTreeMap::new();
                 for _ in 0..len {
-                    let key = self.key(path)?;
-                    path.push_key(&key);
-                    let v = self.value(elem, path);
-                    path.pop();
-                    if out.insert(key, v?).is_some() {
-                        return Err(at("a map key appears twice".into(), path));
+                    let key = self.key()?;
+                    let v = match self.value(elem) {
+                        Ok(v) => v,
+                        Err(e) => return Err(e.under(Step::Key(key))),
+                    };
+                    if let Some(key) = insert_new(&mut out, key, v) {
+                        return Err(at("a map key appears twice".into()).under(Step::Key(key)));
                     }
                 }
                 Ok(Value::Map(out))
@@ -502,36 +505,36 @@ impl<'a> MsgpackReader<'a> {
             (Head::Map(len), Type::Object(attrs)) => {
                 let mut out = BTreeMap::new();
                 for _ in 0..len {
-                    let key = self.key(path)?;
+                    let key = self.key()?;
                     let Some(attr_ty) = attrs.get(&key) else {
-                        return Err(at(
-                            format!(
-                                "unsupported attribute {key:?}: the schema has no such attribute"
-                            ),
-                            path,
-                        ));
+                        return Err(at(format!(
+                            "unsupported attribute {key:?}: the schema has no such attribute"
+                        )));
                     };
-                    path.push_attr(&key);
-                    let v = self.value(attr_ty, path);
-                    path.pop();
-                    if out.insert(key.clone(), v?).is_some() {
-                        return Err(at(format!("attribute {key:?} appears twice"), path));
+                    let v = match self.value(attr_ty) {
+                        Ok(v) => v,
+                        Err(e) => return Err(e.under(Step::Attr(key))),
+                    };
+                    if let Some(key) = insert_new(&mut out, key, v) {
+                        return Err(at(format!("attribute {key:?} appears twice")));
                     }
                 }
-                for name in attrs.keys() {
-                    if !out.contains_key(name) {
-                        out.insert(name.clone(), Value::Null);
+                if out.len() < attrs.len() {
+                    for name in attrs.keys() {
+                        if !out.contains_key(name) {
+                            out.insert(name.clone(), Value::Null);
+                        }
                     }
                 }
                 Ok(Value::Map(out))
             }
-            (head, _) => Err(mismatch(path, ty, head.kind())),
+            (head, _) => Err(mismatch(&root, ty, head.kind())),
         }
     }
 
-    fn key(&mut self, path: &AttributePath) -> Result<String, ValueError> {
+    fn key(&mut self) -> Result<String, ValueError> {
         let err = |message: String| ValueError {
-            path: path.clone(),
+            path: AttributePath::root(),
             message,
         };
         match self.head().map_err(err)? {
@@ -546,12 +549,35 @@ impl<'a> MsgpackReader<'a> {
     }
 }
 
+/// Inserts `key` unless present; gives the key back when it was already there.
+fn insert_new(map: &mut BTreeMap<String, Value>, key: String, v: Value) -> Option<String> {
+    match map.entry(key) {
+        std::collections::btree_map::Entry::Vacant(e) => {
+            e.insert(v);
+            None
+        }
+        std::collections::btree_map::Entry::Occupied(e) => Some(e.key().clone()),
+    }
+}
+
+impl ValueError {
+    /// The same error seen from one level up: `step` goes in front of the path.
+    fn under(mut self, step: Step) -> Self {
+        self.path.0.insert(0, step);
+        self
+    }
+}
+
 /// Terraform numbers are finite: NaN and infinities have no cty form.
-fn finite(f: f64, path: &AttributePath) -> Result<Value, ValueError> {
+fn finite(f: f64) -> Result<Value, ValueError> {
     if f.is_finite() {
         Ok(Value::Number(Number::Float(f)))
     } else {
-        Err(mismatch(path, &Type::Number, "a float that is not finite"))
+        Err(mismatch(
+            &AttributePath::root(),
+            &Type::Number,
+            "a float that is not finite",
+        ))
     }
 }
 
@@ -961,7 +987,7 @@ mod tests {
             rmpv::Value::Map(vec![("k".into(), "a".into()), ("k".into(), "b".into())]),
         )]));
         let err = from_msgpack(&nested, &ty).unwrap_err();
-        assert_eq!(err.path.to_string(), "tags");
+        assert_eq!(err.path.to_string(), r#"tags["k"]"#);
         assert!(err.message.contains("appears twice"), "{err}");
         let err = from_json_bytes(br#"{"gone": 1}"#, &ty).unwrap_err();
         assert!(
