@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use terraform_provider_mesh::pki;
 use terraform_provider_mesh::plugin::resource::{import_passthrough, timeouts_block, UpgradeStep};
-use terraform_provider_mesh::plugin::value::{to_json, Type};
+use terraform_provider_mesh::plugin::value::{self, to_json, Type};
 use terraform_provider_mesh::plugin::{
     Applied, Attribute, AttributePath, Block, Change, Ctx, DataSource, Diagnostics, Failure,
     Provider, Resource, Schema, Value,
@@ -675,6 +675,395 @@ async fn unknown_data_source_types_get_a_diagnostic() {
     // A resource type is not a data source type.
     let resp = read_data(&mut p.client, THING, config).await;
     assert_eq!(resp.diagnostics[0].summary, "Data Source Type Not Found");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile wire input: every RPC that decodes a value answers an error diagnostic, never a gRPC
+// status or a silently different value.
+
+/// Each position in which an RPC decodes a DynamicValue.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    ValidateResource,
+    PlanProposed,
+    PlanConfig,
+    ApplyPlanned,
+    ReadState,
+    ValidateData,
+    ReadData,
+    ValidateProvider,
+    ConfigureProvider,
+}
+
+const SLOTS: [Slot; 9] = [
+    Slot::ValidateResource,
+    Slot::PlanProposed,
+    Slot::PlanConfig,
+    Slot::ApplyPlanned,
+    Slot::ReadState,
+    Slot::ValidateData,
+    Slot::ReadData,
+    Slot::ValidateProvider,
+    Slot::ConfigureProvider,
+];
+
+impl Slot {
+    /// The value type decoded in this slot.
+    fn ty(self) -> Type {
+        match self {
+            Slot::ValidateData | Slot::ReadData => lookup_type(),
+            Slot::ValidateProvider | Slot::ConfigureProvider => Type::Object(Default::default()),
+            _ => thing_type(),
+        }
+    }
+
+    /// Sends `value` in this slot (every other value valid) and returns the diagnostics; a gRPC
+    /// error fails the test.
+    async fn send(
+        self,
+        client: &mut ProviderClient,
+        value: Option<pb::DynamicValue>,
+    ) -> Vec<pb::Diagnostic> {
+        let ty = self.ty();
+        let empty = dv(&Value::object([("name", Value::from("x"))]), &ty);
+        match self {
+            Slot::ValidateResource => validate(client, THING, value).await,
+            Slot::PlanProposed => {
+                plan(client, THING, dv_null(), value, empty)
+                    .await
+                    .diagnostics
+            }
+            Slot::PlanConfig => {
+                plan(client, THING, dv_null(), empty.clone(), value)
+                    .await
+                    .diagnostics
+            }
+            Slot::ApplyPlanned => {
+                apply(client, THING, dv_null(), value, empty, vec![])
+                    .await
+                    .diagnostics
+            }
+            Slot::ReadState => read(client, THING, value, vec![]).await.diagnostics,
+            Slot::ValidateData => validate_data(client, LOOKUP, value).await,
+            Slot::ReadData => read_data(client, LOOKUP, value).await.diagnostics,
+            Slot::ValidateProvider => {
+                client
+                    .validate_provider_config(pb::validate_provider_config::Request {
+                        config: value,
+                    })
+                    .await
+                    .expect("ValidateProviderConfig")
+                    .into_inner()
+                    .diagnostics
+            }
+            Slot::ConfigureProvider => {
+                client
+                    .configure_provider(pb::configure_provider::Request {
+                        terraform_version: "1.11.4".into(),
+                        config: value,
+                        client_capabilities: None,
+                    })
+                    .await
+                    .expect("ConfigureProvider")
+                    .into_inner()
+                    .diagnostics
+            }
+        }
+    }
+}
+
+fn msgpack_dv(bytes: Vec<u8>) -> Option<pb::DynamicValue> {
+    Some(pb::DynamicValue {
+        msgpack: bytes,
+        json: vec![],
+    })
+}
+
+/// Bad DynamicValues for `ty` with what the error detail must say about each.
+fn hostile_values(ty: &Type) -> Vec<(&'static str, Option<pb::DynamicValue>, &'static str)> {
+    let valid = value::to_msgpack(&Value::object::<&str>([]), ty);
+    let mut trailing = valid.clone();
+    trailing.push(0xc0);
+    vec![
+        ("never-used byte", msgpack_dv(vec![0xc1]), "0xc1"),
+        (
+            // A map of one entry whose 4-byte key is cut after two bytes.
+            "truncated",
+            msgpack_dv(vec![0x81, 0xa4, b'n', b'a']),
+            "ends early",
+        ),
+        (
+            "trailing bytes",
+            msgpack_dv(trailing),
+            "unexpected bytes after the value",
+        ),
+        (
+            "JSON in msgpack",
+            msgpack_dv(br#"{"name":"x"}"#.to_vec()),
+            "holds JSON text",
+        ),
+        (
+            "msgpack in JSON",
+            Some(pb::DynamicValue {
+                msgpack: vec![],
+                json: valid.clone(),
+            }),
+            "holds msgpack",
+        ),
+        (
+            "unknown attribute",
+            dv_raw(rmpv::Value::Map(vec![("nonexistent".into(), "x".into())])),
+            r#"unsupported attribute "nonexistent""#,
+        ),
+        (
+            "wrong type",
+            dv_raw("x".into()),
+            "expected object, found string",
+        ),
+        ("empty", Some(pb::DynamicValue::default()), "is empty"),
+        ("absent", None, "carries no"),
+        (
+            "both forms",
+            Some(pb::DynamicValue {
+                msgpack: valid,
+                json: b"{}".to_vec(),
+            }),
+            "both msgpack and JSON",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn hostile_values_are_error_diagnostics_in_every_rpc() {
+    let mut p = serve_test().await.0;
+    for slot in SLOTS {
+        for (case, value, want) in hostile_values(&slot.ty()) {
+            let diags = slot.send(&mut p.client, value).await;
+            let errors: Vec<_> = diags.iter().filter(|d| is_error(d)).collect();
+            assert_eq!(errors.len(), 1, "{slot:?}, {case}: {}", show(&diags));
+            assert!(
+                errors[0].summary.starts_with("Invalid "),
+                "{slot:?}, {case}: {}",
+                show(&diags)
+            );
+            assert!(
+                errors[0].detail.contains(want),
+                "{slot:?}, {case}: {}",
+                show(&diags)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn wrong_types_deep_inside_are_reported_on_their_wire_path() {
+    let mut p = serve_test().await.0;
+    let ty = thing_type();
+    // `timeouts` is a single block: a list of one object on the wire.
+    let config = raw_object(
+        &ty,
+        vec![(
+            "timeouts",
+            rmpv::Value::Array(vec![rmpv::Value::Map(vec![("create".into(), 5.into())])]),
+        )],
+    );
+    for slot in [Slot::ValidateResource, Slot::PlanConfig, Slot::ReadState] {
+        let diags = slot.send(&mut p.client, dv_raw(config.clone())).await;
+        assert_eq!(
+            error_paths(&diags),
+            ["timeouts[0].create"],
+            "{slot:?}: {}",
+            show(&diags)
+        );
+        assert!(
+            diags[0].detail.contains("expected string, found number"),
+            "{}",
+            show(&diags)
+        );
+    }
+}
+
+#[tokio::test]
+async fn json_dynamic_values_are_accepted_as_terraform_plugin_go_does() {
+    let mut p = serve_test().await.0;
+    let json = |text: &str| {
+        Some(pb::DynamicValue {
+            msgpack: vec![],
+            json: text.as_bytes().to_vec(),
+        })
+    };
+    let diags = validate(
+        &mut p.client,
+        THING,
+        json(r#"{"name": "a", "timeouts": []}"#),
+    )
+    .await;
+    assert!(diags.is_empty(), "{}", show(&diags));
+    let resp = read_data(&mut p.client, LOOKUP, json(r#"{"name": "east"}"#)).await;
+    assert!(
+        !resp.diagnostics.iter().any(is_error),
+        "{}",
+        show(&resp.diagnostics)
+    );
+    // The answer is msgpack, whatever the request used.
+    let state = decode(&resp.state, &lookup_type());
+    assert_eq!(state.get("greeting").as_str(), Some("hello east"));
+}
+
+#[tokio::test]
+async fn unknown_resource_types_get_a_diagnostic_in_every_rpc() {
+    let mut p = serve_test().await.0;
+    const NONE: &str = "test_nothing";
+    let config = dv(&Value::object([("name", Value::from("x"))]), &thing_type());
+    let answers = [
+        (
+            "validate",
+            validate(&mut p.client, NONE, config.clone()).await,
+        ),
+        (
+            "plan",
+            plan(
+                &mut p.client,
+                NONE,
+                dv_null(),
+                config.clone(),
+                config.clone(),
+            )
+            .await
+            .diagnostics,
+        ),
+        (
+            "apply",
+            apply(
+                &mut p.client,
+                NONE,
+                dv_null(),
+                config.clone(),
+                config.clone(),
+                vec![],
+            )
+            .await
+            .diagnostics,
+        ),
+        (
+            "read",
+            read(&mut p.client, NONE, config.clone(), vec![])
+                .await
+                .diagnostics,
+        ),
+        ("import", import(&mut p.client, NONE, "x").await.diagnostics),
+        (
+            "upgrade",
+            upgrade_of(&mut p.client, NONE, 0, &serde_json::json!({}))
+                .await
+                .diagnostics,
+        ),
+        // A data source type is not a resource type.
+        (
+            "validate data as resource",
+            validate(&mut p.client, LOOKUP, config).await,
+        ),
+    ];
+    for (rpc, diags) in answers {
+        assert_eq!(diags.len(), 1, "{rpc}: {}", show(&diags));
+        assert!(is_error(&diags[0]));
+        assert_eq!(diags[0].summary, "Resource Type Not Found", "{rpc}");
+        assert!(diags[0].detail.contains("No resource type named"), "{rpc}");
+    }
+}
+
+#[tokio::test]
+async fn upgrade_refuses_msgpack_or_missing_raw_state() {
+    let mut p = serve_test().await.0;
+    let mut send = async |raw_state: Option<pb::RawState>| {
+        p.client
+            .upgrade_resource_state(pb::upgrade_resource_state::Request {
+                type_name: THING.into(),
+                version: 0,
+                raw_state,
+            })
+            .await
+            .expect("UpgradeResourceState")
+            .into_inner()
+    };
+    let packed = value::to_msgpack(&Value::object([("name", Value::from("a"))]), &thing_type());
+    let resp = send(Some(pb::RawState {
+        json: packed,
+        flatmap: Default::default(),
+    }))
+    .await;
+    assert_eq!(
+        resp.diagnostics[0].summary,
+        "Stored state is not valid JSON"
+    );
+    assert!(
+        resp.diagnostics[0].detail.contains("holds msgpack"),
+        "{}",
+        show(&resp.diagnostics)
+    );
+    assert!(resp.upgraded_state.is_none());
+    for raw in [None, Some(pb::RawState::default())] {
+        let resp = send(raw).await;
+        assert_eq!(resp.diagnostics[0].summary, "Missing stored state");
+        assert!(resp.upgraded_state.is_none());
+    }
+    // Raw state may still hold attributes a later schema dropped: they are ignored, as
+    // terraform-plugin-framework ignores them, so old state keeps loading.
+    let resp = send(Some(pb::RawState {
+        json: br#"{"name": "a", "dropped_long_ago": 1}"#.to_vec(),
+        flatmap: Default::default(),
+    }))
+    .await;
+    assert!(resp.diagnostics.is_empty(), "{}", show(&resp.diagnostics));
+    assert_eq!(
+        decode(&resp.upgraded_state, &thing_type())
+            .get("name")
+            .as_str(),
+        Some("a")
+    );
+}
+
+/// Arbitrary bytes through gRPC: the call always succeeds, and exactly what does not decode
+/// locally is refused with an error diagnostic.
+#[test]
+fn arbitrary_bytes_over_grpc_are_answered_with_diagnostics() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let p = rt.block_on(serve_test()).0;
+    let ty = thing_type();
+    let valid = value::to_msgpack(&Value::object([("name", Value::from("x"))]), &ty);
+    // Random bytes, and the valid encoding with random bytes spliced in.
+    let bytes = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 1..64),
+        (
+            any::<proptest::sample::Index>(),
+            proptest::collection::vec(any::<u8>(), 1..4)
+        )
+            .prop_map(move |(at, junk)| {
+                let mut b = valid.clone();
+                let i = at.index(b.len());
+                b.splice(i..i, junk);
+                b
+            }),
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 128,
+        ..Config::default()
+    });
+    runner
+        .run(&bytes, |bytes| {
+            let mut client = p.client.clone();
+            let decodes = value::from_msgpack(&bytes, &ty).is_ok();
+            let diags = rt.block_on(validate(&mut client, THING, msgpack_dv(bytes)));
+            let refused = diags
+                .iter()
+                .any(|d| is_error(d) && d.summary == "Invalid configuration");
+            prop_assert_eq!(refused, !decodes, "{}", show(&diags));
+            Ok(())
+        })
+        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

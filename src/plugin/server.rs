@@ -102,9 +102,16 @@ impl ProviderService {
         self.inner.terraform_version.lock().ok()?.clone()
     }
 
-    fn resource(&self, type_name: &str) -> Result<&Registered<dyn Resource>, Status> {
+    /// The resource `type_name`, or the diagnostic terraform-plugin-framework answers for a
+    /// type it does not serve.
+    fn resource(&self, type_name: &str) -> Result<&Registered<dyn Resource>, Diagnostics> {
         self.inner.resources.get(type_name).ok_or_else(|| {
-            Status::invalid_argument(format!("this provider has no resource type {type_name:?}"))
+            let mut d = Diagnostics::new();
+            d.error(
+                "Resource Type Not Found",
+                format!("No resource type named {type_name:?} was found in the provider."),
+            );
+            d
         })
     }
 
@@ -131,31 +138,44 @@ impl ProviderService {
     }
 }
 
-/// Decodes a DynamicValue (msgpack, or JSON as a fallback) for `ty`, as a diagnostic on error.
+/// Decodes a DynamicValue for `ty`, as an error diagnostic when it cannot be. Terraform sends
+/// msgpack; the protocol also allows JSON, which terraform-plugin-go's `DynamicValue.Unmarshal`
+/// accepts, so we do too. A value that is absent, empty, or carries both forms is refused:
+/// Terraform always sends exactly one (msgpack `c0` for null).
 fn decode(dv: Option<&pb::DynamicValue>, ty: &Type, what: &str) -> Result<Value, Diagnostics> {
-    let Some(dv) = dv else {
-        return Ok(Value::Null);
+    let refuse = |path: AttributePath, detail: String| {
+        let mut d = Diagnostics::new();
+        d.error_at(path, format!("Invalid {what}"), detail);
+        d
     };
-    let result = if !dv.msgpack.is_empty() {
-        value::from_msgpack(&dv.msgpack, ty)
-    } else if !dv.json.is_empty() {
-        serde_json::from_slice::<serde_json::Value>(&dv.json)
-            .map_err(|e| value::ValueError {
-                path: AttributePath::root(),
-                message: format!("invalid JSON: {e}"),
-            })
-            .and_then(|j| value::from_json(&j, ty))
-    } else {
-        Ok(Value::Null)
+    let Some(dv) = dv else {
+        return Err(refuse(
+            AttributePath::root(),
+            format!("The request carries no {what}."),
+        ));
+    };
+    let result = match (dv.msgpack.is_empty(), dv.json.is_empty()) {
+        (false, true) => value::from_msgpack(&dv.msgpack, ty),
+        (true, false) => value::from_json_bytes(&dv.json, ty),
+        (true, true) => {
+            return Err(refuse(
+                AttributePath::root(),
+                format!("The {what} is empty: neither msgpack nor JSON was sent."),
+            ))
+        }
+        (false, false) => {
+            return Err(refuse(
+                AttributePath::root(),
+                format!("The {what} carries both msgpack and JSON; send exactly one."),
+            ))
+        }
     };
     result.map_err(|e| {
-        let mut d = Diagnostics::new();
-        d.error_at(
-            e.path.clone(),
-            format!("Invalid {what}"),
-            format!("{} does not fit the schema: {}", e.path, e.message),
+        let detail = format!(
+            "The {what} does not fit the schema at {}: {}.",
+            e.path, e.message
         );
-        d
+        refuse(e.path, detail)
     })
 }
 
@@ -247,7 +267,14 @@ impl ProviderRpc for ProviderService {
         req: Request<pb::validate_resource_config::Request>,
     ) -> Result<Response<pb::validate_resource_config::Response>, Status> {
         let req = req.into_inner();
-        let r = self.resource(&req.type_name)?;
+        let r = match self.resource(&req.type_name) {
+            Ok(r) => r,
+            Err(d) => {
+                return Ok(Response::new(pb::validate_resource_config::Response {
+                    diagnostics: d.to_proto(),
+                }))
+            }
+        };
         let diagnostics = match r.decode(req.config.as_ref(), "configuration") {
             Ok(config) => {
                 let mut d = Diagnostics::new();
@@ -291,7 +318,15 @@ impl ProviderRpc for ProviderService {
         req: Request<pb::upgrade_resource_state::Request>,
     ) -> Result<Response<pb::upgrade_resource_state::Response>, Status> {
         let req = req.into_inner();
-        let r = self.resource(&req.type_name)?;
+        let r = match self.resource(&req.type_name) {
+            Ok(r) => r,
+            Err(d) => {
+                return Ok(Response::new(pb::upgrade_resource_state::Response {
+                    upgraded_state: None,
+                    diagnostics: d.to_proto(),
+                }))
+            }
+        };
         let mut diags = Diagnostics::new();
         let raw = req.raw_state.unwrap_or_default();
         let upgraded = if !raw.json.is_empty() {
@@ -317,7 +352,12 @@ impl ProviderRpc for ProviderService {
                     }
                 },
                 Err(e) => {
-                    diags.error("Stored state is not valid JSON", e.to_string());
+                    let detail = if value::is_msgpack(&raw.json) {
+                        "The raw state holds msgpack; Terraform stores state as JSON.".to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    diags.error("Stored state is not valid JSON", detail);
                     None
                 }
             }
@@ -328,7 +368,11 @@ impl ProviderRpc for ProviderService {
             );
             None
         } else {
-            Some(Value::Null)
+            diags.error(
+                "Missing stored state",
+                "The request carries no raw state (neither JSON nor flatmap).",
+            );
+            None
         };
         Ok(Response::new(pb::upgrade_resource_state::Response {
             upgraded_state: upgraded.and_then(|v| r.encode(&v)),
@@ -340,7 +384,14 @@ impl ProviderRpc for ProviderService {
         &self,
         req: Request<pb::configure_provider::Request>,
     ) -> Result<Response<pb::configure_provider::Response>, Status> {
-        let version = req.into_inner().terraform_version;
+        let req = req.into_inner();
+        let ty = self.provider_schema().value_type();
+        if let Err(d) = decode(req.config.as_ref(), &ty, "provider configuration") {
+            return Ok(Response::new(pb::configure_provider::Response {
+                diagnostics: d.to_proto(),
+            }));
+        }
+        let version = req.terraform_version;
         tracing::debug!(terraform_version = %version, "provider configured");
         if let Ok(mut v) = self.inner.terraform_version.lock() {
             *v = Some(version);
@@ -355,7 +406,16 @@ impl ProviderRpc for ProviderService {
         req: Request<pb::read_resource::Request>,
     ) -> Result<Response<pb::read_resource::Response>, Status> {
         let req = req.into_inner();
-        let r = self.resource(&req.type_name)?;
+        let r = match self.resource(&req.type_name) {
+            Ok(r) => r,
+            Err(d) => {
+                return Ok(Response::new(pb::read_resource::Response {
+                    new_state: req.current_state,
+                    diagnostics: d.to_proto(),
+                    private: req.private,
+                }))
+            }
+        };
         let state = match r.decode(req.current_state.as_ref(), "state") {
             Ok(s) => s,
             Err(d) => {
@@ -393,15 +453,15 @@ impl ProviderRpc for ProviderService {
         req: Request<pb::plan_resource_change::Request>,
     ) -> Result<Response<pb::plan_resource_change::Response>, Status> {
         let req = req.into_inner();
-        let r = self.resource(&req.type_name)?;
-        let decoded = (|| {
+        let decoded = self.resource(&req.type_name).and_then(|r| {
             Ok::<_, Diagnostics>((
+                r,
                 r.decode(req.prior_state.as_ref(), "prior state")?,
                 r.decode(req.proposed_new_state.as_ref(), "proposed state")?,
                 r.decode(req.config.as_ref(), "configuration")?,
             ))
-        })();
-        let (prior, proposed, config) = match decoded {
+        });
+        let (r, prior, proposed, config) = match decoded {
             Ok(v) => v,
             Err(d) => {
                 return Ok(Response::new(pb::plan_resource_change::Response {
@@ -427,15 +487,15 @@ impl ProviderRpc for ProviderService {
         req: Request<pb::apply_resource_change::Request>,
     ) -> Result<Response<pb::apply_resource_change::Response>, Status> {
         let req = req.into_inner();
-        let r = self.resource(&req.type_name)?;
-        let decoded = (|| {
+        let decoded = self.resource(&req.type_name).and_then(|r| {
             Ok::<_, Diagnostics>((
+                r,
                 r.decode(req.prior_state.as_ref(), "prior state")?,
                 r.decode(req.planned_state.as_ref(), "planned state")?,
                 r.decode(req.config.as_ref(), "configuration")?,
             ))
-        })();
-        let (prior, planned, config) = match decoded {
+        });
+        let (r, prior, planned, config) = match decoded {
             Ok(v) => v,
             Err(d) => {
                 return Ok(Response::new(pb::apply_resource_change::Response {
@@ -502,7 +562,15 @@ impl ProviderRpc for ProviderService {
         req: Request<pb::import_resource_state::Request>,
     ) -> Result<Response<pb::import_resource_state::Response>, Status> {
         let req = req.into_inner();
-        let r = self.resource(&req.type_name)?;
+        let r = match self.resource(&req.type_name) {
+            Ok(r) => r,
+            Err(d) => {
+                return Ok(Response::new(pb::import_resource_state::Response {
+                    imported_resources: vec![],
+                    diagnostics: d.to_proto(),
+                }))
+            }
+        };
         let (imported, diags) = match r.imp.import(&req.id) {
             Ok(a) => (
                 vec![pb::import_resource_state::ImportedResource {

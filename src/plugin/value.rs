@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::diag::AttributePath;
+use super::diag::{AttributePath, Step};
 
 /// A cty type, as far as this provider's schemas use them.
 #[derive(Clone, Debug, PartialEq)]
@@ -305,130 +305,288 @@ fn kind(v: &Value) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // msgpack
 
-/// Decodes a msgpack DynamicValue against `ty`.
+/// Decodes a msgpack DynamicValue against `ty`. The bytes must hold exactly one value; objects
+/// may only carry attributes of their type (missing ones decode as null); map keys are unique.
 pub fn from_msgpack(bytes: &[u8], ty: &Type) -> Result<Value, ValueError> {
-    if bytes.is_empty() {
-        return Ok(Value::Null);
-    }
-    let mut reader = bytes;
-    let raw = rmpv::decode::read_value(&mut reader).map_err(|e| ValueError {
-        path: AttributePath::root(),
-        message: format!("invalid msgpack: {e}"),
-    })?;
-    decode_mp(raw, ty, &mut AttributePath::root())
+    let mut reader = MsgpackReader { bytes, pos: 0 };
+    let decoded = reader.value(ty).and_then(|v| {
+        let rest = bytes.len() - reader.pos;
+        if rest == 0 {
+            Ok(v)
+        } else {
+            Err(ValueError {
+                path: AttributePath::root(),
+                message: format!(
+                    "invalid msgpack: {rest} unexpected bytes after the value (from byte {})",
+                    reader.pos
+                ),
+            })
+        }
+    });
+    decoded.map_err(|mut e| {
+        // Say so when the bytes are JSON text: a client that put JSON in the msgpack field.
+        if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+            e.path = AttributePath::root();
+            e.message = "the msgpack field holds JSON text; values in it must be msgpack".into();
+        }
+        e
+    })
 }
 
-fn decode_mp(raw: rmpv::Value, ty: &Type, path: &mut AttributePath) -> Result<Value, ValueError> {
-    use rmpv::Value as M;
-    match raw {
-        M::Nil => return Ok(Value::Null),
-        M::Ext(_, _) => return Ok(Value::Unknown),
-        _ => {}
+/// True when `bytes` are exactly one well-formed msgpack value (for error hints only).
+pub fn is_msgpack(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    rmpv::decode::read_value(&mut rest).is_ok() && rest.is_empty()
+}
+
+/// The head of one msgpack value: its marker with the scalar or length that follows it.
+/// Strings borrow from the input; binary and extension payloads are skipped.
+enum Head<'a> {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    F32(f32),
+    F64(f64),
+    Str(&'a [u8]),
+    Bin,
+    Array(usize),
+    Map(usize),
+    /// Any extension: cty encodes unknown values (refined or not) as one.
+    Ext,
+}
+
+impl Head<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Head::Nil => "null",
+            Head::Bool(_) => "bool",
+            Head::Int(_) | Head::Uint(_) | Head::F32(_) | Head::F64(_) => "number",
+            Head::Str(_) => "string",
+            Head::Bin => "binary",
+            Head::Array(_) => "list",
+            Head::Map(_) => "map",
+            Head::Ext => "unknown",
+        }
     }
-    match ty {
-        Type::String => match raw {
-            M::String(s) => s
-                .into_str()
-                .map(Value::String)
-                .ok_or_else(|| mismatch(path, ty, "invalid UTF-8")),
-            other => Err(mismatch(path, ty, kind_mp(&other))),
-        },
-        Type::Bool => match raw {
-            M::Boolean(b) => Ok(Value::Bool(b)),
-            other => Err(mismatch(path, ty, kind_mp(&other))),
-        },
-        Type::Number => match raw {
-            M::Integer(i) => match i.as_i64() {
-                Some(i) => Ok(Value::Number(Number::Int(i))),
-                None => Ok(Value::Number(Number::Big(i.to_string()))),
-            },
-            M::F32(f) => Ok(Value::Number(Number::Float(f64::from(f)))),
-            M::F64(f) => Ok(Value::Number(Number::Float(f))),
-            M::String(s) => {
-                let s = s.into_str().unwrap_or_default();
-                parse_number(&s).ok_or_else(|| mismatch(path, ty, "a string that is not a number"))
+}
+
+/// A msgpack decoder driven by the expected type: no intermediate tree, recursion bounded by
+/// the type's depth (never by the input), and no allocation sized by an untrusted length.
+struct MsgpackReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> MsgpackReader<'a> {
+    fn take(&mut self, n: u64) -> Result<&'a [u8], String> {
+        let available = (self.bytes.len() - self.pos) as u64;
+        if n > available {
+            return Err(format!(
+                "invalid msgpack: the value ends early ({n} bytes expected at byte {}, {available} left)",
+                self.pos
+            ));
+        }
+        let start = self.pos;
+        self.pos += n as usize;
+        Ok(&self.bytes[start..self.pos])
+    }
+
+    /// A big-endian unsigned integer of `width` bytes (1, 2, 4 or 8).
+    fn uint(&mut self, width: u64) -> Result<u64, String> {
+        Ok(self
+            .take(width)?
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    }
+
+    fn head(&mut self) -> Result<Head<'a>, String> {
+        let at = self.pos;
+        let m = self.take(1)?[0];
+        Ok(match m {
+            0x00..=0x7f => Head::Int(i64::from(m)),
+            0x80..=0x8f => Head::Map(usize::from(m & 0x0f)),
+            0x90..=0x9f => Head::Array(usize::from(m & 0x0f)),
+            0xa0..=0xbf => Head::Str(self.take(u64::from(m & 0x1f))?),
+            0xc0 => Head::Nil,
+            0xc1 => return Err(format!("invalid msgpack: byte 0xc1 at {at} is never used")),
+            0xc2 => Head::Bool(false),
+            0xc3 => Head::Bool(true),
+            0xc4..=0xc6 => {
+                let len = self.uint(1 << (m - 0xc4))?;
+                self.take(len)?;
+                Head::Bin
             }
-            other => Err(mismatch(path, ty, kind_mp(&other))),
-        },
-        Type::List(elem) | Type::Set(elem) => match raw {
-            M::Array(items) => {
-                let mut out = Vec::with_capacity(items.len());
-                for (i, item) in items.into_iter().enumerate() {
-                    path.push_index(i as i64);
-                    let v = decode_mp(item, elem, path);
-                    path.pop();
-                    out.push(v?);
+            0xc7..=0xc9 => {
+                let len = self.uint(1 << (m - 0xc7))?;
+                self.take(1 + len)?; // type byte, payload
+                Head::Ext
+            }
+            0xca => Head::F32(f32::from_bits(self.uint(4)? as u32)),
+            0xcb => Head::F64(f64::from_bits(self.uint(8)?)),
+            0xcc..=0xcf => Head::Uint(self.uint(1 << (m - 0xcc))?),
+            0xd0 => Head::Int(i64::from(self.uint(1)? as u8 as i8)),
+            0xd1 => Head::Int(i64::from(self.uint(2)? as u16 as i16)),
+            0xd2 => Head::Int(i64::from(self.uint(4)? as u32 as i32)),
+            0xd3 => Head::Int(self.uint(8)? as i64),
+            0xd4..=0xd8 => {
+                self.take(1 + (1 << (m - 0xd4)))?; // type byte, fixed payload
+                Head::Ext
+            }
+            0xd9..=0xdb => {
+                let len = self.uint(1 << (m - 0xd9))?;
+                Head::Str(self.take(len)?)
+            }
+            0xdc => Head::Array(self.uint(2)? as usize),
+            0xdd => Head::Array(self.uint(4)? as usize),
+            0xde => Head::Map(self.uint(2)? as usize),
+            0xdf => Head::Map(self.uint(4)? as usize),
+            0xe0..=0xff => Head::Int(i64::from(m as i8)),
+        })
+    }
+
+    /// Room for at most `len` items: each takes at least one byte, so a claimed length larger
+    /// than the input cannot make us allocate more than the input's size.
+    fn capacity(&self, len: usize) -> usize {
+        len.min(self.bytes.len() - self.pos)
+    }
+
+    /// Decodes one value of `ty`. Errors carry the path below this value; each level puts its
+    /// own step in front while returning, so a value that decodes allocates no path at all.
+    fn value(&mut self, ty: &Type) -> Result<Value, ValueError> {
+        let root = AttributePath::root();
+        let at = |message: String| ValueError {
+            path: AttributePath::root(),
+            message,
+        };
+        let head = self.head().map_err(at)?;
+        match (head, ty) {
+            (Head::Nil, _) => Ok(Value::Null),
+            (Head::Ext, _) => Ok(Value::Unknown),
+            (Head::Str(s), Type::String) => std::str::from_utf8(s)
+                .map(|s| Value::String(s.to_string()))
+                .map_err(|_| mismatch(&root, ty, "invalid UTF-8")),
+            (Head::Bool(b), Type::Bool) => Ok(Value::Bool(b)),
+            (Head::Int(i), Type::Number) => Ok(Value::Number(Number::Int(i))),
+            (Head::Uint(u), Type::Number) => Ok(Value::Number(match i64::try_from(u) {
+                Ok(i) => Number::Int(i),
+                Err(_) => Number::Big(u.to_string()),
+            })),
+            (Head::F32(f), Type::Number) => finite(f64::from(f)),
+            (Head::F64(f), Type::Number) => finite(f),
+            (Head::Str(s), Type::Number) => std::str::from_utf8(s)
+                .ok()
+                .and_then(parse_number)
+                .ok_or_else(|| mismatch(&root, ty, "a string that is not a number")),
+            (Head::Array(len), Type::List(elem) | Type::Set(elem)) => {
+                let mut out = Vec::with_capacity(self.capacity(len));
+                for i in 0..len {
+                    let v = self
+                        .value(elem)
+                        .map_err(|e| e.under(Step::Index(i as i64)))?;
+                    out.push(v);
                 }
                 Ok(Value::List(out))
             }
-            other => Err(mismatch(path, ty, kind_mp(&other))),
-        },
-        Type::Map(elem) => match raw {
-            M::Map(entries) => {
+            (Head::Map(len), Type::Map(elem)) => {
                 let mut out = BTreeMap::new();
-                for (k, v) in entries {
-                    let key = key_mp(k, path)?;
-                    path.push_key(&key);
-                    let v = decode_mp(v, elem, path);
-                    path.pop();
-                    out.insert(key, v?);
-                }
-                Ok(Value::Map(out))
-            }
-            other => Err(mismatch(path, ty, kind_mp(&other))),
-        },
-        Type::Object(attrs) => match raw {
-            M::Map(entries) => {
-                let mut out = BTreeMap::new();
-                for (k, v) in entries {
-                    let key = key_mp(k, path)?;
-                    // Attributes the current schema no longer has are dropped (state upgrade).
-                    let Some(attr_ty) = attrs.get(&key) else {
-                        continue;
+                for _ in 0..len {
+                    let key = self.key()?;
+                    let v = match self.value(elem) {
+                        Ok(v) => v,
+                        Err(e) => return Err(e.under(Step::Key(key))),
                     };
-                    path.push_attr(&key);
-                    let v = decode_mp(v, attr_ty, path);
-                    path.pop();
-                    out.insert(key, v?);
-                }
-                for name in attrs.keys() {
-                    out.entry(name.clone()).or_insert(Value::Null);
+                    if let Some(key) = insert_new(&mut out, key, v) {
+                        return Err(at("a map key appears twice".into()).under(Step::Key(key)));
+                    }
                 }
                 Ok(Value::Map(out))
             }
-            other => Err(mismatch(path, ty, kind_mp(&other))),
-        },
+            (Head::Map(len), Type::Object(attrs)) => {
+                let mut out = BTreeMap::new();
+                for _ in 0..len {
+                    let key = self.key()?;
+                    let Some(attr_ty) = attrs.get(&key) else {
+                        return Err(at(format!(
+                            "unsupported attribute {key:?}: the schema has no such attribute"
+                        )));
+                    };
+                    let v = match self.value(attr_ty) {
+                        Ok(v) => v,
+                        Err(e) => return Err(e.under(Step::Attr(key))),
+                    };
+                    if let Some(key) = insert_new(&mut out, key, v) {
+                        return Err(at(format!("attribute {key:?} appears twice")));
+                    }
+                }
+                if out.len() < attrs.len() {
+                    for name in attrs.keys() {
+                        if !out.contains_key(name) {
+                            out.insert(name.clone(), Value::Null);
+                        }
+                    }
+                }
+                Ok(Value::Map(out))
+            }
+            (head, _) => Err(mismatch(&root, ty, head.kind())),
+        }
+    }
+
+    fn key(&mut self) -> Result<String, ValueError> {
+        let err = |message: String| ValueError {
+            path: AttributePath::root(),
+            message,
+        };
+        match self.head().map_err(err)? {
+            Head::Str(s) => std::str::from_utf8(s)
+                .map(str::to_string)
+                .map_err(|_| err("map key is not valid UTF-8".into())),
+            other => Err(err(format!(
+                "map key must be a string, found {}",
+                other.kind()
+            ))),
+        }
     }
 }
 
-fn key_mp(k: rmpv::Value, path: &AttributePath) -> Result<String, ValueError> {
-    match k {
-        rmpv::Value::String(s) => s.into_str().ok_or_else(|| ValueError {
-            path: path.clone(),
-            message: "map key is not valid UTF-8".into(),
-        }),
-        other => Err(ValueError {
-            path: path.clone(),
-            message: format!("map key must be a string, found {}", kind_mp(&other)),
-        }),
+/// Inserts `key` unless present; gives the key back when it was already there.
+fn insert_new(map: &mut BTreeMap<String, Value>, key: String, v: Value) -> Option<String> {
+    match map.entry(key) {
+        std::collections::btree_map::Entry::Vacant(e) => {
+            e.insert(v);
+            None
+        }
+        std::collections::btree_map::Entry::Occupied(e) => Some(e.key().clone()),
     }
 }
 
-fn kind_mp(v: &rmpv::Value) -> &'static str {
-    use rmpv::Value as M;
-    match v {
-        M::Nil => "null",
-        M::Boolean(_) => "bool",
-        M::Integer(_) | M::F32(_) | M::F64(_) => "number",
-        M::String(_) => "string",
-        M::Binary(_) => "binary",
-        M::Array(_) => "list",
-        M::Map(_) => "map",
-        M::Ext(_, _) => "unknown",
+impl ValueError {
+    /// The same error seen from one level up: `step` goes in front of the path.
+    fn under(mut self, step: Step) -> Self {
+        self.path.0.insert(0, step);
+        self
     }
 }
 
+/// Terraform numbers are finite: NaN and infinities have no cty form.
+fn finite(f: f64) -> Result<Value, ValueError> {
+    if f.is_finite() {
+        Ok(Value::Number(Number::Float(f)))
+    } else {
+        Err(mismatch(
+            &AttributePath::root(),
+            &Type::Number,
+            "a float that is not finite",
+        ))
+    }
+}
+
+/// A number written as decimal text (how cty sends numbers that fit neither i64 nor f64):
+/// `-?digits[.digits][e[+-]digits]`, nothing else (no NaN, infinities, hex or spaces).
 fn parse_number(s: &str) -> Option<Value> {
+    if !is_decimal(s) {
+        return None;
+    }
     if let Ok(i) = s.parse::<i64>() {
         return Some(Value::Number(Number::Int(i)));
     }
@@ -439,6 +597,38 @@ fn parse_number(s: &str) -> Option<Value> {
         // Keep precision Terraform gave us rather than rounding through f64.
         Some(Value::Number(Number::Big(s.to_string())))
     }
+}
+
+fn is_decimal(s: &str) -> bool {
+    fn digits(s: &[u8]) -> usize {
+        s.iter().take_while(|b| b.is_ascii_digit()).count()
+    }
+    let b = s.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let whole = digits(&b[i..]);
+    if whole == 0 {
+        return false;
+    }
+    i += whole;
+    if b.get(i) == Some(&b'.') {
+        let frac = digits(&b[i + 1..]);
+        if frac == 0 {
+            return false;
+        }
+        i += 1 + frac;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let exp = digits(&b[i..]);
+        if exp == 0 {
+            return false;
+        }
+        i += exp;
+    }
+    i == b.len()
 }
 
 /// Encodes `value` as msgpack for `ty`. Objects always carry every attribute of their type
@@ -487,70 +677,111 @@ fn encode_mp(value: &Value, ty: &Type) -> rmpv::Value {
 // ---------------------------------------------------------------------------------------------
 // JSON (raw state in UpgradeResourceState)
 
-/// Decodes a JSON raw state against `ty` (the *current* schema; unknown attributes are dropped).
+/// Decodes a JSON raw state against `ty` (the *current* schema). Attributes the schema no
+/// longer has are dropped, as terraform-plugin-framework does with raw state
+/// (`IgnoreUndefinedAttributes`): state written before an attribute was removed still loads.
 pub fn from_json(json: &serde_json::Value, ty: &Type) -> Result<Value, ValueError> {
-    decode_json(json, ty, &mut AttributePath::root())
+    JsonDecoder { strict: false }.decode(json, ty, &mut AttributePath::root())
 }
 
-fn decode_json(
-    json: &serde_json::Value,
-    ty: &Type,
-    path: &mut AttributePath,
-) -> Result<Value, ValueError> {
-    use serde_json::Value as J;
-    if json.is_null() {
-        return Ok(Value::Null);
-    }
-    match (ty, json) {
-        (Type::String, J::String(s)) => Ok(Value::String(s.clone())),
-        (Type::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
-        (Type::Number, J::Number(n)) => Ok(Value::Number(if let Some(i) = n.as_i64() {
-            Number::Int(i)
-        } else if let Some(f) = n.as_f64() {
-            Number::Float(f)
+/// Decodes the JSON form of a DynamicValue against `ty`: like msgpack, an attribute unknown to
+/// the schema is an error.
+pub fn from_dynamic_json(json: &serde_json::Value, ty: &Type) -> Result<Value, ValueError> {
+    JsonDecoder { strict: true }.decode(json, ty, &mut AttributePath::root())
+}
+
+/// Parses and decodes the bytes of a DynamicValue's `json` field.
+pub fn from_json_bytes(bytes: &[u8], ty: &Type) -> Result<Value, ValueError> {
+    let json: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ValueError {
+        path: AttributePath::root(),
+        message: if is_msgpack(bytes) {
+            "the json field holds msgpack; values in it must be JSON text".to_string()
         } else {
-            Number::Big(n.to_string())
-        })),
-        (Type::Number, J::String(s)) => {
-            parse_number(s).ok_or_else(|| mismatch(path, ty, "a string that is not a number"))
+            format!("invalid JSON: {e}")
+        },
+    })?;
+    from_dynamic_json(&json, ty)
+}
+
+struct JsonDecoder {
+    /// Refuse attributes the object type lacks (else drop them).
+    strict: bool,
+}
+
+impl JsonDecoder {
+    fn decode(
+        &self,
+        json: &serde_json::Value,
+        ty: &Type,
+        path: &mut AttributePath,
+    ) -> Result<Value, ValueError> {
+        use serde_json::Value as J;
+        if json.is_null() {
+            return Ok(Value::Null);
         }
-        (Type::List(elem) | Type::Set(elem), J::Array(items)) => {
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                path.push_index(i as i64);
-                let v = decode_json(item, elem, path);
-                path.pop();
-                out.push(v?);
+        match (ty, json) {
+            (Type::String, J::String(s)) => Ok(Value::String(s.clone())),
+            (Type::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
+            (Type::Number, J::Number(n)) => Ok(Value::Number(if let Some(i) = n.as_i64() {
+                Number::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                Number::Big(u.to_string())
+            } else if let Some(f) = n.as_f64() {
+                Number::Float(f)
+            } else {
+                Number::Big(n.to_string())
+            })),
+            (Type::Number, J::String(s)) => {
+                parse_number(s).ok_or_else(|| mismatch(path, ty, "a string that is not a number"))
             }
-            Ok(Value::List(out))
-        }
-        (Type::Map(elem), J::Object(entries)) => {
-            let mut out = BTreeMap::new();
-            for (k, v) in entries {
-                path.push_key(k);
-                let v = decode_json(v, elem, path);
-                path.pop();
-                out.insert(k.clone(), v?);
+            (Type::List(elem) | Type::Set(elem), J::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    path.push_index(i as i64);
+                    let v = self.decode(item, elem, path);
+                    path.pop();
+                    out.push(v?);
+                }
+                Ok(Value::List(out))
             }
-            Ok(Value::Map(out))
-        }
-        (Type::Object(attrs), J::Object(entries)) => {
-            let mut out = BTreeMap::new();
-            for (name, attr_ty) in attrs {
-                let v = match entries.get(name) {
-                    Some(v) => {
-                        path.push_attr(name);
-                        let v = decode_json(v, attr_ty, path);
-                        path.pop();
-                        v?
+            (Type::Map(elem), J::Object(entries)) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in entries {
+                    path.push_key(k);
+                    let v = self.decode(v, elem, path);
+                    path.pop();
+                    out.insert(k.clone(), v?);
+                }
+                Ok(Value::Map(out))
+            }
+            (Type::Object(attrs), J::Object(entries)) => {
+                if self.strict {
+                    if let Some(k) = entries.keys().find(|k| !attrs.contains_key(*k)) {
+                        return Err(ValueError {
+                            path: path.clone(),
+                            message: format!(
+                                "unsupported attribute {k:?}: the schema has no such attribute"
+                            ),
+                        });
                     }
-                    None => Value::Null,
-                };
-                out.insert(name.clone(), v);
+                }
+                let mut out = BTreeMap::new();
+                for (name, attr_ty) in attrs {
+                    let v = match entries.get(name) {
+                        Some(v) => {
+                            path.push_attr(name);
+                            let v = self.decode(v, attr_ty, path);
+                            path.pop();
+                            v?
+                        }
+                        None => Value::Null,
+                    };
+                    out.insert(name.clone(), v);
+                }
+                Ok(Value::Map(out))
             }
-            Ok(Value::Map(out))
+            (_, other) => Err(mismatch(path, ty, kind_json(other))),
         }
-        (_, other) => Err(mismatch(path, ty, kind_json(other))),
     }
 }
 
@@ -704,6 +935,111 @@ mod tests {
     }
 
     #[test]
+    fn invalid_truncated_and_trailing_bytes_are_refused() {
+        let ty = obj_type();
+        let good = to_msgpack(&Value::object([("name", Value::from("a"))]), &ty);
+        let mut trailing = good.clone();
+        trailing.push(0xc0);
+        let cases: [(&[u8], &str); 5] = [
+            (&[], "ends early"),
+            (&[0xc1], "0xc1"),
+            (&good[..good.len() - 1], "ends early"),
+            (&trailing, "1 unexpected bytes after the value"),
+            // A map claiming 2^32-1 entries with none present fails without allocating them.
+            (&[0xdf, 0xff, 0xff, 0xff, 0xff], "ends early"),
+        ];
+        for (bytes, want) in cases {
+            let err = from_msgpack(bytes, &ty).unwrap_err();
+            assert!(err.message.contains(want), "{bytes:02x?}: {err}");
+        }
+        assert!(from_msgpack(&good, &ty).is_ok());
+    }
+
+    #[test]
+    fn json_in_the_msgpack_field_and_msgpack_in_the_json_field_are_named() {
+        let ty = obj_type();
+        let err = from_msgpack(br#"{"name": "a"}"#, &ty).unwrap_err();
+        assert!(err.message.contains("holds JSON text"), "{err}");
+        let packed = to_msgpack(&Value::object([("name", Value::from("a"))]), &ty);
+        let err = from_json_bytes(&packed, &ty).unwrap_err();
+        assert!(err.message.contains("holds msgpack"), "{err}");
+        let err = from_json_bytes(br#"{"name": "a"} x"#, &ty).unwrap_err();
+        assert!(err.message.contains("invalid JSON"), "{err}");
+        // The JSON form itself is accepted.
+        let v = from_json_bytes(br#"{"name": "a", "count": 2}"#, &ty).unwrap();
+        assert_eq!(v.get("count").as_i64(), Some(2));
+    }
+
+    #[test]
+    fn unknown_attributes_and_repeated_keys_are_refused() {
+        let ty = obj_type();
+        let extra = mp(rmpv::Value::Map(vec![(
+            "gone".into(),
+            rmpv::Value::from(1),
+        )]));
+        let err = from_msgpack(&extra, &ty).unwrap_err();
+        assert!(
+            err.message.contains(r#"unsupported attribute "gone""#),
+            "{err}"
+        );
+        let nested = mp(rmpv::Value::Map(vec![(
+            "tags".into(),
+            rmpv::Value::Map(vec![("k".into(), "a".into()), ("k".into(), "b".into())]),
+        )]));
+        let err = from_msgpack(&nested, &ty).unwrap_err();
+        assert_eq!(err.path.to_string(), r#"tags["k"]"#);
+        assert!(err.message.contains("appears twice"), "{err}");
+        let err = from_json_bytes(br#"{"gone": 1}"#, &ty).unwrap_err();
+        assert!(
+            err.message.contains(r#"unsupported attribute "gone""#),
+            "{err}"
+        );
+        // Map keys must be strings.
+        let bad_key = mp(rmpv::Value::Map(vec![(1.into(), "a".into())]));
+        let err = from_msgpack(&bad_key, &ty).unwrap_err();
+        assert!(err.message.contains("map key must be a string"), "{err}");
+    }
+
+    #[test]
+    fn numbers_are_finite_decimals() {
+        let t = Type::Number;
+        for text in [
+            "NaN",
+            "inf",
+            "-infinity",
+            "0x10",
+            " 1",
+            "1.",
+            ".5",
+            "1e",
+            "+1",
+            "",
+        ] {
+            let err = from_msgpack(&mp(rmpv::Value::from(text)), &t).unwrap_err();
+            assert!(err.message.contains("not a number"), "{text:?}: {err}");
+        }
+        for f in [f64::NAN, f64::INFINITY] {
+            let err = from_msgpack(&mp(rmpv::Value::F64(f)), &t).unwrap_err();
+            assert!(err.message.contains("not finite"), "{err}");
+        }
+        for (text, want) in [
+            ("-12", Number::Int(-12)),
+            ("2.5", Number::Float(2.5)),
+            ("1e400", Number::Big("1e400".into())),
+            (
+                "18446744073709551616",
+                Number::Big("18446744073709551616".into()),
+            ),
+        ] {
+            let got = from_msgpack(&mp(rmpv::Value::from(text)), &t).unwrap();
+            assert_eq!(got, Value::Number(want), "{text}");
+        }
+        // Unsigned 64-bit integers beyond i64 keep their digits.
+        let got = from_msgpack(&mp(rmpv::Value::from(u64::MAX)), &t).unwrap();
+        assert_eq!(got, Value::Number(Number::Big(u64::MAX.to_string())));
+    }
+
+    #[test]
     fn type_json_matches_terraform_constraints() {
         assert_eq!(
             Type::List(Box::new(Type::String)).to_json().to_string(),
@@ -715,5 +1051,123 @@ mod tests {
                 .to_string(),
             r#"["object",{"a":"bool"}]"#
         );
+    }
+}
+
+/// Property tests: the decoders never panic on any input, and every value of a schema type
+/// decodes back to exactly what was encoded.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_type() -> impl Strategy<Value = Type> {
+        let leaf = prop_oneof![Just(Type::String), Just(Type::Number), Just(Type::Bool)];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                inner.clone().prop_map(|t| Type::List(Box::new(t))),
+                inner.clone().prop_map(|t| Type::Set(Box::new(t))),
+                inner.clone().prop_map(|t| Type::Map(Box::new(t))),
+                proptest::collection::btree_map("[a-z_]{1,8}", inner, 1..5).prop_map(Type::Object),
+            ]
+        })
+    }
+
+    /// Numbers in the form the decoder produces: i64, finite f64, or decimal text that fits
+    /// neither (what cty sends as a string).
+    fn arb_number() -> impl Strategy<Value = Number> {
+        prop_oneof![
+            any::<i64>().prop_map(Number::Int),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Number::Float),
+            "-?[1-9][0-9]{19,40}(\\.[0-9]{1,30})?".prop_map(|s| match parse_number(&s) {
+                Some(Value::Number(n)) => n,
+                _ => unreachable!("a decimal"),
+            }),
+        ]
+    }
+
+    /// Known values of `ty`, with null and (when `unknowns`) unknown at any level.
+    fn arb_value(ty: &Type, unknowns: bool) -> BoxedStrategy<Value> {
+        let known: BoxedStrategy<Value> = match ty {
+            Type::String => any::<String>().prop_map(Value::String).boxed(),
+            Type::Bool => any::<bool>().prop_map(Value::Bool).boxed(),
+            Type::Number => arb_number().prop_map(Value::Number).boxed(),
+            Type::List(elem) | Type::Set(elem) => {
+                proptest::collection::vec(arb_value(elem, unknowns), 0..4)
+                    .prop_map(Value::List)
+                    .boxed()
+            }
+            Type::Map(elem) => {
+                proptest::collection::btree_map(any::<String>(), arb_value(elem, unknowns), 0..4)
+                    .prop_map(Value::Map)
+                    .boxed()
+            }
+            Type::Object(attrs) => {
+                let fields: Vec<_> = attrs
+                    .iter()
+                    .map(|(name, t)| (Just(name.clone()), arb_value(t, unknowns)))
+                    .collect();
+                fields
+                    .prop_map(|f| Value::Map(f.into_iter().collect()))
+                    .boxed()
+            }
+        };
+        if unknowns {
+            prop_oneof![1 => Just(Value::Null), 1 => Just(Value::Unknown), 6 => known].boxed()
+        } else {
+            prop_oneof![1 => Just(Value::Null), 6 => known].boxed()
+        }
+    }
+
+    fn typed_value(unknowns: bool) -> impl Strategy<Value = (Type, Value)> {
+        arb_type().prop_flat_map(move |t| {
+            let v = arb_value(&t, unknowns);
+            (Just(t), v)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn msgpack_round_trips_exactly((ty, v) in typed_value(true)) {
+            let bytes = to_msgpack(&v, &ty);
+            prop_assert_eq!(from_msgpack(&bytes, &ty), Ok(v));
+        }
+
+        #[test]
+        fn json_round_trips_known_values_exactly((ty, v) in typed_value(false)) {
+            let bytes = serde_json::to_vec(&to_json(&v)).unwrap();
+            prop_assert_eq!(from_json_bytes(&bytes, &ty), Ok(v));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(ty in arb_type(), bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = from_msgpack(&bytes, &ty);
+            let _ = from_json_bytes(&bytes, &ty);
+        }
+
+        /// Valid encodings with one byte changed, cut short or extended reach deeper into the
+        /// decoder than random bytes do.
+        #[test]
+        fn damaged_encodings_never_panic(
+            (ty, v) in typed_value(true),
+            at in any::<proptest::sample::Index>(),
+            byte in any::<u8>(),
+            how in 0..3u8,
+        ) {
+            let mut bytes = to_msgpack(&v, &ty);
+            let i = at.index(bytes.len());
+            match how {
+                0 => bytes[i] = byte,
+                1 => bytes.truncate(i),
+                _ => bytes.insert(i, byte),
+            }
+            if let Ok(decoded) = from_msgpack(&bytes, &ty) {
+                // Whatever decodes is a value of the type: it encodes and decodes again as is.
+                let again = to_msgpack(&decoded, &ty);
+                prop_assert_eq!(from_msgpack(&again, &ty), Ok(decoded));
+            }
+        }
     }
 }
