@@ -58,6 +58,34 @@ pub fn operator_name(cluster_name: &str, revision: Option<&str>) -> String {
     }
 }
 
+/// The revision name Istio reserves for the unrevisioned control plane. `--revision default`
+/// is dropped by istioctl's flag handling, but `spec.revision: default` in an IstioOperator
+/// becomes `values.revision=default`, and the charts then name everything after it
+/// (`istiod-default`, `istio-sidecar-injector-default`): it cannot mean "no revision".
+pub const RESERVED_REVISION: &str = "default";
+
+/// `-<revision>` as the charts append it to object names (`istiod-<rev>`): any non-empty
+/// revision, `default` included.
+pub fn revision_suffix(revision: Option<&str>) -> String {
+    revision
+        .filter(|r| !r.is_empty())
+        .map(|r| format!("-{r}"))
+        .unwrap_or_default()
+}
+
+/// Name of the sidecar injector's MutatingWebhookConfiguration, as istio-discovery's
+/// `mutatingwebhook.yaml` names it: `istio-sidecar-injector[-<rev>]`, with `-<namespace>`
+/// appended when the control plane is not in `istio-system` (webhook configurations are
+/// cluster-scoped, so two installs in different namespaces must not collide).
+pub fn injector_webhook_name(namespace: &str, revision: Option<&str>) -> String {
+    let base = format!("istio-sidecar-injector{}", revision_suffix(revision));
+    if namespace == "istio-system" {
+        base
+    } else {
+        format!("{base}-{namespace}")
+    }
+}
+
 /// Merges `overlay` into `base`: objects key by key, anything else replaced.
 pub fn deep_merge(base: &mut Value, overlay: &Value) {
     match (base, overlay) {
@@ -604,6 +632,29 @@ mod tests {
             inst.binding(&BTreeMap::new()).role_ref.name,
             "cluster-admin"
         );
+    }
+
+    #[test]
+    fn injector_webhook_follows_the_chart_naming() {
+        assert_eq!(
+            injector_webhook_name("istio-system", None),
+            "istio-sidecar-injector"
+        );
+        assert_eq!(
+            injector_webhook_name("istio-system", Some("canary")),
+            "istio-sidecar-injector-canary"
+        );
+        assert_eq!(
+            injector_webhook_name("mesh-remote", None),
+            "istio-sidecar-injector-mesh-remote"
+        );
+        assert_eq!(
+            injector_webhook_name("mesh-remote", Some("canary")),
+            "istio-sidecar-injector-canary-mesh-remote"
+        );
+        // The charts append any non-empty revision, "default" included.
+        assert_eq!(revision_suffix(Some("default")), "-default");
+        assert_eq!(revision_suffix(Some("")), "");
     }
 
     #[test]

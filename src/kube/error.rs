@@ -19,6 +19,8 @@ pub enum KubeError {
         code: u16,
         reason: String,
         message: String,
+        /// What the Status's `details` say (the kind it is about, its causes).
+        details: ApiDetails,
     },
     /// The API server could not be reached (or TLS failed) for as long as we tried.
     #[error("cluster {cluster}: {action} failed: {message}")]
@@ -37,6 +39,35 @@ pub enum KubeError {
     /// Terraform asked the provider to stop.
     #[error("cluster {cluster}: stopped while {action} (Terraform asked the provider to stop)")]
     Cancelled { cluster: String, action: String },
+}
+
+/// The parts of a Status's `details` the provider acts on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApiDetails {
+    /// `details.kind`: the resource the answer is about (`namespaces` when a 404 is the
+    /// namespace of the object, not the object's kind).
+    pub kind: String,
+    /// `details.name`.
+    pub name: String,
+    /// The `reason` of each of `details.causes` (e.g. `NamespaceTerminating`).
+    pub causes: Vec<String>,
+}
+
+/// Cause type of the 403 the NamespaceLifecycle admission gives a create in a namespace that
+/// is being deleted (`k8s.io/api/core/v1.NamespaceTerminatingCause`).
+pub const NAMESPACE_TERMINATING_CAUSE: &str = "NamespaceTerminating";
+
+impl ApiDetails {
+    fn of(status: &kube::core::Status) -> Self {
+        let Some(d) = status.details.as_ref() else {
+            return Self::default();
+        };
+        Self {
+            kind: d.kind.clone(),
+            name: d.name.clone(),
+            causes: d.causes.iter().map(|c| c.reason.clone()).collect(),
+        }
+    }
 }
 
 impl KubeError {
@@ -63,21 +94,32 @@ impl KubeError {
         self.code() == Some(409)
     }
 
+    /// A create refused because its namespace is being deleted (403, cause
+    /// `NamespaceTerminating`).
+    pub fn is_namespace_terminating(&self) -> bool {
+        matches!(self, KubeError::Api { code: 403, details, .. }
+            if details.causes.iter().any(|c| c == NAMESPACE_TERMINATING_CAUSE))
+    }
+
+    /// A 404 about the object's namespace rather than the object (or its kind): the
+    /// namespace does not exist.
+    pub fn is_namespace_missing(&self) -> bool {
+        matches!(self, KubeError::Api { code: 404, details, .. } if details.kind == "namespaces")
+    }
+
     /// Builds the user-facing error for `err` from `action` on `cluster`.
     pub fn from_kube(cluster: &str, action: &str, err: &kube::Error, tried: Duration) -> Self {
         match err {
             kube::Error::Api(status) => {
-                let hint = match status.code {
-                    401 => " — the API server rejected the credentials: check token, client certificate or the exec plugin's output",
-                    403 => " — the credentials lack this permission: grant the verb and resource named above to the user (RBAC)",
-                    _ => "",
-                };
+                let details = ApiDetails::of(status);
+                let hint = advice(status.code, &status.message, &details);
                 KubeError::Api {
                     cluster: cluster.to_string(),
                     action: action.to_string(),
                     code: status.code,
                     reason: status.reason.clone(),
                     message: format!("{} ({}){hint}", status.message, status.code),
+                    details,
                 }
             }
             other => {
@@ -97,6 +139,23 @@ impl KubeError {
                 }
             }
         }
+    }
+}
+
+/// What to do about an API error status, appended to its message. Only what the status
+/// itself shows: a 403 is missing RBAC only when the authorizer says so (`User ... cannot
+/// <verb> resource ...`); admission also answers 403 (a namespace being deleted, quotas,
+/// Pod Security) and each of those needs something else.
+fn advice(code: u16, message: &str, details: &ApiDetails) -> String {
+    let is_rbac_denial = message.contains(" cannot ") && message.contains("resource \"");
+    match code {
+        401 => " — the API server rejected the credentials: check token, client certificate or the exec plugin's output".into(),
+        403 if details.causes.iter().any(|c| c == NAMESPACE_TERMINATING_CAUSE) => {
+            " — the namespace is being deleted (phase Terminating), so nothing can be created in it: wait until its deletion finishes (`kubectl get namespace`; if it stays Terminating, something holds it: see the finalizers on the namespace and on what is left in it), then apply again".into()
+        }
+        403 if is_rbac_denial => " — the credentials lack this permission: grant the verb and resource named above to the user (RBAC)".into(),
+        403 => " — the API server refused the request for the reason given above (an admission policy, quota or namespace rule), not for missing RBAC permissions".into(),
+        _ => String::new(),
     }
 }
 
