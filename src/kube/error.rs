@@ -185,3 +185,82 @@ pub(crate) fn is_tls_problem(chain: &str) -> bool {
     .iter()
     .any(|needle| lower.contains(needle))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::response::{StatusCause, StatusDetails};
+    use kube::core::Status;
+
+    fn api_error(code: u16, message: &str, kind: &str, causes: &[&str]) -> KubeError {
+        let status = Status::failure(message, "Forbidden")
+            .with_code(code)
+            .with_details(StatusDetails {
+                name: "x".into(),
+                group: String::new(),
+                kind: kind.into(),
+                uid: String::new(),
+                causes: causes
+                    .iter()
+                    .map(|c| StatusCause {
+                        reason: c.to_string(),
+                        message: String::new(),
+                        field: String::new(),
+                    })
+                    .collect(),
+                retry_after_seconds: 0,
+            });
+        KubeError::from_kube(
+            "context \"c1\"",
+            "applying ConfigMap x",
+            &kube::Error::Api(status.boxed()),
+            Duration::ZERO,
+        )
+    }
+
+    #[test]
+    fn a_namespace_being_deleted_is_not_missing_rbac() {
+        let e = api_error(
+            403,
+            r#"configmaps "x" is forbidden: unable to create new content in namespace istio-system because it is being terminated"#,
+            "configmaps",
+            &[NAMESPACE_TERMINATING_CAUSE],
+        );
+        assert!(e.is_namespace_terminating());
+        let msg = e.to_string();
+        assert!(msg.contains("is being deleted"), "{msg}");
+        assert!(msg.contains("apply again"), "{msg}");
+        assert!(!msg.contains("RBAC"), "{msg}");
+    }
+
+    #[test]
+    fn only_an_authorizer_denial_gets_the_rbac_advice() {
+        let rbac = api_error(
+            403,
+            r#"configmaps "x" is forbidden: User "reader" cannot patch resource "configmaps" in API group "" in the namespace "ns""#,
+            "configmaps",
+            &[],
+        );
+        assert!(rbac.to_string().contains("RBAC"), "{rbac}");
+        assert!(!rbac.is_namespace_terminating());
+        let quota = api_error(
+            403,
+            r#"pods "x" is forbidden: exceeded quota: q, requested: pods=1, used: pods=10, limited: pods=10"#,
+            "pods",
+            &[],
+        );
+        let msg = quota.to_string();
+        assert!(!msg.contains("grant"), "{msg}");
+        assert!(msg.contains("not for missing RBAC"), "{msg}");
+        let unauthorized = api_error(401, "Unauthorized", "", &[]);
+        assert!(unauthorized.to_string().contains("credentials"));
+    }
+
+    #[test]
+    fn a_404_about_the_namespace_is_told_apart() {
+        let ns = api_error(404, r#"namespaces "x" not found"#, "namespaces", &[]);
+        assert!(ns.is_namespace_missing() && ns.is_not_found());
+        let obj = api_error(404, r#"configmaps "x" not found"#, "configmaps", &[]);
+        assert!(!obj.is_namespace_missing() && obj.is_not_found());
+    }
+}
