@@ -1548,3 +1548,48 @@ async fn namespace_settled_waits_out_a_deletion_within_the_deadline() {
     let err = cluster.namespace_settled("held", &dl).await.unwrap_err();
     assert!(matches!(err, KubeError::Cancelled { .. }), "{err:?}");
 }
+
+/// A wait whose watch the server refuses for good (here 403: no list/watch permission) fails
+/// at once with the RBAC advice, instead of being retried and reported as unreachable.
+#[tokio::test]
+async fn a_refused_watch_fails_at_once_with_the_advice() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    c1.control()
+        .add_restricted_user(&RestrictedUser {
+            token: "kube-test-getter-token".into(),
+            name: Some("getter".into()),
+            allow: vec![Allow {
+                verb: "get".into(),
+                resource: "configmaps".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    let getter = connect(&Connection {
+        token: Some("kube-test-getter-token".into()),
+        ..inline(c1)
+    })
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    let err = within(
+        BOUND,
+        "the refused wait",
+        wait_for(
+            &getter,
+            configmaps(&getter),
+            "waited",
+            "ConfigMap waited",
+            never,
+            &deadline(Duration::from_secs(60)),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(matches!(err, KubeError::Api { code: 403, .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("waiting for ConfigMap waited"), "{msg}");
+    assert!(msg.contains("RBAC"), "{msg}");
+}
