@@ -19,8 +19,9 @@ pub enum KubeError {
         code: u16,
         reason: String,
         message: String,
-        /// What the Status's `details` say (the kind it is about, its causes).
-        details: ApiDetails,
+        /// What the Status's `details` say (the kind it is about, its causes); boxed to keep
+        /// the error small.
+        details: Box<ApiDetails>,
     },
     /// The API server could not be reached (or TLS failed) for as long as we tried.
     #[error("cluster {cluster}: {action} failed: {message}")]
@@ -119,7 +120,7 @@ impl KubeError {
                     code: status.code,
                     reason: status.reason.clone(),
                     message: format!("{} ({}){hint}", status.message, status.code),
-                    details,
+                    details: Box::new(details),
                 }
             }
             other => {
