@@ -412,6 +412,20 @@ pub fn istiod_image(d: &Deployment) -> Option<String> {
         .clone()
 }
 
+/// Whether an istiod Deployment runs with `EXTERNAL_ISTIOD=true` (what
+/// `values.global.externalIstiod` renders), i.e. leads for remote clusters. A remote whose
+/// primary's istiod lacks it cannot work; a verification that sees both can say so.
+pub fn serves_remotes(istiod: &Deployment) -> bool {
+    let Some(pod) = istiod.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
+        return false;
+    };
+    pod.containers
+        .iter()
+        .filter(|c| c.name == "discovery")
+        .flat_map(|c| c.env.iter().flatten())
+        .any(|e| e.name == "EXTERNAL_ISTIOD" && e.value.as_deref() == Some("true"))
+}
+
 /// The version a control plane object shows: istioctl's `operator.istio.io/version` label;
 /// without it (istiod installed or edited by other means) the tag of istiod's image; only
 /// when neither tells, the configured version.
@@ -655,6 +669,24 @@ mod tests {
         // The charts append any non-empty revision, "default" included.
         assert_eq!(revision_suffix(Some("default")), "-default");
         assert_eq!(revision_suffix(Some("")), "");
+    }
+
+    #[test]
+    fn serves_remotes_reads_external_istiod_on_discovery() {
+        let istiod = |env: serde_json::Value| -> Deployment {
+            serde_json::from_value(json!({"spec": {"selector": {}, "template": {"spec": {
+                "containers": [{"name": "discovery", "env": env}]}}}}))
+            .unwrap()
+        };
+        assert!(serves_remotes(&istiod(json!([
+            {"name": "PILOT_CERT_PROVIDER", "value": "istiod"},
+            {"name": "EXTERNAL_ISTIOD", "value": "true"}
+        ]))));
+        assert!(!serves_remotes(&istiod(
+            json!([{"name": "EXTERNAL_ISTIOD", "value": "false"}])
+        )));
+        assert!(!serves_remotes(&istiod(json!([]))));
+        assert!(!serves_remotes(&Deployment::default()));
     }
 
     #[test]
