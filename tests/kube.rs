@@ -1436,3 +1436,160 @@ printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential",
     // One run to build the client, then one per request: every token is already due.
     assert_eq!(count, 3, "plugin runs");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Namespaces being deleted
+
+/// Namespace `ns` holding a ConfigMap with a finalizer, then deleted: Terminating until the
+/// finalizer is released.
+async fn terminating_namespace(cluster: &Cluster, ns: &str) {
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), ns);
+    let mut held = configmap("held", &[]);
+    held.metadata.namespace = Some(ns.into());
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    cms.create(&PostParams::default(), &held).await.unwrap();
+    nss.delete(ns, &Default::default()).await.unwrap();
+}
+
+async fn release(cluster: &Cluster, ns: &str) {
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), ns);
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn create_in_a_terminating_namespace_says_it_is_being_deleted_not_rbac() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let cluster = cluster_for(c1).await;
+    terminating_namespace(&cluster, "going").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "going");
+    let mut cm = configmap("late", &[("a", "1")]);
+    cm.metadata.namespace = Some("going".into());
+    control.reset_counters().await.unwrap();
+    let err = cluster
+        .apply(&api, &cm, &deadline(BOUND))
+        .await
+        .unwrap_err();
+    assert!(err.is_namespace_terminating(), "{err:?}");
+    assert_eq!(err.code(), Some(403));
+    let msg = err.to_string();
+    assert!(msg.contains("is being deleted"), "{msg}");
+    assert!(msg.contains("applying ConfigMap late"), "{msg}");
+    assert!(!msg.contains("RBAC"), "{msg}");
+    assert_eq!(
+        control.counters().await.unwrap().total,
+        1,
+        "a 403 is not retried"
+    );
+}
+
+#[tokio::test]
+async fn namespace_settled_waits_out_a_deletion_within_the_deadline() {
+    let sim = sim(&["c1"]).await;
+    let cluster = cluster_for(sim.cluster("c1")).await;
+    // Absent and active namespaces answer at once.
+    let none = cluster
+        .namespace_settled("absent", &deadline(BOUND))
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    let active = cluster
+        .namespace_settled("default", &deadline(BOUND))
+        .await
+        .unwrap();
+    assert!(active.is_some());
+
+    terminating_namespace(&cluster, "going").await;
+    // Held: the wait ends at its deadline, saying what it waited for.
+    let t0 = Instant::now();
+    let err = cluster
+        .namespace_settled("going", &deadline(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
+    assert!(t0.elapsed() < BOUND, "{:?}", t0.elapsed());
+    assert!(matches!(err, KubeError::Timeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("finish terminating"), "{err}");
+    // Released while waiting: the wait returns once the namespace is gone.
+    let waiter = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move { cluster.namespace_settled("going", &deadline(BOUND)).await })
+    };
+    release(&cluster, "going").await;
+    let settled = within(BOUND, "the wait for the deletion", waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(settled.is_none(), "the namespace is gone: {settled:?}");
+    // And it can be created again.
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client.clone());
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "going"}})).unwrap();
+    cluster.apply(&nss, &ns, &deadline(BOUND)).await.unwrap();
+
+    // Cancelled by StopProvider while waiting.
+    terminating_namespace(&cluster, "held").await;
+    let cancel = CancellationToken::new();
+    let dl = Deadline::new(BOUND, cancel.clone());
+    cancel.cancel();
+    let err = cluster.namespace_settled("held", &dl).await.unwrap_err();
+    assert!(matches!(err, KubeError::Cancelled { .. }), "{err:?}");
+}
+
+/// A wait whose watch the server refuses for good (here 403: no list/watch permission) fails
+/// at once with the RBAC advice, instead of being retried and reported as unreachable.
+#[tokio::test]
+async fn a_refused_watch_fails_at_once_with_the_advice() {
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    c1.control()
+        .add_restricted_user(&RestrictedUser {
+            token: "kube-test-getter-token".into(),
+            name: Some("getter".into()),
+            allow: vec![Allow {
+                verb: "get".into(),
+                resource: "configmaps".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    let getter = connect(&Connection {
+        token: Some("kube-test-getter-token".into()),
+        ..inline(c1)
+    })
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    let err = within(
+        BOUND,
+        "the refused wait",
+        wait_for(
+            &getter,
+            configmaps(&getter),
+            "waited",
+            "ConfigMap waited",
+            never,
+            &deadline(Duration::from_secs(60)),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(matches!(err, KubeError::Api { code: 403, .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("waiting for ConfigMap waited"), "{msg}");
+    assert!(msg.contains("RBAC"), "{msg}");
+}

@@ -1248,3 +1248,280 @@ resource "mesh_remote_secret" "c2_in_c1" {{
     assert_eq!(sim.ours("c1"), Vec::<String>::new());
     assert_eq!(sim.ours("c2"), Vec::<String>::new());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Install details that must match Istio 1.30.3's charts, and namespaces being deleted
+
+/// A primary serving remotes, and a remote whose control plane namespace is not
+/// `istio-system`: the charts name its injector `istio-sidecar-injector-<namespace>`, and the
+/// install is Ready once that exists. The reader the remote secret creates for itself carries
+/// the rules Istio's reader gets on a remote, which the primary's EXTERNAL_ISTIOD uses.
+#[test]
+fn remote_in_its_own_namespace_installs_and_its_reader_can_serve_the_primary() {
+    if !enabled("remote_in_its_own_namespace_installs_and_its_reader_can_serve_the_primary") {
+        return;
+    }
+    let ws = Workspace::new("remote-namespace");
+    let sim = Clusters::start(&["c1", "c2"], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    ws.config(&format!(
+        r#"
+resource "mesh_cluster" "primary" {{
+  cluster_name = "c1"
+  mesh_id      = "mesh1"
+  network      = "net1"
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "c1"
+  }}
+  control_plane {{
+    version         = "1.30.3"
+    external_istiod = true
+  }}
+}}
+
+resource "mesh_cluster" "remote" {{
+  cluster_name = "c2"
+  mesh_id      = "mesh1"
+  network      = "net1"
+  namespace    = "mesh-remote"
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "c2"
+  }}
+  control_plane {{
+    version              = "1.30.3"
+    role                 = "remote"
+    remote_pilot_address = "10.1.2.3"
+    primary_cluster_name = mesh_cluster.primary.cluster_name
+  }}
+  # A regression (waiting for the webhook under the wrong name) fails in a minute, not 20.
+  timeouts {{
+    create = "60s"
+  }}
+}}
+
+resource "mesh_remote_secret" "c2_in_c1" {{
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "c1"
+  }}
+  remote {{
+    cluster_name              = mesh_cluster.remote.cluster_name
+    service_account           = "mesh-reader"
+    service_account_namespace = "mesh-remote"
+    create_service_account    = true
+    kubernetes {{
+      config_path    = "{kc}"
+      config_context = "c2"
+    }}
+  }}
+}}
+
+output "remote_version" {{
+  value = mesh_cluster.remote.control_plane_version
+}}
+"#
+    ));
+    ws.apply();
+    assert_eq!(ws.output("remote_version"), "1.30.3");
+    assert!(
+        sim.find(
+            "c2",
+            "MutatingWebhookConfiguration",
+            "",
+            "istio-sidecar-injector-mesh-remote"
+        )
+        .is_some(),
+        "the remote's injector, named as the chart names it outside istio-system"
+    );
+    // The reader's ClusterRole has what reader-clusterrole.yaml adds on a remote.
+    let role = sim
+        .dump("c2")
+        .into_iter()
+        .find(|o| {
+            o["kind"] == "ClusterRole"
+                && o["metadata"]["labels"]["app.kubernetes.io/managed-by"]
+                    == "terraform-provider-mesh"
+        })
+        .expect("the reader ClusterRole mesh_remote_secret created");
+    let rules = role["rules"].as_array().cloned().unwrap_or_default();
+    let allows = |group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|r| {
+            let has = |k: &str, v: &str| r[k].as_array().is_some_and(|a| a.iter().any(|x| x == v));
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    for verb in ["create", "update"] {
+        assert!(allows("", "configmaps", verb), "configmaps {verb}: {role}");
+    }
+    for verb in ["get", "list", "watch", "update", "patch"] {
+        assert!(
+            allows(
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                verb
+            ),
+            "mutatingwebhookconfigurations {verb}: {role}"
+        );
+    }
+    for verb in ["get", "list", "watch", "update"] {
+        assert!(
+            allows(
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                verb
+            ),
+            "validatingwebhookconfigurations {verb}: {role}"
+        );
+    }
+    // Re-read through the renamed webhook: nothing to change.
+    ws.assert_empty_plan();
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+    assert_eq!(sim.ours("c2"), Vec::<String>::new());
+    assert_eq!(installed(&sim, "c2", "mesh-c2"), Vec::<String>::new());
+}
+
+/// `revision = "default"` would install `istiod-default`: refused at plan, on the attribute,
+/// before any cluster is contacted.
+#[test]
+fn revision_default_is_refused_at_plan() {
+    if !enabled("revision_default_is_refused_at_plan") {
+        return;
+    }
+    let ws = Workspace::new("revision-default");
+    let sim = Clusters::start(&["c1"], &ws.dir);
+    ws.config(&single_primary_with(
+        &sim.kubeconfig.display().to_string(),
+        "5m",
+        "    revision = \"default\"\n",
+    ));
+    sim.reset_requests("c1");
+    let out = ws.run(&["plan", "-no-color"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = flat(&out.stderr);
+    assert!(err.contains("Invalid revision"), "{err}");
+    assert!(err.contains(r#"revision = "default""#), "{err}");
+    assert!(err.contains("Omit revision"), "{err}");
+    assert_eq!(sim.requests("c1"), 0, "plan contacted the cluster");
+}
+
+/// A held ConfigMap keeps namespace `ns` of cluster c1 Terminating after it is deleted.
+fn hold_namespace_terminating(sim: &Clusters, ws: &Workspace, ns: &str) -> String {
+    let manifest = ws.write_file(
+        &format!("{ns}-held.yaml"),
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: {ns}\n  finalizers: [\"example.com/hold\"]\n"
+        ),
+    );
+    sim.kubectl("c1", &["apply", "-f", manifest.to_str().unwrap()]);
+    let uid = sim.find("c1", "Namespace", "", ns).expect("namespace")["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sim.kubectl("c1", &["delete", "namespace", ns, "--wait=false"]);
+    let phase = sim.find("c1", "Namespace", "", ns).expect("held")["status"]["phase"].clone();
+    assert_eq!(phase, "Terminating");
+    uid
+}
+
+fn release_namespace(sim: &Clusters, ns: &str) {
+    sim.kubectl(
+        "c1",
+        &[
+            "-n",
+            ns,
+            "patch",
+            "configmap",
+            "held",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+    );
+}
+
+/// Apply while `istio-system` is still Terminating (as right after a destroy): first with a
+/// timeout too short, which fails saying the namespace is being deleted (not RBAC); then the
+/// wait is logged, the namespace is released, and the apply creates it anew and installs.
+#[test]
+fn apply_waits_out_a_terminating_namespace_and_says_so() {
+    if !enabled("apply_waits_out_a_terminating_namespace_and_says_so") {
+        return;
+    }
+    let ws = Workspace::new("namespace-terminating");
+    let sim = Clusters::start(&["c1"], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    let old_uid = hold_namespace_terminating(&sim, &ws, "istio-system");
+
+    // Held beyond the timeout: the error says what is going on and what to do.
+    ws.config(&single_primary(&kc, "3s"));
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = flat(&out.stderr);
+    assert!(
+        err.contains("namespace istio-system is still being deleted"),
+        "{err}"
+    );
+    assert!(err.contains("finalizers"), "{err}");
+    assert!(!err.contains("RBAC"), "{err}");
+
+    // Released while the apply waits: it goes on and creates the namespace again.
+    ws.config(&single_primary(&kc, "5m"));
+    let log = ws.dir.join("provider.log");
+    let child = ws
+        .command(&["apply", "-auto-approve", "-no-color"])
+        .env("TF_LOG_PROVIDER", "INFO")
+        .env("TF_LOG_PATH", log.to_str().unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = "namespace istio-system is being deleted (Terminating): waiting";
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains(waiting)) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the provider never said it waits for the namespace"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        sim.find("c1", "Job", "istio-system", "mesh-c1-installer")
+            .is_none(),
+        "nothing is created while the namespace is Terminating"
+    );
+    release_namespace(&sim, "istio-system");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("namespace istio-system finished terminating"),
+        "no progress line in the provider log"
+    );
+    let ns = sim
+        .find("c1", "Namespace", "", "istio-system")
+        .expect("created again");
+    assert_ne!(ns["metadata"]["uid"].as_str(), Some(old_uid.as_str()));
+    assert_eq!(ns["status"]["phase"], "Active");
+    assert_eq!(
+        ns["metadata"]["labels"]["topology.istio.io/network"],
+        "net1"
+    );
+    assert!(sim
+        .find("c1", "Deployment", "istio-system", "istiod")
+        .is_some());
+    ws.assert_empty_plan();
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+    assert!(
+        sim.find("c1", "Namespace", "", "istio-system").is_none(),
+        "the namespace this apply created is removed by destroy"
+    );
+}

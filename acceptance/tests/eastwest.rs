@@ -655,3 +655,122 @@ fn eastwest_gateway_failed_update_is_applied_again() {
     ws.destroy();
     assert_eq!(sim.ours("c1"), Vec::<String>::new());
 }
+
+/// A gateway in a namespace of its own with `expose_istiod`: the VirtualService routes to istiod
+/// in `istiod_namespace`; without it, apply warns that the route leads to no Service.
+#[test]
+fn eastwest_gateway_outside_istiods_namespace_routes_to_istiod() {
+    if !enabled("eastwest_gateway_outside_istiods_namespace_routes_to_istiod") {
+        return;
+    }
+    let (ws, sim) = setup("eastwest-istiod-namespace");
+    let kc = sim.kubeconfig.display().to_string();
+    sim.kubectl("c1", &["create", "namespace", "istio-gateways"]);
+    // istiod's Service, where the control plane runs.
+    let istiod = ws.write_file(
+        "istiod.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: istiod\n  namespace: istio-system\nspec:\n  ports:\n  - {name: https-dns, port: 15012}\n",
+    );
+    sim.kubectl("c1", &["apply", "-f", istiod.to_str().unwrap()]);
+    let body = "  namespace        = \"istio-gateways\"\n  expose_istiod    = true\n  service_type     = \"NodePort\"\n";
+    ws.config(&config(
+        &kc,
+        &format!("{body}  istiod_namespace = \"{NS}\"\n"),
+    ));
+    let out = ws.apply();
+    assert!(!out.contains("does not exist"), "{out}");
+    let host = |sim: &Clusters| {
+        sim.find("c1", "VirtualService", "istio-gateways", "istiod-vs")
+            .expect("istiod-vs in the gateway's namespace")["spec"]["tls"][0]["route"][0]
+            ["destination"]["host"]
+            .clone()
+    };
+    assert_eq!(host(&sim), "istiod.istio-system.svc.cluster.local");
+    assert!(sim
+        .find("c1", "Gateway", "istio-gateways", "istiod-gateway")
+        .is_some());
+    ws.assert_empty_plan();
+
+    // Without istiod_namespace the route is the gateway's namespace, where istiod is not: the
+    // apply says so, naming the attribute to set.
+    ws.config(&config(&kc, body));
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    let all = flat(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("expose_istiod routes to a Service that does not exist"),
+        "{all}"
+    );
+    assert!(all.contains("set istiod_namespace"), "{all}");
+    assert_eq!(host(&sim), "istiod.istio-gateways.svc.cluster.local");
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}
+
+fn flat(out: &std::process::Output) -> String {
+    format!(
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .split_whitespace()
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+/// A gateway applied into a namespace that is being deleted: a 403 NamespaceTerminating from
+/// the API server, reported as the namespace being deleted (never as missing RBAC), after
+/// waiting for the deletion as long as the timeout allows.
+#[test]
+fn eastwest_gateway_in_a_terminating_namespace_says_it_is_being_deleted() {
+    if !enabled("eastwest_gateway_in_a_terminating_namespace_says_it_is_being_deleted") {
+        return;
+    }
+    let (ws, sim) = setup("eastwest-terminating");
+    let kc = sim.kubeconfig.display().to_string();
+    let held = ws.write_file(
+        "held.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: gw-ns\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: gw-ns\n  finalizers: [\"example.com/hold\"]\n",
+    );
+    sim.kubectl("c1", &["apply", "-f", held.to_str().unwrap()]);
+    sim.kubectl("c1", &["delete", "namespace", "gw-ns", "--wait=false"]);
+    let body = "  namespace        = \"gw-ns\"\n  wait_for_address = false\n  timeouts {\n    create = \"3s\"\n  }\n";
+    ws.config(&config(&kc, body));
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    let all = flat(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("namespace gw-ns is still being deleted"),
+        "{all}"
+    );
+    assert!(!all.contains("RBAC"), "{all}");
+    assert!(
+        sim.ours("c1").is_empty(),
+        "nothing created in a namespace being deleted"
+    );
+
+    // Released and created anew: the next apply installs the gateway.
+    sim.kubectl(
+        "c1",
+        &[
+            "-n",
+            "gw-ns",
+            "patch",
+            "configmap",
+            "held",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+    );
+    sim.wait_until("c1", "gw-ns gone", Duration::from_secs(15), |objs| {
+        !objs
+            .iter()
+            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "gw-ns")
+    });
+    sim.kubectl("c1", &["create", "namespace", "gw-ns"]);
+    ws.apply();
+    assert!(sim.find("c1", "Deployment", "gw-ns", GW).is_some());
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}

@@ -162,11 +162,7 @@ fn remote_secret_waits_for_istiod_and_mesh_status_reports_it() {
     // 1. A server nothing listens on: istiod never syncs, the apply fails within the remote
     //    secret's timeout and says why.
     let wrong = "https://127.0.0.1:9";
-    ws.config(&config(
-        &kc,
-        Some(wrong),
-        r#"timeouts { create = "12s" }"#,
-    ));
+    ws.config(&config(&kc, Some(wrong), r#"timeouts { create = "12s" }"#));
     let started = Instant::now();
     let out = failed_apply(&ws);
     let took = started.elapsed();
@@ -250,7 +246,9 @@ fn remote_secret_waits_for_istiod_and_mesh_status_reports_it() {
     assert_eq!(status["healthy"], false, "{status}");
     let problems = status["problems"].to_string();
     assert!(
-        problems.contains("rejects the reader token in secret istio-system/istio-remote-secret-c2 (401)"),
+        problems.contains(
+            "rejects the reader token in secret istio-system/istio-remote-secret-c2 (401)"
+        ),
         "{status}"
     );
     // The next apply mints a new token and the mesh is healthy again.
@@ -266,11 +264,17 @@ fn remote_secret_waits_for_istiod_and_mesh_status_reports_it() {
     ws.apply();
     // No wait: the only port-forwards are the refresh of the prior state's sync_status
     // (wait_for_sync was true) and mesh_status's clusterz and networkz.
-    assert!(portforwards(&sim, TARGET) <= 3, "{}", sim.request_breakdown(TARGET));
+    assert!(
+        portforwards(&sim, TARGET) <= 3,
+        "{}",
+        sim.request_breakdown(TARGET)
+    );
     assert_eq!(ws.output("sync_status"), Value::Null);
     let status = ws.output("status");
     assert_eq!(status["healthy"], false, "{status}");
-    let sync = status["remote_clusters"][0]["sync_status"].as_str().unwrap_or("");
+    let sync = status["remote_clusters"][0]["sync_status"]
+        .as_str()
+        .unwrap_or("");
     assert!(sync == "syncing" || sync == "timeout", "{status}");
 
     ws.destroy();

@@ -297,9 +297,21 @@ fn topology_grows_and_shrinks_by_editing_the_map() {
     );
     // Every istiod has synced both other clusters and routes to the other network's gateway.
     for (name, others, other_network) in [
-        ("cluster-east-1", ["cluster-east-2", "cluster-west-1"], "network-west"),
-        ("cluster-east-2", ["cluster-east-1", "cluster-west-1"], "network-west"),
-        ("cluster-west-1", ["cluster-east-1", "cluster-east-2"], "network-east"),
+        (
+            "cluster-east-1",
+            ["cluster-east-2", "cluster-west-1"],
+            "network-west",
+        ),
+        (
+            "cluster-east-2",
+            ["cluster-east-1", "cluster-west-1"],
+            "network-west",
+        ),
+        (
+            "cluster-west-1",
+            ["cluster-east-1", "cluster-east-2"],
+            "network-east",
+        ),
     ] {
         let c = &built[name];
         assert_eq!(c["healthy"], true, "{name}: {c}");
@@ -307,7 +319,10 @@ fn topology_grows_and_shrinks_by_editing_the_map() {
             assert_eq!(c["remote_sync"][o], "synced", "{name}: {c}");
         }
         let gateways = c["istiod_gateways"].to_string();
-        assert!(gateways.contains(&format!("{other_network}=")), "{name}: {c}");
+        assert!(
+            gateways.contains(&format!("{other_network}=")),
+            "{name}: {c}"
+        );
     }
     // On clients with check blocks (>= 1.5), a check over each cluster's mesh_status passes.
     if ws.terraform_version() >= (1, 5, 0) {
@@ -336,7 +351,10 @@ check "{id}" {{
         let path = ws.write_file("checks.tf", &checks);
         let plan = ws.ok(&["plan", "-no-color"]);
         assert!(!plan.contains("Check block assertion failed"), "{plan}");
-        assert!(plan.contains("Plan: 0 to add, 0 to change, 0 to destroy"), "{plan}");
+        assert!(
+            plan.contains("Plan: 0 to add, 0 to change, 0 to destroy"),
+            "{plan}"
+        );
         // Checks plan a read each time (exit code 2): out of the empty-plan checks below.
         std::fs::remove_file(path).expect("remove checks.tf");
     }

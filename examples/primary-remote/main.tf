@@ -36,7 +36,10 @@ resource "mesh_cluster" "cluster1" {
   }
 
   control_plane {
-    version         = var.istio_version
+    version = var.istio_version
+    # Required for the remote below: without it this istiod never takes the lead for the
+    # remote (webhooks, istio-ca-root-cert) and the remote's sidecars cannot start. The
+    # remote's mesh_cluster cannot see this setting, so nothing checks it for you.
     external_istiod = true
   }
 }

@@ -52,6 +52,8 @@ pub struct GatewaySpec {
     pub service_annotations: BTreeMap<String, String>,
     pub expose_services: bool,
     pub expose_istiod: bool,
+    /// Namespace of the istiod that `expose_istiod` routes to; `None`: the gateway's own.
+    pub istiod_namespace: Option<String>,
     /// The provider's labels (managed-by, instance), put on every object.
     pub labels: BTreeMap<String, String>,
 }
@@ -153,13 +155,29 @@ impl GatewaySpec {
         self.cr_name(ISTIOD_VIRTUAL_SERVICE)
     }
 
-    /// The istiod Service the VirtualService routes to (`istiod-<rev>` when revisioned).
+    /// Name of the istiod Service `expose_istiod` routes to: `istiod-<rev>` when revisioned.
+    /// The gateway's `default` revision label selects the unrevisioned injector, whose
+    /// Service is plain `istiod`.
+    pub fn istiod_service(&self) -> String {
+        match self.revision.as_deref() {
+            Some(r) if !r.is_empty() && r != "default" => format!("istiod-{r}"),
+            _ => "istiod".to_string(),
+        }
+    }
+
+    /// Where istiod runs: `istiod_namespace`, else the gateway's namespace. Routing to the
+    /// gateway's namespace when istiod is elsewhere would point at nothing.
+    pub fn istiod_namespace(&self) -> &str {
+        self.istiod_namespace.as_deref().unwrap_or(&self.namespace)
+    }
+
+    /// The istiod Service the VirtualService routes to, fully qualified.
     pub fn istiod_host(&self) -> String {
-        let svc = match &self.revision {
-            Some(r) => format!("istiod-{r}"),
-            None => "istiod".to_string(),
-        };
-        format!("{svc}.{}.svc.cluster.local", self.namespace)
+        format!(
+            "{}.{}.svc.cluster.local",
+            self.istiod_service(),
+            self.istiod_namespace()
+        )
     }
 
     fn meta(&self, name: &str, extra: &BTreeMap<String, String>) -> ObjectMeta {
@@ -486,6 +504,7 @@ mod tests {
             service_annotations: BTreeMap::new(),
             expose_services: true,
             expose_istiod: false,
+            istiod_namespace: None,
             labels: strings(&[("app.kubernetes.io/managed-by", "terraform-provider-mesh")]),
         }
     }
@@ -735,6 +754,26 @@ mod tests {
         assert_eq!(
             rev.istiod_host(),
             "istiod-canary.istio-system.svc.cluster.local"
+        );
+        // A gateway outside istiod's namespace routes to istiod's namespace, not its own.
+        let apart = GatewaySpec {
+            namespace: "istio-gateways".into(),
+            istiod_namespace: Some("istio-system".into()),
+            ..spec()
+        };
+        let vs = js(&istiod_virtual_service(&apart));
+        assert_eq!(vs["metadata"]["namespace"], "istio-gateways");
+        assert_eq!(
+            vs["spec"]["tls"][1]["route"][0]["destination"]["host"],
+            "istiod.istio-system.svc.cluster.local"
+        );
+        let default_rev = GatewaySpec {
+            revision: Some("default".into()),
+            ..spec()
+        };
+        assert_eq!(
+            default_rev.istiod_host(),
+            "istiod.istio-system.svc.cluster.local"
         );
     }
 

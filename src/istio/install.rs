@@ -15,8 +15,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::operator::{
-    istiod_image, pod_status, version_of, ControlPlane, Installer, KindRef, Role, CRD_KIND,
-    UNINSTALL_KINDS,
+    injector_webhook_name, istiod_image, pod_status, revision_suffix, version_of, ControlPlane,
+    Installer, KindRef, Role, CRD_KIND, UNINSTALL_KINDS,
 };
 use crate::kube::retry::retry;
 use crate::kube::wait::wait_for;
@@ -203,6 +203,7 @@ async fn run_installer(
             code: 404,
             reason: "NotFound".into(),
             message: "the installer Job disappeared while running".into(),
+            details: Default::default(),
         }
         .into());
     };
@@ -308,11 +309,7 @@ fn deployment_available(d: Option<&Deployment>) -> bool {
 }
 
 fn rev_suffix(cp: &ControlPlane) -> String {
-    cp.revision
-        .as_deref()
-        .filter(|r| !r.is_empty() && *r != "default")
-        .map(|r| format!("-{r}"))
-        .unwrap_or_default()
+    revision_suffix(cp.revision.as_deref())
 }
 
 /// Waits until the control plane serves: istiod Available on a primary, the injector webhook
@@ -341,7 +338,7 @@ async fn wait_ready(
             .await?;
         }
         Role::Remote => {
-            let name = format!("istio-sidecar-injector{suffix}");
+            let name = injector_webhook_name(&installer.namespace, cp.revision.as_deref());
             let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client.clone());
             let what = format!("MutatingWebhookConfiguration {name}");
             wait_for(
@@ -381,7 +378,11 @@ pub async fn observed_version(
         Role::Remote => {
             let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client.clone());
             cluster
-                .get_opt(&api, &format!("istio-sidecar-injector{suffix}"), deadline)
+                .get_opt(
+                    &api,
+                    &injector_webhook_name(namespace, cp.revision.as_deref()),
+                    deadline,
+                )
                 .await?
                 .map(|d| (d.metadata.labels.unwrap_or_default(), None))
         }

@@ -58,6 +58,34 @@ pub fn operator_name(cluster_name: &str, revision: Option<&str>) -> String {
     }
 }
 
+/// The revision name Istio reserves for the unrevisioned control plane. `--revision default`
+/// is dropped by istioctl's flag handling, but `spec.revision: default` in an IstioOperator
+/// becomes `values.revision=default`, and the charts then name everything after it
+/// (`istiod-default`, `istio-sidecar-injector-default`): it cannot mean "no revision".
+pub const RESERVED_REVISION: &str = "default";
+
+/// `-<revision>` as the charts append it to object names (`istiod-<rev>`): any non-empty
+/// revision, `default` included.
+pub fn revision_suffix(revision: Option<&str>) -> String {
+    revision
+        .filter(|r| !r.is_empty())
+        .map(|r| format!("-{r}"))
+        .unwrap_or_default()
+}
+
+/// Name of the sidecar injector's MutatingWebhookConfiguration, as istio-discovery's
+/// `mutatingwebhook.yaml` names it: `istio-sidecar-injector[-<rev>]`, with `-<namespace>`
+/// appended when the control plane is not in `istio-system` (webhook configurations are
+/// cluster-scoped, so two installs in different namespaces must not collide).
+pub fn injector_webhook_name(namespace: &str, revision: Option<&str>) -> String {
+    let base = format!("istio-sidecar-injector{}", revision_suffix(revision));
+    if namespace == "istio-system" {
+        base
+    } else {
+        format!("{base}-{namespace}")
+    }
+}
+
 /// Merges `overlay` into `base`: objects key by key, anything else replaced.
 pub fn deep_merge(base: &mut Value, overlay: &Value) {
     match (base, overlay) {
@@ -384,6 +412,20 @@ pub fn istiod_image(d: &Deployment) -> Option<String> {
         .clone()
 }
 
+/// Whether an istiod Deployment runs with `EXTERNAL_ISTIOD=true` (what
+/// `values.global.externalIstiod` renders), i.e. leads for remote clusters. A remote whose
+/// primary's istiod lacks it cannot work; a verification that sees both can say so.
+pub fn serves_remotes(istiod: &Deployment) -> bool {
+    let Some(pod) = istiod.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
+        return false;
+    };
+    pod.containers
+        .iter()
+        .filter(|c| c.name == "discovery")
+        .flat_map(|c| c.env.iter().flatten())
+        .any(|e| e.name == "EXTERNAL_ISTIOD" && e.value.as_deref() == Some("true"))
+}
+
 /// The version a control plane object shows: istioctl's `operator.istio.io/version` label;
 /// without it (istiod installed or edited by other means) the tag of istiod's image; only
 /// when neither tells, the configured version.
@@ -604,6 +646,47 @@ mod tests {
             inst.binding(&BTreeMap::new()).role_ref.name,
             "cluster-admin"
         );
+    }
+
+    #[test]
+    fn injector_webhook_follows_the_chart_naming() {
+        assert_eq!(
+            injector_webhook_name("istio-system", None),
+            "istio-sidecar-injector"
+        );
+        assert_eq!(
+            injector_webhook_name("istio-system", Some("canary")),
+            "istio-sidecar-injector-canary"
+        );
+        assert_eq!(
+            injector_webhook_name("mesh-remote", None),
+            "istio-sidecar-injector-mesh-remote"
+        );
+        assert_eq!(
+            injector_webhook_name("mesh-remote", Some("canary")),
+            "istio-sidecar-injector-canary-mesh-remote"
+        );
+        // The charts append any non-empty revision, "default" included.
+        assert_eq!(revision_suffix(Some("default")), "-default");
+        assert_eq!(revision_suffix(Some("")), "");
+    }
+
+    #[test]
+    fn serves_remotes_reads_external_istiod_on_discovery() {
+        let istiod = |env: serde_json::Value| -> Deployment {
+            serde_json::from_value(json!({"spec": {"selector": {}, "template": {"spec": {
+                "containers": [{"name": "discovery", "env": env}]}}}}))
+            .unwrap()
+        };
+        assert!(serves_remotes(&istiod(json!([
+            {"name": "PILOT_CERT_PROVIDER", "value": "istiod"},
+            {"name": "EXTERNAL_ISTIOD", "value": "true"}
+        ]))));
+        assert!(!serves_remotes(&istiod(
+            json!([{"name": "EXTERNAL_ISTIOD", "value": "false"}])
+        )));
+        assert!(!serves_remotes(&istiod(json!([]))));
+        assert!(!serves_remotes(&Deployment::default()));
     }
 
     #[test]

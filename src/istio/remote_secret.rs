@@ -254,8 +254,40 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// The rules of Istio's reader ClusterRole (istiod chart `reader-clusterrole.yaml`).
+/// The rules of Istio's reader ClusterRole (istiod chart `reader-clusterrole.yaml`), with
+/// what the chart adds on a remote cluster (`istiodRemote.enabled`): a primary running with
+/// `EXTERNAL_ISTIOD` writes through the remote secret (leader election lock and
+/// `istio-ca-root-cert` ConfigMaps, the remote injector's and validator's caBundle), and
+/// without these rights the remote's sidecars never start. The resource that creates this
+/// role cannot tell a remote from another primary, so it always carries them.
 pub fn reader_rules() -> Vec<PolicyRule> {
+    let mut rules = base_reader_rules();
+    rules.extend(remote_reader_rules());
+    rules
+}
+
+/// What `reader-clusterrole.yaml` adds when `istiodRemote.enabled`.
+pub fn remote_reader_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(
+            &[""],
+            &["configmaps"],
+            &["create", "get", "list", "watch", "update"],
+        ),
+        rule(
+            &["admissionregistration.k8s.io"],
+            &["mutatingwebhookconfigurations"],
+            &["get", "list", "watch", "update", "patch"],
+        ),
+        rule(
+            &["admissionregistration.k8s.io"],
+            &["validatingwebhookconfigurations"],
+            &["get", "list", "watch", "update"],
+        ),
+    ]
+}
+
+fn base_reader_rules() -> Vec<PolicyRule> {
     const READ: &[&str] = &["get", "list", "watch"];
     vec![
         rule(
@@ -531,6 +563,29 @@ mod tests {
         assert!(allows("multicluster.x-k8s.io", "serviceexports", "create"));
         assert!(!allows("", "pods", "create"));
         assert!(!allows("", "secrets", "delete"));
+        // What the chart adds on a remote, used by a primary with EXTERNAL_ISTIOD.
+        assert!(allows("", "configmaps", "create"));
+        assert!(allows("", "configmaps", "update"));
+        assert!(!allows("", "configmaps", "delete"));
+        for verb in ["get", "list", "watch", "update", "patch"] {
+            assert!(allows(
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                verb
+            ));
+        }
+        for verb in ["get", "list", "watch", "update"] {
+            assert!(allows(
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                verb
+            ));
+        }
+        assert!(!allows(
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            "delete"
+        ));
         let b = reader_cluster_role_binding("r", "istio-system", "sa", BTreeMap::new());
         assert_eq!(b.role_ref.name, "r");
         assert_eq!(

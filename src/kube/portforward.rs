@@ -63,17 +63,17 @@ enum Failed {
 impl Failed {
     fn into_kube(self, cluster: &Cluster, action: &str, deadline: &Deadline) -> KubeError {
         match self {
-            Failed::Api(kube::Error::Api(status)) if status.code == 403 => KubeError::Api {
-                cluster: cluster.name.clone(),
-                action: action.to_string(),
-                code: 403,
-                reason: status.reason.clone(),
-                message: format!(
-                    "{} (403) — port-forwarding needs the verb `create` on resource `pods/portforward` in that namespace: grant it to the user (RBAC)",
-                    status.message
-                ),
-            },
-            Failed::Api(e) => KubeError::from_kube(&cluster.name, action, &e, deadline.elapsed()),
+            Failed::Api(e) => {
+                let mut err = KubeError::from_kube(&cluster.name, action, &e, deadline.elapsed());
+                if let KubeError::Api {
+                    code: 403, message, ..
+                } = &mut err
+                {
+                    // The authorizer names one verb; a websocket upgrade is checked for both.
+                    message.push_str(". Port-forwarding needs the verbs `get` and `create` on resource `pods/portforward` in that namespace");
+                }
+                err
+            }
             Failed::Stream(message) => KubeError::Unreachable {
                 cluster: cluster.name.clone(),
                 action: action.to_string(),

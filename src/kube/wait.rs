@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::client::Cluster;
 use super::error::KubeError;
-use super::retry::{backoff, Deadline};
+use super::retry::{backoff, classify, Deadline, Verdict};
 
 /// How often a long wait says it is still waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -67,9 +67,19 @@ where
         match result {
             Ok(obj) => return Ok(obj),
             Err(e) => {
+                // A list or watch the server refuses for good (401, 403, 404 of the kind) is
+                // reported at once with the same advice as any other call, not retried and
+                // then passed off as the server being unreachable.
+                if let Some(api) = final_api_error(&e) {
+                    return Err(KubeError::from_kube(
+                        &cluster.name,
+                        &format!("waiting for {what}"),
+                        api,
+                        started.elapsed(),
+                    ));
+                }
                 // The watch broke (connection reset, API restart): resume it after a backoff
-                // within the deadline; a final error (401/403) surfaces on the next attempt's
-                // list call as the same error, so give up after a few in a row.
+                // within the deadline; give up after a few failures in a row.
                 failures += 1;
                 let wait = backoff(failures);
                 if failures > 8 || wait >= deadline.remaining() {
@@ -90,4 +100,15 @@ where
             }
         }
     }
+}
+
+/// The API error behind a failed wait when retrying cannot help (see `retry::classify`).
+fn final_api_error(err: &kube::runtime::wait::Error) -> Option<&kube::Error> {
+    use kube::runtime::watcher::Error as W;
+    let kube::runtime::wait::Error::ProbeFailed(w) = err;
+    let inner = match w {
+        W::InitialListFailed(e) | W::WatchStartFailed(e) | W::WatchFailed(e) => e,
+        _ => return None,
+    };
+    (matches!(inner, kube::Error::Api(_)) && classify(inner) == Verdict::Fail).then_some(inner)
 }

@@ -92,10 +92,10 @@ fn control_plane_block() -> NestedBlock {
             .attr(Attribute::string("version", "Istio version, e.g. `\"1.30.3\"` (the istioctl image tag and the control plane's tag).").required())
             .attr(Attribute::string("hub", "Image repository of Istio's images, e.g. a mirror for air-gapped clusters.").default("docker.io/istio"))
             .attr(Attribute::string("role", "`\"primary\"` (runs istiod) or `\"remote\"` (uses a primary's istiod through its east-west gateway).").default("primary"))
-            .attr(Attribute::bool("external_istiod", "A primary that also serves remote clusters (`values.global.externalIstiod`).").default(false))
+            .attr(Attribute::bool("external_istiod", "A primary that also serves remote clusters (`values.global.externalIstiod`). Every primary named by a remote's `primary_cluster_name` needs it: without it that istiod never leads for the remote and the remote's sidecars cannot start. A remote's resource cannot see this setting, so it is not checked at plan.").default(false))
             .attr(Attribute::string("remote_pilot_address", "For `role = \"remote\"`: the address of the primary's istiod, usually its east-west gateway's `address`.").optional())
-            .attr(Attribute::string("primary_cluster_name", "For `role = \"remote\"`: the `cluster_name` of the primary whose istiod controls this cluster (namespace annotation `topology.istio.io/controlPlaneClusters`).").optional())
-            .attr(Attribute::string("revision", "Istio revision name, for canary upgrades: a DNS-1123 label (it becomes part of object names, e.g. `istiod-<revision>`). Changing it installs the new revision, then removes the old one.").optional())
+            .attr(Attribute::string("primary_cluster_name", "For `role = \"remote\"`: the `cluster_name` of the primary whose istiod controls this cluster (namespace annotation `topology.istio.io/controlPlaneClusters`). That primary must set `external_istiod = true`.").optional())
+            .attr(Attribute::string("revision", "Istio revision name, for canary upgrades: a DNS-1123 label (it becomes part of object names, e.g. `istiod-<revision>`). Omit it for the default (unrevisioned) control plane; `\"default\"` is refused, since Istio would name the objects after it (`istiod-default`). Changing it installs the new revision, then removes the old one.").optional())
             .attr(Attribute::string("values", "JSON object deep-merged into the IstioOperator's `spec.values` (use `jsonencode`). The multicluster keys (mesh ID, cluster name, network, remote settings) are set by the provider.").optional())
             .attr(Attribute::string("mesh_config", "JSON object for the IstioOperator's `spec.meshConfig` (use `jsonencode`).").optional())
             .attr(Attribute::string_map("installer_pod_annotations", "Extra annotations on the installer Job's pod.").optional())
@@ -377,7 +377,13 @@ fn control_plane_from(config: &Value, diags: &mut Diagnostics) -> Option<Control
     }
     // The revision becomes part of object names (`istiod-<revision>`, the IstioOperator's).
     if let Some(r) = b.get("revision").as_str() {
-        if !istio::is_dns1123_label(r) {
+        if r == operator::RESERVED_REVISION {
+            diags.error_at(
+                at("revision"),
+                "Invalid revision",
+                "\"default\" is not a revision name: Istio would name the control plane after it (istiod-default, istio-sidecar-injector-default) instead of installing the unrevisioned one. Omit revision for the default control plane, or choose another name such as \"1-30\" or \"canary\".",
+            );
+        } else if !istio::is_dns1123_label(r) {
             diags.error_at(
                 at("revision"),
                 "Invalid revision",
@@ -482,6 +488,20 @@ fn kube_failure(err: KubeError) -> Failure {
     d.into()
 }
 
+/// The error of the namespace step. A wait for a deletion that did not finish in time says
+/// what holds the namespace and what to do, not only that time ran out.
+fn namespace_failure(ns_name: &str, err: KubeError) -> Failure {
+    let mut d = Diagnostics::new();
+    match err {
+        KubeError::Timeout { cluster, waited, .. } => d.error(
+            format!("cluster {cluster}: namespace {ns_name} is still being deleted"),
+            format!("Namespace {ns_name} has been Terminating for at least {waited:.0?} while this apply waited to create it again. Nothing can be created in a namespace that is being deleted. Something holds it: see `kubectl get namespace {ns_name} -o yaml` (status.conditions name what remains) and the finalizers of the objects left in it. Apply again once it is gone, or raise timeouts.create to wait longer."),
+        ),
+        other => d.error(other.to_string(), ""),
+    }
+    d.into()
+}
+
 /// Builds or repairs everything: namespace, trust, control plane — in that order, since
 /// istiod must find `cacerts` at its first start. A failure after the namespace step returns
 /// what exists by then, so Terraform keeps the resource (tainted) and nothing is orphaned.
@@ -538,11 +558,12 @@ async fn converge(
     state.set("id", Value::from(cluster_name.clone()));
 
     // Namespace first: create it (remembering that we did) or adopt it with our labels only.
+    // One being deleted (a re-apply right after a destroy) is waited out, then created again.
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
     if cluster
-        .get_opt(&namespaces, &ns_name, &deadline)
+        .namespace_settled(&ns_name, &deadline)
         .await
-        .map_err(kube_failure)?
+        .map_err(|e| namespace_failure(&ns_name, e))?
         .is_none()
     {
         private.namespace_created = true;
@@ -555,7 +576,7 @@ async fn converge(
     cluster
         .apply(&namespaces, &ns, &deadline)
         .await
-        .map_err(kube_failure)?;
+        .map_err(|e| namespace_failure(&ns_name, e))?;
 
     let partial = |state: &Value, private: &Private, diags: Diagnostics| Failure {
         diags,
@@ -1227,7 +1248,14 @@ mod tests {
     fn revision_must_be_a_dns_label() {
         assert!(with_control_plane(&[("revision", Value::from("canary-1-31"))]).is_empty());
         let long = "r".repeat(64);
-        for bad in ["Canary", "1.31", "canary_1", "-canary", long.as_str()] {
+        for bad in [
+            "Canary",
+            "1.31",
+            "canary_1",
+            "-canary",
+            long.as_str(),
+            "default",
+        ] {
             assert_eq!(
                 with_control_plane(&[("revision", Value::from(bad))]),
                 ["control_plane.revision"],

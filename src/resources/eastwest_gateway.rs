@@ -63,6 +63,7 @@ fn schema() -> Schema {
             .attr(Attribute::string("revision", "Istio revision whose injector fills in the gateway's proxy (`istio.io/rev` pod label); also routes `expose_istiod` to `istiod-<revision>`. Omit for the default revision.").optional())
             .attr(Attribute::bool("expose_services", "Expose the cluster's services to other networks: Gateway `cross-network-gateway` (port 15443, TLS `AUTO_PASSTHROUGH`, hosts `*.local`). Needed in multi-network meshes.").default(true))
             .attr(Attribute::bool("expose_istiod", "Expose istiod to remote clusters: Gateway `istiod-gateway` and VirtualService `istiod-vs` (ports 15012 and 15017 passed through to istiod). Needed on a primary whose remotes are on another network.").default(false))
+            .attr(Attribute::string("istiod_namespace", "Namespace of the istiod that `expose_istiod` routes to (`istiod[-<revision>].<istiod_namespace>.svc.cluster.local`). Omit it when the gateway runs in istiod's namespace (the usual setup); set it when the gateway has a namespace of its own, otherwise the VirtualService routes to a Service that does not exist and remote clusters lose their control plane. Apply warns when `expose_istiod` is set and no istiod Service is found there.").optional())
             .attr(Attribute::string("service_type", "Type of the gateway Service: `\"LoadBalancer\"`, `\"NodePort\"` or `\"ClusterIP\"`.").default("LoadBalancer"))
             .attr(Attribute::string_map("service_annotations", "Annotations of the gateway Service, e.g. `service.beta.kubernetes.io/aws-load-balancer-type = \"nlb\"`.").optional())
             .attr(Attribute::number("replicas", "Number of gateway pods (at least 1). With more than one, a PodDisruptionBudget keeps one available.").default(1))
@@ -122,6 +123,15 @@ fn validate_config(config: &Value, diags: &mut Diagnostics) {
             diags.error_at(
                 at("namespace"),
                 "Invalid namespace",
+                format!("{ns:?} is not a valid namespace name (a DNS-1123 label)."),
+            );
+        }
+    }
+    if let Some(ns) = config.get("istiod_namespace").as_str() {
+        if !istio_names::is_dns1123_label(ns) {
+            diags.error_at(
+                at("istiod_namespace"),
+                "Invalid istiod_namespace",
                 format!("{ns:?} is not a valid namespace name (a DNS-1123 label)."),
             );
         }
@@ -241,6 +251,11 @@ fn spec_from(v: &Value, lenient: bool) -> Option<GatewaySpec> {
         Value::Unknown if !lenient => return None,
         _ => None,
     };
+    let istiod_namespace = match v.get("istiod_namespace") {
+        Value::String(s) => Some(s.clone()),
+        Value::Unknown if !lenient => return None,
+        _ => None,
+    };
     Some(GatewaySpec {
         labels: labels(&instance(&namespace, &name)),
         network: text("network", "")?,
@@ -250,6 +265,7 @@ fn spec_from(v: &Value, lenient: bool) -> Option<GatewaySpec> {
         service_annotations: annotations.or(if lenient { Some(BTreeMap::new()) } else { None })?,
         expose_services: flag("expose_services", true)?,
         expose_istiod: flag("expose_istiod", false)?,
+        istiod_namespace,
         name,
         namespace,
     })
@@ -358,17 +374,20 @@ async fn apply_one<K: Object>(
     match live {
         Ok(l) => Ok(to_json(&l)),
         // No such kind: Istio's CRDs are not installed (yet).
+        // (A 404 about the namespace is not about the kind: it keeps its own message.)
         Err(KubeError::Api {
             cluster,
             action,
             code: 404,
             reason,
             message,
-        }) if K::group(&()) == "networking.istio.io" => Err(KubeError::Api {
+            details,
+        }) if K::group(&()) == "networking.istio.io" && details.kind != "namespaces" => Err(KubeError::Api {
             cluster,
             action,
             code: 404,
             reason,
+            details,
             message: format!("{message} — Istio's CRDs (networking.istio.io) are not installed in this cluster: install Istio's control plane first and make this resource depend on it"),
         }),
         Err(e) => Err(e),
@@ -496,6 +515,26 @@ fn address_timeout(cluster: &Cluster, s: &GatewaySpec, op: &str, err: KubeError)
     d
 }
 
+/// `expose_istiod` routes to `istiod[-<rev>].<istiod namespace>`: say so when no such Service
+/// exists, which is what a gateway outside istiod's namespace without `istiod_namespace` looks
+/// like. A warning, not an error: istiod may be installed after the gateway by other means.
+async fn warn_when_istiod_is_elsewhere(
+    ctx: &Ctx,
+    cluster: &Cluster,
+    spec: &GatewaySpec,
+    deadline: &Deadline,
+) {
+    let api: Api<Service> = Api::namespaced(cluster.client.clone(), spec.istiod_namespace());
+    let svc = spec.istiod_service();
+    if let Ok(None) = cluster.get_opt(&api, &svc, deadline).await {
+        ctx.warn(
+            Some(AttributePath::attrs(&["istiod_namespace"])),
+            "expose_istiod routes to a Service that does not exist",
+            &format!("cluster {}: VirtualService {}/{} routes istiod's ports to {}, but there is no Service {}/{svc}. Remote clusters reach no control plane through this gateway until it exists. If istiod runs in another namespace than the gateway, set istiod_namespace to it; if it runs a revision, set revision.", cluster.name, spec.namespace, spec.istiod_virtual_service_name(), spec.istiod_host(), spec.istiod_namespace()),
+        );
+    }
+}
+
 /// Creates or updates the gateway. `prior` is None on create.
 async fn converge(
     ctx: &Ctx,
@@ -540,7 +579,37 @@ async fn converge(
     let wanted: Vec<String> = want.iter().map(Obj::key).collect();
     let stale: Vec<&Obj> = old.iter().filter(|o| !wanted.contains(&o.key())).collect();
 
-    let results = join_all(to_apply.iter().map(|o| o.apply(&cluster, &deadline))).await;
+    let mut results = join_all(to_apply.iter().map(|o| o.apply(&cluster, &deadline))).await;
+    if results
+        .iter()
+        .any(|r| r.as_ref().is_err_and(KubeError::is_namespace_terminating))
+    {
+        // The namespace is being deleted (a re-apply right after a destroy): wait that out.
+        // The gateway does not own its namespace, so it applies again only if whoever does
+        // (mesh_cluster) has created it anew by then.
+        match cluster.namespace_settled(&spec.namespace, &deadline).await {
+            Ok(Some(_)) => {
+                results = join_all(to_apply.iter().map(|o| o.apply(&cluster, &deadline))).await;
+            }
+            Ok(None) => {
+                let mut d = Diagnostics::new();
+                d.error(
+                    format!("cluster {}: namespace {} was deleted", cluster.name, spec.namespace),
+                    format!("The gateway's namespace {} was being deleted when this apply started, and is gone now. mesh_eastwest_gateway does not create its namespace: apply again once it exists (mesh_cluster creates istiod's namespace; make this resource depend on it).", spec.namespace),
+                );
+                return Err(d.into());
+            }
+            Err(KubeError::Timeout { waited, .. }) => {
+                let mut d = Diagnostics::new();
+                d.error(
+                    format!("cluster {}: namespace {} is still being deleted", cluster.name, spec.namespace),
+                    format!("Namespace {} has been Terminating for at least {waited:.0?}: nothing can be created in it until it is gone. Something holds it: see `kubectl get namespace {} -o yaml` and the finalizers of the objects left in it. Apply again once it is gone and recreated.", spec.namespace, spec.namespace),
+                );
+                return Err(d.into());
+            }
+            Err(e) => return Err(kube_failure(e)),
+        }
+    }
     let mut state = planned.clone();
     state.set(
         "id",
@@ -601,6 +670,10 @@ async fn converge(
             diags,
             partial: Some(partial(state, status)),
         });
+    }
+
+    if spec.expose_istiod {
+        warn_when_istiod_is_elsewhere(ctx, &cluster, &spec, &deadline).await;
     }
 
     if planned.get("address").is_unknown() {

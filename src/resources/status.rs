@@ -14,9 +14,7 @@ use crate::istio::{istiod, remote_secret as rs};
 use crate::kube::{connect, probe_kubeconfig, Cluster, Deadline, KubeError, Probe};
 use crate::plugin::resource::{timeout, timeouts_block, validate_timeouts};
 use crate::plugin::value::Type;
-use crate::plugin::{
-    Attribute, AttributePath, Block, Ctx, DataSource, Diagnostics, Schema, Value,
-};
+use crate::plugin::{Attribute, AttributePath, Block, Ctx, DataSource, Diagnostics, Schema, Value};
 use crate::resources::kubernetes;
 
 pub struct MeshStatus;

@@ -81,7 +81,11 @@ mod tests {
         let from = |n: u64| resolve(n, "https://C2-control-plane:6443").map(|c| c.network);
         assert_eq!(from(n1), Some(n1));
         assert_eq!(from(n2), Some(n2));
-        assert_eq!(from(new_network()), None, "a third network knows no such server");
+        assert_eq!(
+            from(new_network()),
+            None,
+            "a third network knows no such server"
+        );
     }
 
     #[test]

@@ -546,4 +546,3 @@ async fn remove_reader(remote: &Cluster, v: &Value, deadline: &Deadline) -> Resu
     remote.delete(&roles, &rbac, false, deadline).await?;
     Ok(())
 }
-

@@ -88,4 +88,3 @@ pub(super) fn plan_remote_secret(plan: &mut Plan<'_>) {
         );
     }
 }
-

@@ -151,4 +151,3 @@ pub(super) async fn observe(
         private: private.store(),
     }))
 }
-

@@ -211,4 +211,3 @@ pub(super) async fn observe_sync(
         }
     }
 }
-

@@ -72,23 +72,48 @@ pub(super) fn validate_name(info: &ResourceInfo, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Namespaced creates need a live namespace.
-pub(super) fn check_namespace(cluster: &Cluster, info: &ResourceInfo, ns: &str) -> ApiResult<()> {
+/// Namespaced creates need a live namespace (the NamespaceLifecycle admission plugin): a
+/// missing one is a 404 about the namespace; one being deleted refuses new content with a 403
+/// Forbidden whose single cause is `NamespaceTerminating`. `name` is the object's name (empty
+/// for generateName, which the real server has not resolved yet at admission).
+pub(super) fn check_namespace(
+    cluster: &Cluster,
+    info: &ResourceInfo,
+    ns: &str,
+    name: &str,
+) -> ApiResult<()> {
     if !info.namespaced {
         return Ok(());
     }
     match cluster.store.get(&ResKey::new("", "namespaces"), "", ns) {
         None => Err(ApiError::not_found("", "namespaces", ns)),
-        Some(n) if object::is_deleting(&n) => Err(ApiError::forbidden(format!(
-            "{} \"{}\" is forbidden: unable to create new content in namespace {} because it is being terminated",
-            crate::error::qualified(&info.group, &info.plural),
-            "",
-            ns
-        ))
-        .with_details(json!({"kind": info.plural, "group": info.group,
-            "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}))),
+        Some(n) if is_terminating(&n) => Err(namespace_terminating(info, ns, name)),
         Some(_) => Ok(()),
     }
+}
+
+/// What the lifecycle plugin checks: the phase (the namespace controller sets `Terminating`
+/// as soon as a deletion timestamp is set; both are read, in case one lags).
+fn is_terminating(ns: &Value) -> bool {
+    object::is_deleting(ns)
+        || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+}
+
+/// The 403 Kubernetes answers a create in a namespace being deleted: `NewForbidden` of the
+/// resource and name (`<resource>[.<group>] "<name>" is forbidden: ...`, without the quoted
+/// name when it is empty), details naming group, resource and name, plus the cause.
+fn namespace_terminating(info: &ResourceInfo, ns: &str, name: &str) -> ApiError {
+    let resource = crate::error::qualified(&info.group, &info.plural);
+    let subject = if name.is_empty() {
+        resource
+    } else {
+        format!("{resource} \"{name}\"")
+    };
+    ApiError::forbidden(format!(
+        "{subject} is forbidden: unable to create new content in namespace {ns} because it is being terminated"
+    ))
+    .with_details(json!({"name": name, "group": info.group, "kind": info.plural,
+        "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}))
 }
 
 /// Defaults the real API server would fill in on create.

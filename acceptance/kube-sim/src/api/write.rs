@@ -42,9 +42,9 @@ pub(super) fn create(
             "the namespace of the provided object does not match the namespace sent on the request",
         ));
     }
-    check_namespace(cluster, &t.info, &t.ns)?;
     let generate = object::meta_str(&obj, "generateName").map(str::to_string);
     let fixed = object::name(&obj).to_string();
+    check_namespace(cluster, &t.info, &t.ns, &fixed)?;
     obj["apiVersion"] = json!(t.info.api_version());
     obj["kind"] = json!(t.info.kind);
     let manager = req.manager();
@@ -200,7 +200,7 @@ pub(super) fn patch_(cluster: &Arc<Cluster>, req: &Request, t: &Target) -> ApiRe
                 return Err(ApiError::not_found(&key.group, &key.resource, &t.name));
             }
             validate_name(&t.info, &t.name)?;
-            check_namespace(cluster, &t.info, &t.ns)?;
+            check_namespace(cluster, &t.info, &t.ns, &t.name)?;
         }
         cluster
             .store

@@ -256,11 +256,24 @@ fn plan(iop: &Value, image: &str) -> Plan {
 }
 
 impl Plan {
+    /// `-<revision>` as the charts append it (`if not (eq .Values.revision "")`): any
+    /// non-empty revision, `default` included (`spec.revision: default` → `istiod-default`).
     fn rev_suffix(&self) -> String {
-        if self.revision.is_empty() || self.revision == "default" {
+        if self.revision.is_empty() {
             String::new()
         } else {
             format!("-{}", self.revision)
+        }
+    }
+
+    /// The injector webhook's name (`mutatingwebhook.yaml`): the namespace is appended
+    /// outside `istio-system`.
+    fn injector_webhook(&self) -> String {
+        let base = format!("istio-sidecar-injector{}", self.rev_suffix());
+        if self.ns == "istio-system" {
+            base
+        } else {
+            format!("{base}-{}", self.ns)
         }
     }
 
@@ -591,7 +604,7 @@ fn manifests(p: &Plan, ca_pem: &str) -> Vec<Value> {
             "namespaceSelector": selector})
     };
     out.push(json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": format!("istio-sidecar-injector{rs}"), "labels": pl(json!({"app": "sidecar-injector", "release": "istio"}))},
+        "metadata": {"name": p.injector_webhook(), "labels": pl(json!({"app": "sidecar-injector", "release": "istio"}))},
         "webhooks": [
             webhook("rev.namespace.sidecar-injector.istio.io", json!({"matchExpressions": [{"key": "istio.io/rev", "operator": "In", "values": [if p.revision.is_empty() { "default" } else { p.revision.as_str() }]}]})),
             webhook("namespace.sidecar-injector.istio.io", json!({"matchExpressions": [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}]}))]}));
