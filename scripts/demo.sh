@@ -114,7 +114,7 @@ table = [head] + [
     for name, c in sorted(rows.items())]
 widths = [max(len(r[i]) for r in table) for i in range(4)]
 for r in table:
-    print("    " + "   ".join(v.ljust(w) for v, w in zip(r, widths)) + "   " + r[4])
+    print("    " + "  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[4])
 sick = {name: c["problems"] for name, c in rows.items() if not c["healthy"]}
 for name, problems in sorted(sick.items()):
     for p in problems:
