@@ -134,7 +134,15 @@ async fn read(ctx: &Ctx, config: &Value) -> Result<Value, Diagnostics> {
     let conn = kubernetes::connection(config.get("kubernetes"));
     let report = async {
         let cluster = connect(&conn).await?;
-        observe(&cluster, &namespace, revision, &deadline).await
+        let report = observe(&cluster, &namespace, revision, &deadline).await?;
+        tracing::info!(
+            cluster = %cluster.name,
+            read_ms = deadline.elapsed().as_millis() as u64,
+            istiod_pods = report.istiod.len(),
+            problems = report.problems.len(),
+            "mesh status read"
+        );
+        Ok::<_, KubeError>(report)
     }
     .await
     .map_err(|e| {
