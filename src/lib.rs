@@ -4,6 +4,7 @@
 //! Layers, arrows pointing one way: `resources` → `pki`, `plugin`; `plugin` knows the
 //! Terraform protocol and nothing else.
 
+pub mod clock;
 pub mod istio;
 pub mod kube;
 pub mod pki;

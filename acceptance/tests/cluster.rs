@@ -1525,3 +1525,81 @@ fn apply_waits_out_a_terminating_namespace_and_says_so() {
         "the namespace this apply created is removed by destroy"
     );
 }
+
+/// `terraform <args>` with the provider's clock set to `now` (RFC 3339).
+fn at_time(ws: &Workspace, now: &str, args: &[&str]) -> String {
+    let out = ws
+        .command(args)
+        .env("MESH_PROVIDER_NOW", now)
+        .output()
+        .expect("run terraform");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "terraform {args:?} at {now}:\n{text}");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// An RFC 3339 time `hours` from now.
+fn hours_from_now(hours: i64) -> String {
+    let out = std::process::Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("+{hours} hours"),
+            "+%Y-%m-%dT%H:%M:%SZ",
+        ])
+        .output()
+        .expect("date");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn intermediate_renews_in_place_within_its_window() {
+    if !enabled("intermediate_renews_in_place_within_its_window") {
+        return;
+    }
+    let ws = Workspace::new("renewal");
+    let sim = Clusters::start(&["c1"], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    let window = "    validity_period_hours = 48\n    renew_before          = \"24h\"\n";
+    ws.config(&config_with(&kc, "net1", window));
+    ws.apply();
+    let first = ws.output("ca_cert_pem");
+    ws.assert_empty_plan();
+    let later = hours_from_now(25);
+
+    // A plan made before the window, applied inside it: applied as planned, no reissue, and
+    // Terraform's apply-time re-plan agrees with the saved one.
+    ws.config(&config_with(&kc, "net2", window));
+    let saved = ws.ok(&["plan", "-no-color", "-out=before-window.tfplan"]);
+    assert!(!saved.contains("due for renewal"), "{saved}");
+    at_time(&ws, &later, &["apply", "-no-color", "before-window.tfplan"]);
+    assert_eq!(ws.output("ca_cert_pem"), first);
+
+    // Inside the window: an in-place update that reissues the intermediate from the same root.
+    let plan = at_time(&ws, &later, &["plan", "-no-color"]);
+    assert!(plan.contains("Intermediate CA due for renewal"), "{plan}");
+    assert!(
+        plan.contains("Plan: 0 to add, 1 to change, 0 to destroy"),
+        "{plan}"
+    );
+    let root_before = cacerts(&sim).root;
+    at_time(&ws, &later, &["apply", "-auto-approve", "-no-color"]);
+    let renewed = ws.output("ca_cert_pem");
+    assert_ne!(renewed, first, "the intermediate was not reissued");
+    let bundle = cacerts(&sim);
+    assert_eq!(serde_json::Value::from(bundle.ca.clone()), renewed);
+    assert_eq!(bundle.root, root_before, "same root");
+    bundle.assert_chains(&ws, "renewed");
+
+    // Back on the real clock the new intermediate is far from its window: nothing to do.
+    ws.assert_empty_plan();
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}

@@ -13,7 +13,7 @@ use crate::istio::operator::{self, ControlPlane, Identity, Installer, Role};
 use crate::istio::{self, cacerts, cacerts::CaBundle, install};
 use crate::kube::{connect, labels, Cluster, Deadline, KubeError};
 use crate::pki::{self, CaSigner, CaSpec, Field, KeyAlgorithm};
-use crate::plugin::resource::{timeout, timeouts_block};
+use crate::plugin::resource::{parse_duration, timeout, timeouts_block};
 use crate::plugin::{
     Applied, Attribute, AttributePath, Block, Change, Ctx, Diagnostics, Failure, NestedBlock, Plan,
     Resource, Schema, Value,
@@ -26,7 +26,7 @@ const DESCRIPTION: &str = "Joins one Kubernetes cluster to the mesh: creates (or
 
 Trust comes from one of:
 
-- `root_ca { ... }`: the provider issues this cluster's own intermediate CA from the mesh root (Istio's tooling defaults: RSA 4096, 10 years, `O=Istio`, `CN=Intermediate CA`, `L=<cluster_name>`, path length 0, SAN `istiod.<namespace>.svc`; tune them in `intermediate { ... }`). The intermediate is kept across plans and reissued only when the root or the `intermediate` settings change.
+- `root_ca { ... }`: the provider issues this cluster's own intermediate CA from the mesh root (Istio's tooling defaults: RSA 4096, 10 years, `O=Istio`, `CN=Intermediate CA`, `L=<cluster_name>`, path length 0, SAN `istiod.<namespace>.svc`; tune them in `intermediate { ... }`). The intermediate is kept across plans and reissued when the root or the `intermediate` settings change, and in place once refresh finds it within `intermediate.renew_before` of expiry (`ready_for_renewal`).
 - `ca { ... }`: bring your own intermediate (e.g. from Vault PKI), so the root key never enters Terraform. It is checked before anything is changed: it must chain to `root_cert_pem`, match its key, be a CA and be valid now.
 - neither: no `cacerts`; istiod then runs its own self-signed CA, which only works for a single primary.
 
@@ -42,6 +42,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 // ---------------------------------------------------------------------------------------------
 // Schema
 
+/// How long before the intermediate expires a plan renews it (Go duration).
+const DEFAULT_RENEW_BEFORE: &str = "720h";
+
 fn schema() -> Schema {
     Schema::new(
         0,
@@ -55,6 +58,7 @@ fn schema() -> Schema {
             .attr(Attribute::string("cert_chain_pem", "Chain from the signing certificate up to the root, as in `cacerts`.").computed().stable())
             .attr(Attribute::string("root_cert_pem", "The mesh root certificate(s), as in `cacerts`.").computed().stable())
             .attr(Attribute::string("ca_not_after", "Expiry of the signing CA certificate (RFC 3339).").computed().stable())
+            .attr(Attribute::bool("ready_for_renewal", "True once refresh finds the intermediate issued from `root_ca` within `intermediate.renew_before` of `ca_not_after`; the plan then reissues it in place. Null without trust settings; always false with `ca {}` (the provider cannot renew a CA it did not issue: the plan warns instead).").computed().stable())
             .attr(Attribute::string("control_plane_version", "The Istio version running, as observed on istiod: its `operator.istio.io/version` label, else its image tag, else the configured version (on a remote, the injector webhook's label). Null without `control_plane`, or when istiod is missing.").computed().stable())
             .block(kubernetes::block())
             .block(NestedBlock::single(
@@ -70,7 +74,8 @@ fn schema() -> Schema {
                     .attr(Attribute::number("rsa_bits", "RSA key size: 2048, 3072 or 4096.").default(4096))
                     .attr(Attribute::string("ecdsa_curve", "`\"P256\"` or `\"P384\"`.").default("P256"))
                     .attr(Attribute::number("validity_period_hours", "Validity in hours (never beyond the root's).").default(87600))
-                    .attr(Attribute::string("organization", "Subject organization (O).").default("Istio")),
+                    .attr(Attribute::string("organization", "Subject organization (O).").default("Istio"))
+                    .attr(Attribute::string("renew_before", "Renew the intermediate this long before it expires, as a duration (`\"720h\"`). A plan made within that window of `ca_not_after` shows an in-place update that reissues the intermediate from the same root; istiod reloads `cacerts` without a restart. Changing it alone reissues nothing. Default `\"720h\"` (30 days), also when the block is omitted.").default(DEFAULT_RENEW_BEFORE)),
             ))
             .block(NestedBlock::single(
                 "ca",
@@ -78,7 +83,8 @@ fn schema() -> Schema {
                     .attr(Attribute::string("cert_pem", "The cluster's signing CA certificate, PEM.").required())
                     .attr(Attribute::string("private_key_pem", "Its private key, PEM.").required().sensitive())
                     .attr(Attribute::string("cert_chain_pem", "Chain from `cert_pem` up to the root, PEM (the root may be included).").required())
-                    .attr(Attribute::string("root_cert_pem", "The mesh root certificate(s), PEM.").required()),
+                    .attr(Attribute::string("root_cert_pem", "The mesh root certificate(s), PEM.").required())
+                    .attr(Attribute::string("renew_before", "Warn at plan when `cert_pem` expires within this duration (`\"720h\"`): the provider cannot renew an intermediate it did not issue. Default `\"720h\"`.").default(DEFAULT_RENEW_BEFORE)),
             ))
             .block(control_plane_block())
             .block(timeouts_block(&[("create", "20m"), ("update", "20m"), ("delete", "20m")])),
@@ -160,7 +166,67 @@ fn intermediate_spec(
     if let Some(o) = b.get("organization").as_str() {
         spec.organization = o.to_string();
     }
+    if let Some(r) = b.get("renew_before").as_str() {
+        match parse_duration(r) {
+            Ok(d) if d.as_secs() >= spec.validity_hours.max(0) as u64 * 3600 => diags.error_at(
+                at("renew_before"),
+                "Invalid renew_before",
+                format!("{r:?} is not shorter than validity_period_hours ({}h): every plan would renew the intermediate.", spec.validity_hours),
+            ),
+            Ok(_) => {}
+            Err(e) => diags.error_at(
+                at("renew_before"),
+                "Invalid renew_before",
+                format!("{e}. Use a duration such as \"720h\"."),
+            ),
+        }
+    }
     Some(spec)
+}
+
+/// The renewal window of a trust block (`intermediate` or `ca`); the default when unset.
+fn renew_before(block: &Value) -> Duration {
+    block
+        .get("renew_before")
+        .as_str()
+        .and_then(|s| parse_duration(s).ok())
+        .unwrap_or_else(|| parse_duration(DEFAULT_RENEW_BEFORE).expect("default duration"))
+}
+
+/// Whether a certificate expiring at `not_after` (RFC 3339) is within `window` of expiry now.
+fn due_for_renewal(not_after: &str, window: Duration) -> Option<time::OffsetDateTime> {
+    let end = pki::parse_rfc3339(not_after).ok()?;
+    (crate::clock::now() + window >= end).then_some(end)
+}
+
+/// Renewal at plan time, from prior state and configuration alone: an intermediate issued from
+/// `root_ca` that refresh found due (`ready_for_renewal`) is reissued in place (the trust
+/// outputs become unknown, which apply reads as "issue a new one"); a `ca {}` one inside its
+/// window gets a warning. Apply reissues only when the plan said so.
+fn plan_renewal(plan: &mut Plan<'_>) -> bool {
+    let Some(not_after) = plan.prior.get("ca_not_after").as_str().map(str::to_string) else {
+        return false;
+    };
+    if !plan.planned.get("root_ca").is_null() {
+        if plan.prior.get("ready_for_renewal").as_bool() == Some(true) {
+            plan.diags.warning_at(
+                AttributePath::attrs(&["intermediate", "renew_before"]),
+                "Intermediate CA due for renewal",
+                format!("The intermediate CA in cacerts expires at {not_after} (within renew_before); this plan reissues it from the same root, in place."),
+            );
+            return true;
+        }
+    } else if !plan.planned.get("ca").is_null() {
+        let window = renew_before(plan.planned.get("ca"));
+        if let Some(end) = due_for_renewal(&not_after, window) {
+            plan.diags.warning_at(
+                AttributePath::attrs(&["ca", "cert_pem"]),
+                "Intermediate CA expires soon",
+                format!("The intermediate CA given in ca.cert_pem expires at {} (within ca.renew_before). The provider cannot renew a CA it did not issue: issue a new one (e.g. from Vault PKI) and set it here before then.", pki::format_rfc3339(end)),
+            );
+        }
+    }
+    false
 }
 
 /// Checks everything knowable now; returns the trust to install when all of it is known.
@@ -172,6 +238,15 @@ fn trust_from(config: &Value, diags: &mut Diagnostics) -> Option<Trust> {
     }
     let cluster = config.get("cluster_name").as_str().unwrap_or_default();
     let namespace = config.get("namespace").as_str().unwrap_or("istio-system");
+    if let Some(r) = own.get("renew_before").as_str() {
+        if let Err(e) = parse_duration(r) {
+            diags.error_at(
+                AttributePath::attrs(&["ca", "renew_before"]),
+                "Invalid renew_before",
+                format!("{e}. Use a duration such as \"720h\"."),
+            );
+        }
+    }
     if !root.is_null() {
         let spec = intermediate_spec(config, cluster, namespace, diags);
         // The certificate can be checked on its own while the key is still unknown.
@@ -460,16 +535,25 @@ impl Private {
 }
 
 fn trust_inputs_changed(prior: &Value, planned: &Value) -> bool {
+    // The renewal window says when to reissue, not what: changing it alone changes nothing.
+    let without_window = |v: &Value, k: &str| {
+        let mut b = v.get(k).clone();
+        if b.as_map().is_some() {
+            b.set("renew_before", Value::Null);
+        }
+        b
+    };
     ["root_ca", "ca", "intermediate", "namespace", "cluster_name"]
         .iter()
-        .any(|k| prior.get(k) != planned.get(k))
+        .any(|k| without_window(prior, k) != without_window(planned, k))
 }
 
-const TRUST_OUTPUTS: [&str; 4] = [
+const TRUST_OUTPUTS: [&str; 5] = [
     "ca_cert_pem",
     "cert_chain_pem",
     "root_cert_pem",
     "ca_not_after",
+    "ready_for_renewal",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -670,6 +754,11 @@ async fn converge(
             }
             private.cacerts_digest = Some(b.digest());
             set_trust_outputs(&mut state, Some(b));
+            // A plan that did not reissue promised the refresh-time verdict; the next refresh
+            // gives the current one.
+            if let Some(promised) = planned.get("ready_for_renewal").as_bool() {
+                state.set("ready_for_renewal", Value::from(promised));
+            }
         }
         None => {
             if private.cacerts_digest.is_some() {
@@ -809,7 +898,17 @@ fn set_trust_outputs(state: &mut Value, bundle: Option<&CaBundle>) {
         "root_cert_pem",
         bundle.map(|b| b.root_cert_pem.clone()).into(),
     );
+    // Decided here, at refresh, not at plan: a saved plan is planned again at apply from the
+    // same prior state, so the renewal decision must live in that state, not in the clock.
+    let ready = not_after.as_deref().map(|end| {
+        !state.get("root_ca").is_null()
+            && due_for_renewal(end, renew_before(state.get("intermediate"))).is_some()
+    });
     state.set("ca_not_after", not_after.into());
+    state.set(
+        "ready_for_renewal",
+        ready.map(Value::from).unwrap_or(Value::Null),
+    );
 }
 
 async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), KubeError> {
@@ -959,7 +1058,8 @@ impl Resource for MeshCluster {
         }
         plan_control_plane(plan);
         let has_trust = !plan.planned.get("root_ca").is_null() || !plan.planned.get("ca").is_null();
-        if plan.is_create() || trust_inputs_changed(plan.prior, &plan.planned) {
+        let changed = plan.is_create() || trust_inputs_changed(plan.prior, &plan.planned);
+        if changed || plan_renewal(plan) {
             for k in TRUST_OUTPUTS {
                 plan.planned.set(
                     k,
@@ -1030,6 +1130,73 @@ mod tests {
             ("network", Value::from("net1")),
             ("namespace", Value::from("istio-system")),
         ]
+    }
+
+    fn mesh_root() -> Value {
+        let root = pki::generate_root(&CaSpec {
+            key_algorithm: KeyAlgorithm::Ecdsa(pki::EcdsaCurve::P256),
+            ..CaSpec::istio_root()
+        })
+        .unwrap();
+        Value::object([
+            ("cert_pem", Value::from(root.cert_pem.as_str())),
+            (
+                "private_key_pem",
+                Value::from(root.private_key_pem.as_str()),
+            ),
+        ])
+    }
+
+    #[test]
+    fn renewal_is_due_within_the_window_only() {
+        let in_days =
+            |d: i64| pki::format_rfc3339(time::OffsetDateTime::now_utc() + time::Duration::days(d));
+        let days = |d: u64| Duration::from_secs(d * 86400);
+        assert!(due_for_renewal(&in_days(10), days(30)).is_some());
+        assert!(due_for_renewal(&in_days(40), days(30)).is_none());
+        assert!(due_for_renewal("not a time", days(30)).is_none());
+        assert_eq!(renew_before(&Value::Null), days(30));
+    }
+
+    #[test]
+    fn the_renewal_window_alone_is_no_trust_change() {
+        let state = |window: &str, hours: i64| {
+            Value::object([(
+                "intermediate",
+                Value::object([
+                    ("renew_before", Value::from(window)),
+                    ("validity_period_hours", Value::from(hours)),
+                ]),
+            )])
+        };
+        assert!(!trust_inputs_changed(
+            &state("720h", 100),
+            &state("24h", 100)
+        ));
+        assert!(trust_inputs_changed(
+            &state("720h", 100),
+            &state("720h", 200)
+        ));
+    }
+
+    #[test]
+    fn renew_before_must_be_a_duration_shorter_than_the_validity() {
+        let root = mesh_root();
+        let with = |window: &str| {
+            let mut fields = base();
+            fields.push(("root_ca", root.clone()));
+            fields.push((
+                "intermediate",
+                Value::object([
+                    ("validity_period_hours", Value::from(48)),
+                    ("renew_before", Value::from(window)),
+                ]),
+            ));
+            errors(&Value::object(fields))
+        };
+        assert_eq!(with("24h"), Vec::<String>::new());
+        assert_eq!(with("48h"), ["intermediate.renew_before"]);
+        assert_eq!(with("soon"), ["intermediate.renew_before"]);
     }
 
     #[test]
