@@ -200,7 +200,8 @@ fn terraform_init_installs_the_release_from_the_local_mirror() {
     // h1: covers the package's files (for a zip, its contents once unpacked), so the mirror
     // `make install` lays out and the release zip must hash alike; and both must be the
     // hash of exactly one file, the built binary under the registry's name. (zh:, the zip's
-    // own SHA-256, is recorded only from a registry's signed SHA256SUMS.)
+    // own SHA-256 as SHA256SUMS lists it, is recorded only when a registry or a network
+    // mirror reports it; a filesystem mirror gives h1: alone.)
     let expected = h1(&[(
         &format!("terraform-provider-mesh_v{version}"),
         &binary_bytes,
