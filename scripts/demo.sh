@@ -79,12 +79,20 @@ for name, c in sorted(json.load(open(sys.argv[1]))["clusters"].items()):
 '
 fi
 
-cat > "$work/dev.tfrc" <<TFRC
+# The provider is installed as `make install` installs a release: laid into a filesystem
+# mirror (here the build in $bin_dir, in the demo's own directory) and picked up by
+# `terraform init`, which records its hash in .terraform.lock.hcl.
+python3 "$root/scripts/release.py" install --binary "$bin_dir/terraform-provider-mesh" \
+  --plugins-dir "$work/plugins" > /dev/null
+cat > "$work/demo.tfrc" <<TFRC
 provider_installation {
-  dev_overrides {
-    "registry.terraform.io/tfmesh/mesh" = "$bin_dir"
+  filesystem_mirror {
+    path    = "$work/plugins"
+    include = ["registry.terraform.io/tfmesh/mesh"]
   }
-  direct {}
+  direct {
+    exclude = ["registry.terraform.io/tfmesh/mesh"]
+  }
 }
 TFRC
 cat > "$work/terraform.tfvars" <<TFVARS
@@ -93,9 +101,9 @@ key_algorithm   = "ECDSA"
 clusters = {
 $clusters}
 TFVARS
-export TF_CLI_CONFIG_FILE=$work/dev.tfrc TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1
+export TF_CLI_CONFIG_FILE=$work/demo.tfrc TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1
 cd "$work"
-run_tf get
+run_tf init
 
 step "terraform apply ($("$tf" version | head -1)): the whole mesh in one plan"
 start=$(date +%s%N)

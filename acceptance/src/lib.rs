@@ -91,6 +91,14 @@ impl Workspace {
         }
     }
 
+    /// Drops the `dev_overrides` of this workspace's CLI configuration: Terraform then finds
+    /// the provider the way users' Terraform does, through `terraform init` from its default
+    /// sources (the implied local mirror under `$HOME/.terraform.d/plugins`).
+    pub fn without_dev_overrides(self) -> Self {
+        std::fs::write(&self.cli_config, "").expect("write CLI config");
+        self
+    }
+
     /// Sets an environment variable for every Terraform command of this workspace.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.extra_env.push((key.into(), value.into()));

@@ -33,22 +33,41 @@ pub const MAGIC_COOKIE_KEY: &str = "TF_PLUGIN_MAGIC_COOKIE";
 pub const MAGIC_COOKIE_VALUE: &str =
     "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
 
+/// The provider's release version (from Cargo.toml), as in the release's file names.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit the binary was built from (build.rs), "unknown" outside a git checkout.
+pub const COMMIT: &str = env!("MESH_BUILD_COMMIT");
+/// The plugin protocol served, as the registry manifest writes it (`protocol_versions`).
+pub const PROTOCOL_VERSION: &str = "6.0";
+
+/// What `terraform-provider-mesh --version` prints.
+pub fn version_text() -> String {
+    format!(
+        "terraform-provider-mesh v{VERSION}\nplugin protocol {PROTOCOL_VERSION} \
+         (Terraform >= 1.0, OpenTofu)\ncommit {COMMIT}\n"
+    )
+}
+
 /// Terraform's client keeps the Go default receive limit on old versions, but requests (plans
 /// of large configurations) can be big: accept up to 256 MiB like terraform-plugin-go.
 const MAX_MESSAGE: usize = 256 << 20;
 
 /// Runs the provider until Terraform shuts it down. This is all `main` does.
 pub fn run(provider: Provider) -> ExitCode {
-    let debug = std::env::args()
-        .skip(1)
-        .any(|a| a == "--debug" || a == "-debug");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Terraform starts plugins without arguments, so this never meets the handshake path.
+    if args.iter().any(|a| a == "--version" || a == "-version") {
+        print!("{}", version_text());
+        return ExitCode::SUCCESS;
+    }
+    let debug = args.iter().any(|a| a == "--debug" || a == "-debug");
     if !debug {
         if std::env::var(MAGIC_COOKIE_KEY).as_deref() != Ok(MAGIC_COOKIE_VALUE) {
             eprintln!(
                 "This binary is a plugin for Terraform and OpenTofu (terraform-provider-mesh).\n\
                  It is not meant to be run directly: install it and use it from a Terraform \
                  configuration.\nTo debug it, run it with --debug and follow the printed \
-                 instructions."
+                 instructions. --version prints the version."
             );
             return ExitCode::from(1);
         }
@@ -130,7 +149,13 @@ async fn serve(provider: Provider, debug: bool) -> anyhow::Result<()> {
     drop(out);
 
     tokio::spawn(handle_signals(signals, debug, shutdown.clone()));
-    tracing::info!(socket = %socket.display(), tls = server_cert_der.is_some(), "provider serving");
+    tracing::info!(
+        version = VERSION,
+        commit = COMMIT,
+        socket = %socket.display(),
+        tls = server_cert_der.is_some(),
+        "provider serving"
+    );
 
     let served = tokio::spawn(server);
     shutdown.cancelled().await;
