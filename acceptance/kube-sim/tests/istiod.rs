@@ -156,11 +156,28 @@ async fn put_remote_secret(c: &kube::Client, name: &str, id: &str, kubeconfig: &
 /// A service account in `cluster` allowed to list/watch what istiod's informers read; returns a
 /// token for it.
 async fn reader_token(c: &kube::Client) -> String {
+    reader_token_without(c, "").await
+}
+
+/// [`reader_token`] with the core resource `missing` left out of the reader's rules.
+async fn reader_token_without(c: &kube::Client, missing: &str) -> String {
     let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "default");
     create(&sas, json!({"metadata": {"name": "istio-reader"}})).await;
+    let core: Vec<&str> = [
+        "namespaces",
+        "services",
+        "pods",
+        "nodes",
+        "secrets",
+        "configmaps",
+    ]
+    .into_iter()
+    .filter(|r| *r != missing)
+    .collect();
     let crs: Api<ClusterRole> = Api::all(c.clone());
     create(&crs, json!({"metadata": {"name": "istio-reader"}, "rules": [
-        {"apiGroups": [""], "resources": ["namespaces", "services", "pods", "nodes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": core, "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}]}))
     .await;
     let crbs: Api<ClusterRoleBinding> = Api::all(c.clone());
@@ -642,4 +659,58 @@ async fn the_installer_made_istiod_answers_with_its_cluster_name() {
         list,
         vec![json!({"id": "east-1", "secretName": "", "syncStatus": "synced"})]
     );
+}
+
+/// istiod waits for every informer on the remote client, the credentials controller's secrets
+/// among them: a reader that may not list secrets never syncs.
+#[tokio::test]
+async fn a_reader_without_secrets_access_never_syncs() {
+    let sim = sim(&["c1", "c2"]).await;
+    let c1 = client(&sim, "c1").await;
+    let c2 = client(&sim, "c2").await;
+    let pod = install_istiod(&c1, "c1", Some("1s")).await;
+    let remote = sim.cluster("c2");
+    let token = reader_token_without(&c2, "secrets").await;
+    put_remote_secret(
+        &c1,
+        "istio-remote-secret-c2",
+        "c2",
+        &kubeconfig(&remote.url, &remote.ca_pem, &token),
+    )
+    .await;
+    assert_eq!(status_of(&clusterz(&c1, &pod).await, "c2"), Some("syncing"));
+    eventually("the remote times out", WAIT, || async {
+        (status_of(&clusterz(&c1, &pod).await, "c2") == Some("timeout")).then_some(())
+    })
+    .await;
+}
+
+/// A deleted and recreated secret is a new remote for istiod: the earlier sync does not carry
+/// over, so a token revoked in between shows.
+#[tokio::test]
+async fn a_recreated_secret_syncs_again_from_scratch() {
+    let sim = sim(&["c1", "c2"]).await;
+    let c1 = client(&sim, "c1").await;
+    let c2 = client(&sim, "c2").await;
+    let pod = install_istiod(&c1, "c1", Some("30s")).await;
+    let remote = sim.cluster("c2");
+    let kc = kubeconfig(&remote.url, &remote.ca_pem, &reader_token(&c2).await);
+    put_remote_secret(&c1, "istio-remote-secret-c2", "c2", &kc).await;
+    assert_eq!(status_of(&clusterz(&c1, &pod).await, "c2"), Some("synced"));
+
+    let sas: Api<ServiceAccount> = Api::namespaced(c2.clone(), "default");
+    sas.delete("istio-reader", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Still latched while the secret stays.
+    assert_eq!(status_of(&clusterz(&c1, &pod).await, "c2"), Some("synced"));
+    let secrets: Api<Secret> = Api::namespaced(c1.clone(), NS);
+    secrets
+        .delete("istio-remote-secret-c2", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(status_of(&clusterz(&c1, &pod).await, "c2"), None);
+    // The same content again: the revoked token cannot sync.
+    put_remote_secret(&c1, "istio-remote-secret-c2", "c2", &kc).await;
+    assert_eq!(status_of(&clusterz(&c1, &pod).await, "c2"), Some("syncing"));
 }

@@ -146,12 +146,26 @@ pub fn note_secret(cluster: &Cluster, secret: &Value, deleted: bool) {
     let secret_key = format!("{}/{}", object::namespace(secret), object::name(secret));
     let now = OffsetDateTime::now_utc();
     let mut st = cluster.istiod.lock().unwrap_or_else(|e| e.into_inner());
+    // istiod builds a new Cluster (initialSync false) for every added or changed entry, and
+    // drops the old one with the entry: what was synced before counts for nothing.
+    let mut restarted: Vec<RemoteKey> = st
+        .seen
+        .keys()
+        .filter(|k| k.0 == secret_key && !entries.iter().any(|e| &e.key == *k))
+        .cloned()
+        .collect();
     st.seen
         .retain(|k, _| k.0 != secret_key || entries.iter().any(|e| &e.key == k));
     for e in entries {
         let fresh = st.seen.get(&e.key).is_none_or(|(h, _)| *h != e.hash);
         if fresh {
+            restarted.push(e.key.clone());
             st.seen.insert(e.key, (e.hash, now));
+        }
+    }
+    for latches in st.synced.values_mut() {
+        for k in &restarted {
+            latches.remove(k);
         }
     }
 }
@@ -195,7 +209,7 @@ pub fn list_remote_clusters(
                 st.synced.get(&istiod.uid).and_then(|m| m.get(&entry.key)) == Some(&entry.hash);
             (seen.max(istiod.started), latched)
         };
-        let access = remotes::check_access(cluster, &target);
+        let access = remotes::check_access(cluster, &target, &istiod.namespace);
         let status = remotes::sync_status(remotes::SyncInput {
             since_seen: remotes::since(now, seen_at),
             access_ok: access.is_ok(),

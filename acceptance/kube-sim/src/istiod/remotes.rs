@@ -195,20 +195,32 @@ fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
-/// What istiod's remote informers list and watch before the cluster counts as synced
-/// (`buildClusterCollections` and the kube service registry: namespaces, services,
-/// endpointslices, pods, nodes).
+/// What istiod's remote informers list and watch, cluster-wide, before the cluster counts as
+/// synced: `Cluster.Run` waits for `Client.RunAndWait`, i.e. every informer started on the
+/// remote client — the kube service registry's (namespaces, services, endpointslices, pods,
+/// nodes), the credentials controller's secrets, and the CRD watcher
+/// (`PILOT_ENABLE_CROSS_CLUSTER_WORKLOAD_ENTRY`, on by default).
 pub const INFORMER_RESOURCES: &[(&str, &str)] = &[
     ("", "namespaces"),
     ("", "services"),
     ("discovery.k8s.io", "endpointslices"),
     ("", "pods"),
     ("", "nodes"),
+    ("", "secrets"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
 ];
+
+/// Informers istiod starts in its own (system) namespace of the remote: the mesh config
+/// ConfigMap `istio[-<rev>]` (`kubemesh.NewConfigMapSource`).
+pub const NAMESPACED_INFORMER_RESOURCES: &[(&str, &str)] = &[("", "configmaps")];
 
 /// Can istiod's informers sync against this remote? `Ok(cluster)` with the sibling cluster, or
 /// why not (unknown server, TLS, authentication, authorization).
-pub fn check_access(from: &Cluster, t: &Target) -> Result<std::sync::Arc<Cluster>, String> {
+pub fn check_access(
+    from: &Cluster,
+    t: &Target,
+    system_namespace: &str,
+) -> Result<std::sync::Arc<Cluster>, String> {
     let remote = registry::resolve(from.network, &t.server)
         .ok_or_else(|| format!("dial {}: no kube-sim cluster serves it", t.server))?;
     if !t.insecure {
@@ -228,13 +240,18 @@ pub fn check_access(from: &Cluster, t: &Target) -> Result<std::sync::Arc<Cluster
             &remote.store,
         )
         .map_err(|e| e.message)?;
-    for (group, resource) in INFORMER_RESOURCES {
+    let scoped = INFORMER_RESOURCES.iter().map(|r| (r, "")).chain(
+        NAMESPACED_INFORMER_RESOURCES
+            .iter()
+            .map(|r| (r, system_namespace)),
+    );
+    for ((group, resource), namespace) in scoped {
         for verb in ["list", "watch"] {
             let attrs = Attributes {
                 verb,
                 group,
                 resource,
-                namespace: "",
+                namespace,
                 name: "",
                 non_resource: false,
             };
