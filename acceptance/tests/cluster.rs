@@ -204,7 +204,31 @@ fn cluster_with_root_ca_in_one_plan() {
     assert!(text.contains("O = Mesh Ops"), "{text}");
     ws.assert_empty_plan();
 
-    // A new mesh root reissues it too, chaining to the new root only.
+    // Replacing the root in one apply is refused at plan: istiod would reject the new bundle
+    // and old and new workloads could not talk. The message gives the staged procedure.
+    let refused = ws.run(&["plan", "-no-color", "-replace=mesh_root_ca.root"]);
+    assert!(
+        !refused.status.success(),
+        "a one-step root swap was planned"
+    );
+    let text = flat(&[refused.stdout, refused.stderr].concat());
+    for want in [
+        "Unsafe change of the mesh's root of trust",
+        "additional_roots_pem",
+        "docs/guides/root-rotation.md",
+        "allow_trust_break = true",
+    ] {
+        assert!(text.contains(want), "missing {want:?}: {text}");
+    }
+
+    // A throw-away mesh may break trust: a new mesh root reissues the intermediate, chaining to
+    // the new root only.
+    ws.config(
+        &config_with(&kc, "net2", "    organization = \"Mesh Ops\"\n").replace(
+            "  network      = ",
+            "  allow_trust_break = true\n  network      = ",
+        ),
+    );
     ws.ok(&[
         "apply",
         "-auto-approve",
@@ -1599,6 +1623,127 @@ fn intermediate_renews_in_place_within_its_window() {
     bundle.assert_chains(&ws, "renewed");
 
     // Back on the real clock the new intermediate is far from its window: nothing to do.
+    ws.assert_empty_plan();
+    ws.destroy();
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+}
+
+/// A trust-only cluster for the rotation steps: `signer` is the root that issues the
+/// intermediate, `extra` the `additional_roots_pem` expression (empty: none), `next` whether
+/// `mesh_root_ca.next` exists and `old` whether `mesh_root_ca.root` does.
+fn rotation_config(kc: &str, signer: &str, extra: &str, old: bool, next: bool) -> String {
+    let root = |name: &str| {
+        format!("resource \"mesh_root_ca\" \"{name}\" {{\n  key_algorithm = \"ECDSA\"\n}}\n\noutput \"{name}\" {{\n  value = mesh_root_ca.{name}.cert_pem\n}}\n")
+    };
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!("  additional_roots_pem = [{extra}]\n")
+    };
+    format!(
+        r#"
+{old}{next}
+resource "mesh_cluster" "east" {{
+  cluster_name = "east"
+  mesh_id      = "mesh1"
+  network      = "net1"
+{extra}
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "c1"
+  }}
+
+  root_ca {{
+    cert_pem        = mesh_root_ca.{signer}.cert_pem
+    private_key_pem = mesh_root_ca.{signer}.private_key_pem
+  }}
+
+  intermediate {{
+    key_algorithm = "ECDSA"
+  }}
+}}
+"#,
+        old = if old { root("root") } else { String::new() },
+        next = if next { root("next") } else { String::new() },
+    )
+}
+
+/// The roots in a PEM bundle, as their base64 bodies (encoding-independent enough here: both
+/// sides come from the same PEM writer).
+fn roots_in(bundle: &str) -> Vec<String> {
+    bundle
+        .split("-----END CERTIFICATE-----")
+        .filter_map(|b| b.split("-----BEGIN CERTIFICATE-----").nth(1))
+        .map(|b| b.split_whitespace().collect::<String>())
+        .collect()
+}
+
+#[test]
+fn root_rotation_in_three_applies_keeps_trust_at_every_step() {
+    if !enabled("root_rotation_in_three_applies_keeps_trust_at_every_step") {
+        return;
+    }
+    let ws = Workspace::new("rotation");
+    let sim = Clusters::start(&["c1"], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    ws.config(&rotation_config(&kc, "root", "", true, false));
+    ws.apply();
+    let a = roots_in(ws.output("root").as_str().unwrap());
+    let first = cacerts(&sim);
+    assert_eq!(roots_in(&first.root), a);
+
+    // 1. Trust the next root too; still signing with the old one: same intermediate.
+    ws.config(&rotation_config(
+        &kc,
+        "root",
+        "mesh_root_ca.next.cert_pem",
+        true,
+        true,
+    ));
+    let plan = ws.ok(&["plan", "-no-color"]);
+    assert!(
+        plan.contains("Plan: 1 to add, 1 to change, 0 to destroy"),
+        "{plan}"
+    );
+    ws.apply();
+    let b = roots_in(ws.output("next").as_str().unwrap());
+    let step1 = cacerts(&sim);
+    assert_eq!(roots_in(&step1.root), [a.clone(), b.clone()].concat());
+    assert_eq!(
+        step1.ca, first.ca,
+        "the intermediate must not change in step 1"
+    );
+    ws.assert_empty_plan();
+
+    // 2. Sign with the next root, still trusting the old one: intermediate reissued from B.
+    ws.config(&rotation_config(
+        &kc,
+        "next",
+        "mesh_root_ca.root.cert_pem",
+        true,
+        true,
+    ));
+    ws.apply();
+    let step2 = cacerts(&sim);
+    assert_eq!(roots_in(&step2.root), [b.clone(), a.clone()].concat());
+    assert_ne!(
+        step2.ca, first.ca,
+        "the intermediate must be reissued from the next root"
+    );
+    let next_root = ws.write_file("next-root.pem", ws.output("next").as_str().unwrap());
+    let ca = step2.ca_file(&ws, "step2");
+    assert!(
+        openssl(&["verify", "-CAfile", next_root.to_str().unwrap(), &ca]).contains(": OK"),
+        "step 2's intermediate does not chain to the next root"
+    );
+    ws.assert_empty_plan();
+
+    // 3. Drop the old root: the bundle shrinks to B.
+    ws.config(&rotation_config(&kc, "next", "", false, true));
+    ws.apply();
+    let step3 = cacerts(&sim);
+    assert_eq!(roots_in(&step3.root), b);
+    assert_eq!(step3.ca, step2.ca, "step 3 keeps the intermediate");
     ws.assert_empty_plan();
     ws.destroy();
     assert_eq!(sim.ours("c1"), Vec::<String>::new());

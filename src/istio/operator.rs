@@ -113,6 +113,11 @@ fn pointer_set(v: &mut Value, path: &[&str], value: Value) {
     *cur = value;
 }
 
+/// istiod's env switch for multi-root trust bundles (a root bundle may grow or shrink).
+pub const MULTIROOT_ENV: &str = "ISTIO_MULTIROOT_MESH";
+/// Proxy metadata that lets proxies take trust-bundle changes over xDS.
+pub const XDS_AGENT_METADATA: &str = "PROXY_CONFIG_XDS_AGENT";
+
 /// The IstioOperator for this cluster, and the multicluster keys the user's `values` tried to
 /// set (ours win on those; the caller warns).
 pub fn istio_operator(id: &Identity<'_>, cp: &ControlPlane) -> (Value, Vec<String>) {
@@ -145,11 +150,14 @@ pub fn istio_operator(id: &Identity<'_>, cp: &ControlPlane) -> (Value, Vec<Strin
             ));
         }
     }
-    let mut values = if cp.values.is_object() {
-        cp.values.clone()
-    } else {
-        json!({})
-    };
+    // Staged root rotation needs istiod to accept a root bundle that grows or shrinks
+    // (`ISTIO_MULTIROOT_MESH`) and proxies to take new roots over xDS without a restart
+    // (`PROXY_CONFIG_XDS_AGENT`): on from the first install, so a rotation never needs a
+    // reinstall. The user's values and mesh config may still turn them off.
+    let mut values = json!({"pilot": {"env": {MULTIROOT_ENV: "true"}}});
+    if cp.values.is_object() {
+        deep_merge(&mut values, &cp.values);
+    }
     let mut overridden = Vec::new();
     for (path, value) in ours {
         let user = path.iter().try_fold(&values, |v, k| v.get(*k));
@@ -170,9 +178,11 @@ pub fn istio_operator(id: &Identity<'_>, cp: &ControlPlane) -> (Value, Vec<Strin
     if let Some(r) = cp.revision.as_deref().filter(|r| !r.is_empty()) {
         spec["revision"] = json!(r);
     }
-    if cp.mesh_config.as_object().is_some_and(|m| !m.is_empty()) {
-        spec["meshConfig"] = cp.mesh_config.clone();
+    let mut mesh_config = json!({"defaultConfig": {"proxyMetadata": {XDS_AGENT_METADATA: "true"}}});
+    if cp.mesh_config.is_object() {
+        deep_merge(&mut mesh_config, &cp.mesh_config);
     }
+    spec["meshConfig"] = mesh_config;
     let iop = json!({
         "apiVersion": "install.istio.io/v1alpha1",
         "kind": "IstioOperator",
@@ -805,6 +815,36 @@ mod tests {
         assert_eq!(
             pod_status(&unschedulable),
             "pod mesh-c1-installer-x2k4q: Pending, Unschedulable (0/3 nodes are available), no container status yet"
+        );
+    }
+
+    #[test]
+    fn multi_root_trust_is_on_from_the_first_install_unless_turned_off() {
+        let id = Identity {
+            mesh_id: "mesh1",
+            cluster_name: "c1",
+            network: "net1",
+            namespace: "istio-system",
+        };
+        let mut cp = cp(Role::Primary);
+        let (iop, _) = istio_operator(&id, &cp);
+        assert_eq!(iop["spec"]["values"]["pilot"]["env"][MULTIROOT_ENV], "true");
+        assert_eq!(
+            iop["spec"]["meshConfig"]["defaultConfig"]["proxyMetadata"][XDS_AGENT_METADATA],
+            "true"
+        );
+        cp.values = json!({"pilot": {"env": {MULTIROOT_ENV: "false", "X": "1"}}});
+        cp.mesh_config = json!({"accessLogFile": "/dev/stdout"});
+        let (iop, _) = istio_operator(&id, &cp);
+        assert_eq!(
+            iop["spec"]["values"]["pilot"]["env"][MULTIROOT_ENV],
+            "false"
+        );
+        assert_eq!(iop["spec"]["values"]["pilot"]["env"]["X"], "1");
+        assert_eq!(iop["spec"]["meshConfig"]["accessLogFile"], "/dev/stdout");
+        assert_eq!(
+            iop["spec"]["meshConfig"]["defaultConfig"]["proxyMetadata"][XDS_AGENT_METADATA],
+            "true"
         );
     }
 }

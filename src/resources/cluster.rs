@@ -60,6 +60,8 @@ fn schema() -> Schema {
             .attr(Attribute::string("ca_not_after", "Expiry of the signing CA certificate (RFC 3339).").computed().stable())
             .attr(Attribute::bool("ready_for_renewal", "True once refresh finds the intermediate issued from `root_ca` within `intermediate.renew_before` of `ca_not_after`; the plan then reissues it in place. Null without trust settings; always false with `ca {}` (the provider cannot renew a CA it did not issue: the plan warns instead).").computed().stable())
             .attr(Attribute::string("control_plane_version", "The Istio version running, as observed on istiod: its `operator.istio.io/version` label, else its image tag, else the configured version (on a remote, the injector webhook's label). Null without `control_plane`, or when istiod is missing.").computed().stable())
+            .attr(Attribute::string_list("additional_roots_pem", "Extra root certificates (PEM, one per element) appended to `root-cert.pem`: trusted, never used to sign. The tool of a staged root rotation (see the root-rotation guide): first add the next root here, then switch `root_ca` to it and list the old one here, then drop it. Changing it rewrites `cacerts` without reissuing the intermediate.").optional())
+            .attr(Attribute::bool("allow_trust_break", "Allow a change of the trust bundle (`root-cert.pem`) that is neither a superset nor a subset of the current one, e.g. replacing the root in one apply. Workloads holding certificates from the old root and those trusting only the new one cannot talk until every certificate has rotated: for throw-away meshes only. Default false: such a plan is refused, naming the staged procedure.").default(false))
             .block(kubernetes::block())
             .block(NestedBlock::single(
                 "root_ca",
@@ -229,6 +231,118 @@ fn plan_renewal(plan: &mut Plan<'_>) -> bool {
     false
 }
 
+/// `root` followed by the additional roots not already in it, each re-encoded (same order,
+/// duplicates by fingerprint dropped).
+fn with_additional_roots(root: &str, extra: &Value) -> String {
+    let mut seen: Vec<String> = pki::parse_certs_pem(root)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| pki::fingerprint_sha256(c.der()))
+        .collect();
+    let mut parts = vec![root.to_string()];
+    for pem in extra
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_str)
+    {
+        for cert in pki::parse_certs_pem(pem).unwrap_or_default() {
+            let fp = pki::fingerprint_sha256(cert.der());
+            if !seen.contains(&fp) {
+                seen.push(fp);
+                parts.push(cert.to_pem());
+            }
+        }
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    pki::concat_pem(&refs)
+}
+
+/// Fingerprints of the certificates in a PEM bundle; `None` when it does not parse.
+fn bundle_fingerprints(pem: &str) -> Option<std::collections::BTreeSet<String>> {
+    let certs = pki::parse_certs_pem(pem).ok()?;
+    Some(
+        certs
+            .iter()
+            .map(|c| pki::fingerprint_sha256(c.der()))
+            .collect(),
+    )
+}
+
+/// The planned trust bundle as far as configuration knows it: the fingerprints of the known
+/// roots, and whether a root is still unknown (e.g. a `mesh_root_ca` being replaced).
+fn planned_roots(planned: &Value) -> Option<(std::collections::BTreeSet<String>, bool)> {
+    let primary = if !planned.get("root_ca").is_null() {
+        planned.get("root_ca").get("cert_pem")
+    } else if !planned.get("ca").is_null() {
+        planned.get("ca").get("root_cert_pem")
+    } else {
+        return None;
+    };
+    let mut roots = std::collections::BTreeSet::new();
+    let mut unknown = false;
+    let extra = planned.get("additional_roots_pem");
+    let extra = if extra.is_unknown() {
+        unknown = true;
+        &[][..]
+    } else {
+        extra.as_list().unwrap_or_default()
+    };
+    for v in std::iter::once(primary).chain(extra.iter()) {
+        match v.as_str() {
+            Some(pem) => roots.extend(bundle_fingerprints(pem).unwrap_or_default()),
+            None if v.is_unknown() => unknown = true,
+            None => {}
+        }
+    }
+    Some((roots, unknown))
+}
+
+/// The path of the attribute that sets the signing root, for messages.
+fn root_path(planned: &Value) -> AttributePath {
+    if !planned.get("root_ca").is_null() {
+        AttributePath::attrs(&["root_ca", "cert_pem"])
+    } else {
+        AttributePath::attrs(&["ca", "root_cert_pem"])
+    }
+}
+
+/// Refuses, at plan, a trust-bundle change that istiod would reject and that breaks mTLS
+/// between workloads of the old and the new root: neither a superset nor a subset of the
+/// bundle in `cacerts` now. Decided from prior state and configuration alone.
+fn check_trust_change(plan: &mut Plan<'_>) {
+    if plan.is_create() || plan.planned.get("allow_trust_break").as_bool() == Some(true) {
+        return;
+    }
+    let Some(old) = plan
+        .prior
+        .get("root_cert_pem")
+        .as_str()
+        .and_then(bundle_fingerprints)
+        .filter(|o| !o.is_empty())
+    else {
+        return;
+    };
+    let Some((new, unknown)) = planned_roots(&plan.planned) else {
+        return;
+    };
+    let superset = new.is_superset(&old);
+    let subset = !unknown && new.is_subset(&old);
+    if superset || subset {
+        return;
+    }
+    let why = if unknown {
+        "The new bundle holds a root that is not known yet (e.g. a mesh_root_ca being replaced, or renewed by early_renewal_hours) and does not keep every current root"
+    } else {
+        "The new bundle is neither a superset nor a subset of the current one"
+    };
+    plan.diags.error_at(
+        root_path(&plan.planned),
+        "Unsafe change of the mesh's root of trust",
+        format!("{why}, so this apply would swap the root in one step: istiod refuses such a root-cert.pem, and workloads with certificates from the old root cannot talk to those that trust only the new one until every certificate has rotated. Rotate in three applies instead, each a superset or subset change:\n  1. create the next root (e.g. mesh_root_ca.next) and set additional_roots_pem = [<next root>] — trust both, still sign with the old;\n  2. point root_ca at the next root and set additional_roots_pem = [<old root>] — intermediates reissued, both still trusted;\n  3. once every workload certificate has rotated (24 h by default), remove additional_roots_pem and the old root.\nSee docs/guides/root-rotation.md. For a throw-away mesh, set allow_trust_break = true."),
+    );
+}
+
 /// Checks everything knowable now; returns the trust to install when all of it is known.
 fn trust_from(config: &Value, diags: &mut Diagnostics) -> Option<Trust> {
     let (root, own) = (config.get("root_ca"), config.get("ca"));
@@ -345,6 +459,22 @@ fn validate_config(config: &Value, diags: &mut Diagnostics) {
         diags,
     );
     trust_from(config, diags);
+    for (i, v) in config
+        .get("additional_roots_pem")
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let Some(pem) = v.as_str() else { continue };
+        let checked = pki::parse_certs_pem(pem)
+            .and_then(|certs| certs.iter().try_for_each(|c| c.check_is_ca()));
+        if let Err(e) = checked {
+            let mut path = AttributePath::attrs(&["additional_roots_pem"]);
+            path.push_index(i as i64);
+            diags.error_at(path, "Invalid additional root", e.to_string());
+        }
+    }
     if !config.get("control_plane").is_null() {
         control_plane_from(config, diags);
     }
@@ -740,6 +870,11 @@ async fn converge(
         }
         Trust::None => None,
     };
+    let bundle = bundle.map(|mut b| {
+        b.root_cert_pem =
+            with_additional_roots(&b.root_cert_pem, config.get("additional_roots_pem"));
+        b
+    });
     match &bundle {
         Some(b) => {
             if let Err(e) = cluster
@@ -1058,7 +1193,15 @@ impl Resource for MeshCluster {
         }
         plan_control_plane(plan);
         let has_trust = !plan.planned.get("root_ca").is_null() || !plan.planned.get("ca").is_null();
+        check_trust_change(plan);
         let changed = plan.is_create() || trust_inputs_changed(plan.prior, &plan.planned);
+        if !changed
+            && has_trust
+            && plan.prior.get("additional_roots_pem") != plan.planned.get("additional_roots_pem")
+        {
+            // Only the trusted roots change: same intermediate, new root-cert.pem.
+            plan.planned.set("root_cert_pem", Value::Unknown);
+        }
         if changed || plan_renewal(plan) {
             for k in TRUST_OUTPUTS {
                 plan.planned.set(
@@ -1082,7 +1225,12 @@ impl Resource for MeshCluster {
                 .map(Value::from)
                 .unwrap_or_else(|| plan.config.get("ca").get("cert_pem").clone());
             plan.planned.set("ca_cert_pem", cert);
-            for k in ["cert_chain_pem", "root_cert_pem", "ca_not_after"] {
+            for k in [
+                "cert_chain_pem",
+                "root_cert_pem",
+                "ca_not_after",
+                "ready_for_renewal",
+            ] {
                 plan.planned.set(k, Value::Unknown);
             }
         }
