@@ -308,6 +308,19 @@ pub fn chaos_for(cluster: &Cluster, action: &mut FaultAction) {
     }
 }
 
+/// Sets the chaos setting and numbers requests from 0 again, even when it is unchanged, so
+/// posting a seed twice replays the same faults.
+fn set_chaos(cluster: &Cluster, setting: ChaosSetting) {
+    let mut state = cluster.chaos.lock().unwrap_or_else(|e| e.into_inner());
+    cluster
+        .settings
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .chaos = setting.clone();
+    state.active = setting;
+    state.next = 0;
+}
+
 fn chaos_json(cluster: &Cluster) -> Value {
     let counts = cluster
         .chaos
@@ -436,19 +449,11 @@ pub fn handle(cluster: &Arc<Cluster>, method: &str, path: &str, body: &[u8]) -> 
             let setting: ChaosSetting = serde_json::from_value(parse()?)
                 .map_err(|e| (400, json!({"error": format!("bad chaos setting: {e}")})))?;
             setting.validate().map_err(|e| (400, json!({"error": e})))?;
-            cluster
-                .settings
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .chaos = setting;
+            set_chaos(cluster, setting);
             Ok(chaos_json(cluster))
         }
         ("DELETE", "/_sim/chaos") => {
-            cluster
-                .settings
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .chaos = ChaosSetting::default();
+            set_chaos(cluster, ChaosSetting::default());
             Ok(chaos_json(cluster))
         }
         ("POST", "/_sim/chaos/reset") => {
