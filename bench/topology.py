@@ -307,6 +307,13 @@ def error_summary(output):
     return sorted(set(lines)) or [output.strip().splitlines()[-1] if output.strip() else "(no output)"]
 
 
+def plan_changes(output):
+    """What a plan wants to change: its resource headers and changed attributes."""
+    keep = [l.strip() for l in output.splitlines()
+            if l.strip().startswith("#") or "->" in l or l.startswith("Plan:")]
+    return keep[:40]
+
+
 def unclear(output):
     """The markers of an unclear failure found in `output` (case-insensitive)."""
     low = output.lower()
@@ -338,7 +345,7 @@ class Attempts:
                     self.problems.append(f"{self.step} #{self.tries}: unclear failure ({', '.join(bad)}): {errors}")
                 # A failed detailed-exitcode plan (1) is an error; 2 (changes) is no error but not converged.
                 if code == 2:
-                    self.failures[-1] = ["(plan shows changes)"]
+                    self.failures[-1] = ["plan shows changes:"] + plan_changes(output)
         if not self.done:
             self.problems.append(f"{self.step}: not done in 3 tries")
         return None

@@ -204,10 +204,19 @@ async fn chaos_mode_injects_its_share_and_replays_by_seed() {
     let seen = |f: &dyn Fn(&Outcome) -> bool| first.iter().filter(|o| f(o)).count() as u64;
     assert_eq!(counts.requests, n as u64);
     assert_eq!(counts.reset, seen(&|o| o.is_none()));
-    assert_eq!(counts.internal_error, seen(&|o| matches!(o, Some((500, ..)))));
+    assert_eq!(
+        counts.internal_error,
+        seen(&|o| matches!(o, Some((500, ..))))
+    );
     assert_eq!(counts.unavailable, seen(&|o| matches!(o, Some((503, ..)))));
-    assert_eq!(counts.too_many_requests, seen(&|o| matches!(o, Some((429, _, false)))));
-    assert_eq!(counts.too_many_requests_plain, seen(&|o| matches!(o, Some((429, _, true)))));
+    assert_eq!(
+        counts.too_many_requests,
+        seen(&|o| matches!(o, Some((429, _, false))))
+    );
+    assert_eq!(
+        counts.too_many_requests_plain,
+        seen(&|o| matches!(o, Some((429, _, true))))
+    );
     let faults = counts.total() as f64 / n as f64;
     assert!((0.1..0.3).contains(&faults), "{counts:?}");
     assert!(counts.latency > 0, "{counts:?}");
@@ -220,7 +229,10 @@ async fn chaos_mode_injects_its_share_and_replays_by_seed() {
     assert_eq!(chaos_round(&raw, n).await, first);
 
     // Off: every request answers normally; counts stay until reset.
-    control.request("DELETE", "/_sim/chaos", None).await.unwrap();
+    control
+        .request("DELETE", "/_sim/chaos", None)
+        .await
+        .unwrap();
     assert!(chaos_round(&raw, 50)
         .await
         .iter()
@@ -234,15 +246,24 @@ async fn chaos_mode_injects_its_share_and_replays_by_seed() {
 
     // A share outside 0..1 is refused, naming the attribute, on both routes.
     let bad = json!({"share": 1.5, "seed": 1});
-    let (code, body) = control.raw("POST", "/_sim/chaos", Some(&bad)).await.unwrap();
+    let (code, body) = control
+        .raw("POST", "/_sim/chaos", Some(&bad))
+        .await
+        .unwrap();
     assert_eq!(code, 400);
-    assert!(body["error"].as_str().unwrap().contains("chaos.share"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("chaos.share"),
+        "{body}"
+    );
     let (code, body) = control
         .raw("POST", "/_sim/settings", Some(&json!({"chaos": bad})))
         .await
         .unwrap();
     assert_eq!(code, 400);
-    assert!(body["error"].as_str().unwrap().contains("chaos.share"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("chaos.share"),
+        "{body}"
+    );
 }
 
 /// The chaos setting given at start (as the CLI's flags do) applies from the first request.
@@ -257,8 +278,14 @@ async fn chaos_from_settings() {
     let got = chaos_round(&raw, 40).await;
     let counts = c1.control().chaos_counts().await.unwrap();
     assert_eq!((counts.requests, counts.total()), (40, 40), "{counts:?}");
-    let normal = got.iter().filter(|o| **o == Some((200, None, false))).count() as u64;
-    assert_eq!(normal, counts.latency, "only latency faults answer normally");
+    let normal = got
+        .iter()
+        .filter(|o| **o == Some((200, None, false)))
+        .count() as u64;
+    assert_eq!(
+        normal, counts.latency,
+        "only latency faults answer normally"
+    );
 }
 
 #[tokio::test]
@@ -421,5 +448,8 @@ fn cli_refuses_a_bad_chaos_share() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--chaos-share") && err.contains("chaos.share"), "{err}");
+    assert!(
+        err.contains("--chaos-share") && err.contains("chaos.share"),
+        "{err}"
+    );
 }
