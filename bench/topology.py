@@ -5,7 +5,15 @@ and CPU next to Terraform's; and the same graph's Terraform floor: the same node
 made of `terraform_data` (no provider process, no cluster), planned and applied the same way.
 
 Usage: bench/topology.py [N ...] [--latency-ms 50] [--no-floor]   (run `make build` first)
+       bench/topology.py --chaos [N ...] [--seed S] [--share 0.05 ...]
 Prints one line per run; see bench/README.md for recorded figures.
+
+--chaos: the chaos soak. kube-sim gives a share (5 % and 20 %) of every cluster's API requests
+a seeded random fault (500/503, 429 with Retry-After as Status or plain text, connection reset,
+50-300 ms latency) while Terraform applies the N-cluster topology (default N = 10): up to 3
+applies until one succeeds, each failure's error summary checked for being a clear error;
+`plan -detailed-exitcode` until it is 0 (up to 3); destroy up to 3 times; then faults off and
+the objects of ours left counted. Exits 1 if any run failed those checks.
 """
 import json, os, resource, shutil, signal, ssl, subprocess, sys, tempfile, threading, time
 import urllib.request
@@ -262,8 +270,185 @@ def floor(n):
         shutil.rmtree(work, ignore_errors=True)
 
 
+# What a failed Terraform command must never say under API faults: a crash of the provider or
+# of Terraform, a broken plugin connection, or a provider result Terraform refuses.
+NOT_CLEAR = ["panic", "inconsistent result", "Plugin did not respond",
+             "plugin encountered an error", "rpc error"]
+# A command running this long under faults is a hang (the provider's own timeouts are shorter).
+CHAOS_COMMAND_TIMEOUT_S = 1200
+MANAGED_BY = ("app.kubernetes.io/managed-by", "terraform-provider-mesh")
+OWNING_RESOURCE = "install.operator.istio.io/owning-resource"
+
+
+def tf_try(work, *args):
+    """Runs one Terraform command; (exit code, stdout + stderr, wall seconds); code None = hang."""
+    env = dict(os.environ, TF_CLI_CONFIG_FILE=os.path.join(work, "dev.tfrc"), TF_IN_AUTOMATION="1",
+               TF_INPUT="0", CHECKPOINT_DISABLE="1")
+    start = time.monotonic()
+    proc = subprocess.Popen([TF, *args, "-no-color"], cwd=work, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=CHAOS_COMMAND_TIMEOUT_S)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # let Terraform stop the provider and write its state
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        code = None
+    return code, out + err, time.monotonic() - start
+
+
+def error_summary(output):
+    """The `Error:` lines of a failed command, one per diagnostic, deduplicated."""
+    lines = [l.strip() for l in output.splitlines() if l.strip().startswith("Error:")]
+    return sorted(set(lines)) or [output.strip().splitlines()[-1] if output.strip() else "(no output)"]
+
+
+def plan_changes(output):
+    """What a plan wants to change: its resource headers and changed attributes."""
+    keep = [l.strip() for l in output.splitlines()
+            if l.strip().startswith("#") or "->" in l or l.startswith("Plan:")]
+    return keep[:40]
+
+
+def unclear(output):
+    """The markers of an unclear failure found in `output` (case-insensitive)."""
+    low = output.lower()
+    return [m for m in NOT_CLEAR if m.lower() in low]
+
+
+class Attempts:
+    """Up to 3 tries of one Terraform step under faults: each failure's errors and verdict."""
+
+    def __init__(self, step):
+        self.step, self.tries, self.failures, self.problems, self.wall = step, 0, [], [], 0.0
+        self.done = False
+
+    def run(self, work, args, ok_codes=(0,)):
+        while self.tries < 3 and not self.done:
+            self.tries += 1
+            code, output, wall = tf_try(work, *args)
+            self.wall += wall
+            if code in ok_codes:
+                self.done = True
+                return code
+            if code is None:
+                self.problems.append(f"{self.step} #{self.tries}: no result after {CHAOS_COMMAND_TIMEOUT_S} s (hang)")
+            else:
+                errors = error_summary(output)
+                self.failures.append(errors)
+                bad = unclear(output)
+                if bad:
+                    self.problems.append(f"{self.step} #{self.tries}: unclear failure ({', '.join(bad)}): {errors}")
+                # A failed detailed-exitcode plan (1) is an error; 2 (changes) is no error but not converged.
+                if code == 2:
+                    self.failures[-1] = ["plan shows changes:"] + plan_changes(output)
+        if not self.done:
+            self.problems.append(f"{self.step}: not done in 3 tries")
+        return None
+
+
+def leftovers(info, name):
+    """Objects of ours (managed-by label) and of the installer (CRDs aside) left in a cluster."""
+    left = []
+    for o in control(info, name, "GET", "/_sim/dump")["objects"]:
+        labels = o.get("metadata", {}).get("labels") or {}
+        ours = labels.get(MANAGED_BY[0]) == MANAGED_BY[1]
+        installed = OWNING_RESOURCE in labels and o.get("kind") != "CustomResourceDefinition"
+        if ours or installed:
+            left.append(f"{name}:{o.get('kind')}/{o['metadata'].get('name')}")
+    return left
+
+
+CHAOS_KINDS = ["internal_error", "unavailable", "too_many_requests", "too_many_requests_plain",
+               "reset", "latency"]
+
+
+def chaos_run(n, share, seed):
+    """One chaos soak; returns the list of problems found (empty = passed)."""
+    work = tempfile.mkdtemp(prefix=f"mesh-chaos-{n}-")
+    shutil.copytree(os.path.join(ROOT, "examples", "topology"), work, dirs_exist_ok=True)
+    names = [f"c{i:02d}" for i in range(n)]
+    sim = subprocess.Popen([os.path.join(BIN, "kube-sim"), "--clusters", ",".join(names),
+                            "--kubeconfig", os.path.join(work, "kubeconfig"), "--info", os.path.join(work, "sim.json")],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        sim.stdout.readline()  # the "ready" line
+        info = json.load(open(os.path.join(work, "sim.json")))["clusters"]
+        dev_tfrc(work)
+        clusters = "".join(f'  "{c}" = {{ context = "{c}", network = "net{i % 2}" }}\n' for i, c in enumerate(names))
+        with open(os.path.join(work, "terraform.tfvars"), "w") as f:
+            f.write(f'kubeconfig_path = "{work}/kubeconfig"\nkey_algorithm = "ECDSA"\nclusters = {{\n{clusters}}}\n')
+        code, output, _ = tf_try(work, "get")
+        if code != 0:
+            sys.exit(f"terraform get failed:\n{output}")
+        for c in names:
+            control(info, c, "POST", "/_sim/chaos", {"share": share, "seed": seed})
+            control(info, c, "POST", "/_sim/chaos/reset", {})
+        apply = Attempts("apply")
+        apply.run(work, ["apply", "-auto-approve"])
+        plan = Attempts("plan")
+        if apply.done:
+            plan.run(work, ["plan", "-detailed-exitcode"])
+        destroy = Attempts("destroy")
+        destroy.run(work, ["destroy", "-auto-approve"])
+        injected = {k: 0 for k in CHAOS_KINDS + ["requests"]}
+        for c in names:
+            got = control(info, c, "DELETE", "/_sim/chaos")["injected"]
+            for k in injected:
+                injected[k] += got.get(k, 0)
+        left = [o for c in names for o in leftovers(info, c)]
+        faults = sum(injected[k] for k in CHAOS_KINDS)
+        problems = apply.problems + plan.problems + destroy.problems
+        if left:
+            problems.append(f"{len(left)} objects left after destroy: {left[:10]}")
+        by_kind = ", ".join(f"{k} {injected[k]}" for k in CHAOS_KINDS)
+        print(f"N={n:<3} chaos share={share:.0%} seed={seed}: faults injected {faults} of {injected['requests']} "
+              f"requests ({by_kind}); applies needed {apply.tries if apply.done else 'FAILED'} ({apply.wall:.1f} s), "
+              f"plans to exit 0 {plan.tries if plan.done else 'FAILED'}, "
+              f"destroys needed {destroy.tries if destroy.done else 'FAILED'} ({destroy.wall:.1f} s), "
+              f"objects leaked {len(left)}  load {os.getloadavg()[0]:.1f}", flush=True)
+        for step in (apply, plan, destroy):
+            for i, errors in enumerate(step.failures, 1):
+                print(f"    {step.step} #{i} failed: {' | '.join(errors)[:600]}", flush=True)
+        for p in problems:
+            print(f"    PROBLEM: {p}", flush=True)
+        return problems
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        sim.wait()
+        if "MESH_BENCH_KEEP" not in os.environ:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def chaos_main(args):
+    seed, shares = 1, []
+    while "--seed" in args:
+        i = args.index("--seed")
+        seed = int(args[i + 1])
+        del args[i:i + 2]
+    while "--share" in args:
+        i = args.index("--share")
+        shares.append(float(args[i + 1]))
+        del args[i:i + 2]
+    print(f"{subprocess.run([TF, 'version'], capture_output=True, text=True).stdout.splitlines()[0]}, "
+          f"provider from {BIN}, {os.cpu_count()} CPUs, chaos soak", flush=True)
+    problems = []
+    for n in [int(a) for a in args] or [10]:
+        for share in shares or [0.05, 0.2]:
+            problems += chaos_run(n, share, seed)
+    if problems:
+        sys.exit(f"chaos soak: {len(problems)} problem(s), see PROBLEM lines above")
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if "--chaos" in args:
+        chaos_main([a for a in args if a != "--chaos"])
+        sys.exit(0)
     latencies = [0, 50]
     with_floor = "--no-floor" not in args
     args = [a for a in args if a != "--no-floor"]

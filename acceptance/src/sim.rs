@@ -164,6 +164,23 @@ impl Clusters {
             .expect("clear faults");
     }
 
+    /// Gives `share` (0..=1) of `cluster`'s API requests a seeded random fault (kube-sim's
+    /// chaos mode); share 0 switches it off. Request numbering starts over at each call.
+    pub fn set_chaos(&self, cluster: &str, share: f64, seed: u64) {
+        let control = self.sim.cluster(cluster).control();
+        self.runtime
+            .block_on(control.set_chaos(&kube_sim::ChaosSetting { share, seed }))
+            .expect("set chaos");
+    }
+
+    /// Faults kube-sim's chaos mode injected into `cluster`, by kind.
+    pub fn chaos_counts(&self, cluster: &str) -> kube_sim::ChaosCounts {
+        let control = self.sim.cluster(cluster).control();
+        self.runtime
+            .block_on(control.chaos_counts())
+            .expect("chaos counts")
+    }
+
     /// Runs kubectl against `cluster`'s context; panics unless it succeeds.
     pub fn kubectl(&self, cluster: &str, args: &[&str]) -> String {
         let out = Command::new("kubectl")

@@ -250,6 +250,10 @@ async fn check_remote_credentials(
             Probe::Refused(403) => report.problems.push(format!(
                 "The reader token in secret {namespace}/{secret} authenticates to cluster {cluster_id} but may not list namespaces there (403): its ServiceAccount lacks Istio's reader ClusterRole."
             )),
+            // Overload or a server fault says nothing about the credentials: not checked.
+            Probe::Refused(code @ (429 | 500..=599)) => tracing::debug!(
+                "remote credentials of {cluster_id} in {namespace}/{secret} not checked: the server answered {code}"
+            ),
             Probe::Refused(code) => report.problems.push(format!(
                 "The remote API server of cluster {cluster_id} (secret {namespace}/{secret}) answered {code} to the reader token."
             )),

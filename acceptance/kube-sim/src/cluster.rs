@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
-use crate::control::{Counters, Fault};
+use crate::control::{ChaosSetting, ChaosState, Counters, Fault};
 use crate::error::{ApiError, ApiResult};
 use crate::resources::{self, ResourceInfo};
 use crate::store::{ResKey, Store, Written};
@@ -77,6 +77,8 @@ pub struct Settings {
     /// Interval of watch BOOKMARK events (when the client allows them).
     pub bookmark_interval_ms: u64,
     pub istiod: IstiodSetting,
+    /// Seeded random faults on a share of API requests (off by default).
+    pub chaos: ChaosSetting,
 }
 
 impl Default for Settings {
@@ -92,6 +94,7 @@ impl Default for Settings {
             tokens: ControllerSetting::default(),
             bookmark_interval_ms: 2000,
             istiod: IstiodSetting::default(),
+            chaos: ChaosSetting::default(),
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct Cluster {
     pub settings: RwLock<Settings>,
     pub faults: Mutex<Vec<Fault>>,
     pub counters: Mutex<Counters>,
+    /// The chaos mode's request numbering and injected-fault counts.
+    pub chaos: Mutex<ChaosState>,
     /// Pod logs by (namespace, pod name).
     pub logs: Mutex<HashMap<(String, String), String>>,
     pub addr: OnceLock<SocketAddr>,
@@ -139,6 +144,7 @@ impl Cluster {
             settings: RwLock::new(settings),
             faults: Mutex::new(Vec::new()),
             counters: Mutex::new(Counters::default()),
+            chaos: Mutex::new(ChaosState::default()),
             logs: Mutex::new(HashMap::new()),
             addr: OnceLock::new(),
             settings_changed: tokio::sync::Notify::new(),

@@ -115,6 +115,226 @@ pub fn faults_for(cluster: &Cluster, path: &str, verb: &str) -> FaultAction {
     action
 }
 
+/// Seeded random faults on a share of all API requests of one cluster (chaos testing). Part of
+/// [`Settings`] (`chaos`), so it is set per cluster through `POST /_sim/settings`,
+/// `POST /_sim/chaos`, `Options` or the CLI's `--chaos-share`/`--chaos-seed`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ChaosSetting {
+    /// Share (0..=1) of API requests that get a fault; 0 switches chaos off.
+    pub share: f64,
+    /// With the cluster's name, fixes which requests (by their number since this setting took
+    /// effect) get which fault.
+    pub seed: u64,
+}
+
+impl ChaosSetting {
+    /// The setting's problem, naming the attribute, if it is out of range.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(0.0..=1.0).contains(&self.share) {
+            return Err(format!(
+                "chaos.share must be between 0 and 1 (a share of requests), got {}",
+                self.share
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One injected fault. The error kinds are those kube-apiserver itself sends under overload or
+/// failure: a `Status` 500 (`InternalError`) or 503 (`ServiceUnavailable`, no Retry-After, as
+/// `NewServiceUnavailable` builds it), a `Status` 429 `TooManyRequests` with
+/// `details.retryAfterSeconds` (which the server copies into `Retry-After`), the plain-text 429
+/// of the max-in-flight and priority-and-fairness filters (`Retry-After` header only), a reset
+/// connection (no response), or added latency before a normal answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChaosFault {
+    InternalError,
+    Unavailable,
+    TooManyRequests,
+    TooManyRequestsPlain,
+    Reset,
+    Latency(u64),
+}
+
+/// The Retry-After (seconds) of injected 429s: what kube-apiserver's filters send.
+pub const CHAOS_RETRY_AFTER_S: u64 = 1;
+/// Injected latency is drawn uniformly from this range (ms).
+pub const CHAOS_LATENCY_MS: std::ops::RangeInclusive<u64> = 50..=300;
+
+impl ChaosFault {
+    /// How the request pipeline applies this fault.
+    pub fn action(self) -> FaultAction {
+        let mut a = FaultAction::default();
+        match self {
+            ChaosFault::InternalError => a.status = Some(500),
+            ChaosFault::Unavailable => a.status = Some(503),
+            ChaosFault::TooManyRequests => {
+                a.status = Some(429);
+                a.retry_after_s = Some(CHAOS_RETRY_AFTER_S);
+            }
+            ChaosFault::TooManyRequestsPlain => {
+                a.status = Some(429);
+                a.retry_after_s = Some(CHAOS_RETRY_AFTER_S);
+                a.plain_text = true;
+            }
+            ChaosFault::Reset => a.drop = true,
+            ChaosFault::Latency(ms) => a.latency_ms = ms,
+        }
+        a
+    }
+}
+
+/// splitmix64's output function: a well-mixed 64-bit value for each input.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// FNV-1a of the cluster name, so clusters sharing a seed still draw different sequences.
+fn name_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The fault (if any) for request number `n` of cluster `cluster` under `setting`: a pure
+/// function of the three, so a seed replays the same faults on the same request sequence.
+pub fn chaos_pick(setting: &ChaosSetting, cluster: &str, n: u64) -> Option<ChaosFault> {
+    if setting.share <= 0.0 {
+        return None;
+    }
+    let base = splitmix64(setting.seed ^ name_key(cluster)).wrapping_add(n.wrapping_mul(3));
+    // Top 53 bits as a uniform float in [0, 1).
+    let roll = (splitmix64(base) >> 11) as f64 / (1u64 << 53) as f64;
+    if roll >= setting.share {
+        return None;
+    }
+    let draw = splitmix64(base.wrapping_add(1));
+    Some(match draw % 6 {
+        0 => ChaosFault::InternalError,
+        1 => ChaosFault::Unavailable,
+        2 => ChaosFault::TooManyRequests,
+        3 => ChaosFault::TooManyRequestsPlain,
+        4 => ChaosFault::Reset,
+        _ => {
+            let span = CHAOS_LATENCY_MS.end() - CHAOS_LATENCY_MS.start() + 1;
+            let ms = CHAOS_LATENCY_MS.start() + splitmix64(base.wrapping_add(2)) % span;
+            ChaosFault::Latency(ms)
+        }
+    })
+}
+
+/// Faults injected so far, by kind (cumulative until `POST /_sim/chaos/reset`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ChaosCounts {
+    /// API requests seen while chaos was on.
+    pub requests: u64,
+    pub internal_error: u64,
+    pub unavailable: u64,
+    pub too_many_requests: u64,
+    pub too_many_requests_plain: u64,
+    pub reset: u64,
+    pub latency: u64,
+}
+
+impl ChaosCounts {
+    /// All injected faults, latency included.
+    pub fn total(&self) -> u64 {
+        self.internal_error
+            + self.unavailable
+            + self.too_many_requests
+            + self.too_many_requests_plain
+            + self.reset
+            + self.latency
+    }
+
+    fn record(&mut self, fault: ChaosFault) {
+        let slot = match fault {
+            ChaosFault::InternalError => &mut self.internal_error,
+            ChaosFault::Unavailable => &mut self.unavailable,
+            ChaosFault::TooManyRequests => &mut self.too_many_requests,
+            ChaosFault::TooManyRequestsPlain => &mut self.too_many_requests_plain,
+            ChaosFault::Reset => &mut self.reset,
+            ChaosFault::Latency(_) => &mut self.latency,
+        };
+        *slot += 1;
+    }
+}
+
+/// Per-cluster chaos bookkeeping: the setting the request numbers count from, and counts.
+#[derive(Debug, Default)]
+pub struct ChaosState {
+    active: ChaosSetting,
+    next: u64,
+    pub counts: ChaosCounts,
+}
+
+/// Chaos for one API request: when the cluster's `chaos` setting picks a fault for this
+/// request's number, it is merged into `action` (unless a fault rule already decided the
+/// outcome: explicit rules win; latency adds up).
+pub fn chaos_for(cluster: &Cluster, action: &mut FaultAction) {
+    let setting = cluster.settings().chaos;
+    let mut state = cluster.chaos.lock().unwrap_or_else(|e| e.into_inner());
+    if state.active != setting {
+        // A new setting numbers requests from 0 again: the same seed replays the same faults.
+        state.active = setting.clone();
+        state.next = 0;
+    }
+    if setting.share <= 0.0 {
+        return;
+    }
+    let n = state.next;
+    state.next += 1;
+    state.counts.requests += 1;
+    let Some(fault) = chaos_pick(&setting, &cluster.name, n) else {
+        return;
+    };
+    let decided = action.status.is_some() || action.drop;
+    if decided && !matches!(fault, ChaosFault::Latency(_)) {
+        return;
+    }
+    state.counts.record(fault);
+    let add = fault.action();
+    action.latency_ms += add.latency_ms;
+    if !decided {
+        action.status = add.status;
+        action.retry_after_s = add.retry_after_s;
+        action.plain_text = add.plain_text;
+        action.drop = add.drop;
+    }
+}
+
+/// Sets the chaos setting and numbers requests from 0 again, even when it is unchanged, so
+/// posting a seed twice replays the same faults.
+fn set_chaos(cluster: &Cluster, setting: ChaosSetting) {
+    let mut state = cluster.chaos.lock().unwrap_or_else(|e| e.into_inner());
+    cluster
+        .settings
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .chaos = setting.clone();
+    state.active = setting;
+    state.next = 0;
+}
+
+fn chaos_json(cluster: &Cluster) -> Value {
+    let counts = cluster
+        .chaos
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .counts
+        .clone();
+    json!({
+        "setting": cluster.settings().chaos,
+        "injected": counts,
+        "total": counts.total(),
+    })
+}
+
 /// Request counters of one cluster.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
@@ -214,11 +434,35 @@ pub fn handle(cluster: &Arc<Cluster>, method: &str, path: &str, body: &[u8]) -> 
                 let mut s = cluster.settings.write().unwrap_or_else(|e| e.into_inner());
                 let mut cur = serde_json::to_value(&*s).unwrap_or(Value::Null);
                 crate::patch::merge_patch(&mut cur, &patch);
-                *s = serde_json::from_value::<Settings>(cur)
+                let next = serde_json::from_value::<Settings>(cur)
                     .map_err(|e| (400, json!({"error": format!("bad settings: {e}")})))?;
+                next.chaos
+                    .validate()
+                    .map_err(|e| (400, json!({"error": format!("bad settings: {e}")})))?;
+                *s = next;
             }
             cluster.settings_changed.notify_one();
             Ok(settings_json(cluster))
+        }
+        ("GET", "/_sim/chaos") => Ok(chaos_json(cluster)),
+        ("POST", "/_sim/chaos") => {
+            let setting: ChaosSetting = serde_json::from_value(parse()?)
+                .map_err(|e| (400, json!({"error": format!("bad chaos setting: {e}")})))?;
+            setting.validate().map_err(|e| (400, json!({"error": e})))?;
+            set_chaos(cluster, setting);
+            Ok(chaos_json(cluster))
+        }
+        ("DELETE", "/_sim/chaos") => {
+            set_chaos(cluster, ChaosSetting::default());
+            Ok(chaos_json(cluster))
+        }
+        ("POST", "/_sim/chaos/reset") => {
+            cluster
+                .chaos
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .counts = ChaosCounts::default();
+            Ok(chaos_json(cluster))
         }
         ("GET", "/_sim/stats") => Ok(json!({
             "objects": cluster.store.count(),
@@ -417,6 +661,25 @@ impl Control {
         Ok(())
     }
 
+    /// Switch seeded random faults on (or off, with share 0) for this cluster.
+    pub async fn set_chaos(&self, setting: &ChaosSetting) -> Result<()> {
+        self.request("POST", "/_sim/chaos", Some(&serde_json::to_value(setting)?))
+            .await
+            .map(|_| ())
+    }
+
+    /// Faults injected by the chaos mode since the last reset, by kind.
+    pub async fn chaos_counts(&self) -> Result<ChaosCounts> {
+        let v = self.request("GET", "/_sim/chaos", None).await?;
+        Ok(serde_json::from_value(v["injected"].clone())?)
+    }
+
+    pub async fn reset_chaos_counts(&self) -> Result<()> {
+        self.request("POST", "/_sim/chaos/reset", None)
+            .await
+            .map(|_| ())
+    }
+
     /// Merge a partial settings document (see [`Settings`]); may carry `restricted_users`.
     pub async fn settings(&self, patch: &Value) -> Result<Value> {
         self.request("POST", "/_sim/settings", Some(patch)).await
@@ -442,5 +705,105 @@ mod tests {
         ));
         assert!(!glob_match("/apis/*", "/api/v1"));
         assert!(glob_match("/api/v?", "/api/v1"));
+    }
+
+    fn chaos(share: f64, seed: u64) -> ChaosSetting {
+        ChaosSetting { share, seed }
+    }
+
+    fn picks(setting: &ChaosSetting, cluster: &str, n: u64) -> Vec<Option<ChaosFault>> {
+        (0..n).map(|i| chaos_pick(setting, cluster, i)).collect()
+    }
+
+    #[test]
+    fn chaos_is_deterministic_per_seed_and_cluster() {
+        let a = picks(&chaos(0.2, 7), "c1", 2_000);
+        assert_eq!(a, picks(&chaos(0.2, 7), "c1", 2_000));
+        assert_ne!(a, picks(&chaos(0.2, 8), "c1", 2_000), "another seed");
+        assert_ne!(a, picks(&chaos(0.2, 7), "c2", 2_000), "another cluster");
+    }
+
+    #[test]
+    fn chaos_off_and_full() {
+        assert!(picks(&chaos(0.0, 1), "c1", 1_000)
+            .iter()
+            .all(Option::is_none));
+        assert!(picks(&chaos(1.0, 1), "c1", 1_000)
+            .iter()
+            .all(Option::is_some));
+        assert!(chaos(1.5, 0)
+            .validate()
+            .unwrap_err()
+            .contains("chaos.share"));
+        assert!(chaos(-0.1, 0).validate().is_err());
+        assert!(chaos(0.05, 0).validate().is_ok());
+    }
+
+    #[test]
+    fn chaos_hits_its_share_with_every_kind_about_equally() {
+        let n = 60_000u64;
+        for share in [0.05, 0.2] {
+            let mut counts = ChaosCounts::default();
+            for f in picks(&chaos(share, 42), "cluster-east-1", n)
+                .into_iter()
+                .flatten()
+            {
+                if let ChaosFault::Latency(ms) = f {
+                    assert!(CHAOS_LATENCY_MS.contains(&ms), "{ms}");
+                }
+                counts.record(f);
+            }
+            let hit = counts.total() as f64 / n as f64;
+            assert!(
+                (hit - share).abs() < share * 0.1,
+                "share {share}: hit {hit}"
+            );
+            let each = counts.total() as f64 / 6.0;
+            for (kind, c) in [
+                ("internal_error", counts.internal_error),
+                ("unavailable", counts.unavailable),
+                ("too_many_requests", counts.too_many_requests),
+                ("too_many_requests_plain", counts.too_many_requests_plain),
+                ("reset", counts.reset),
+                ("latency", counts.latency),
+            ] {
+                assert!(
+                    (c as f64 - each).abs() < each * 0.15,
+                    "share {share}: {kind} {c}, expected about {each}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn chaos_latency_spans_its_range() {
+        let ms: Vec<u64> = picks(&chaos(1.0, 3), "c1", 20_000)
+            .into_iter()
+            .filter_map(|f| match f {
+                Some(ChaosFault::Latency(ms)) => Some(ms),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            ms.iter().any(|&m| m < 80) && ms.iter().any(|&m| m > 270),
+            "{ms:?}"
+        );
+    }
+
+    #[test]
+    fn chaos_faults_map_to_apiserver_answers() {
+        let a = ChaosFault::TooManyRequestsPlain.action();
+        assert_eq!(
+            (a.status, a.retry_after_s, a.plain_text),
+            (Some(429), Some(1), true)
+        );
+        let a = ChaosFault::TooManyRequests.action();
+        assert_eq!(
+            (a.status, a.retry_after_s, a.plain_text),
+            (Some(429), Some(1), false)
+        );
+        assert_eq!(ChaosFault::Unavailable.action().retry_after_s, None);
+        assert!(ChaosFault::Reset.action().drop);
+        assert_eq!(ChaosFault::Latency(120).action().latency_ms, 120);
     }
 }

@@ -47,7 +47,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{Allow, RestrictedUser};
 pub use cluster::{ControllerSetting, IstiodSetting, LbMode, LoadBalancerSetting, Settings};
-pub use control::{Control, CounterSnapshot, Fault};
+pub use control::{
+    chaos_pick, ChaosCounts, ChaosFault, ChaosSetting, Control, CounterSnapshot, Fault,
+};
 pub use controllers::FAIL_ANNOTATION;
 
 /// What to start.

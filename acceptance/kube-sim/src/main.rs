@@ -2,14 +2,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 const USAGE: &str = "usage: kube-sim --clusters c1,c2,... --kubeconfig PATH [--info PATH]
                 [--lb-delay-ms N] [--job-delay-ms N] [--lb-hostname]
+                [--chaos-share 0..1] [--chaos-seed N]
 
 Starts one HTTPS Kubernetes API server per cluster on 127.0.0.1, writes a kubeconfig with one
 context per cluster (plus <name>-cert for client-certificate auth), and serves until SIGINT/SIGTERM.
---info writes JSON with each cluster's url, ca_pem, admin_token and control_token (for /_sim).";
+--info writes JSON with each cluster's url, ca_pem, admin_token and control_token (for /_sim).
+--chaos-share gives that share of every cluster's API requests a random fault (5xx, 429 with
+Retry-After, connection reset or latency), reproducible with --chaos-seed.";
 
 struct Args {
     clusters: Vec<String>,
@@ -48,6 +51,22 @@ fn parse_args() -> Result<Args> {
             "--lb-delay-ms" => settings.loadbalancer.delay_ms = value()?.parse()?,
             "--job-delay-ms" => settings.jobs.delay_ms = value()?.parse()?,
             "--lb-hostname" => settings.loadbalancer.mode = kube_sim::LbMode::Hostname,
+            "--chaos-share" => {
+                let v = value()?;
+                settings.chaos.share = v
+                    .parse()
+                    .with_context(|| format!("--chaos-share: not a number: {v:?}"))?;
+                settings
+                    .chaos
+                    .validate()
+                    .map_err(|e| anyhow!("--chaos-share: {e}"))?;
+            }
+            "--chaos-seed" => {
+                let v = value()?;
+                settings.chaos.seed = v
+                    .parse()
+                    .with_context(|| format!("--chaos-seed: not an unsigned integer: {v:?}"))?;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);

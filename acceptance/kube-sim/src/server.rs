@@ -128,7 +128,8 @@ async fn serve(
         .unwrap_or_else(|e| e.into_inner())
         .count(verb, label.as_deref(), &request.path);
 
-    let fault = control::faults_for(&cluster, &request.path, verb);
+    let mut fault = control::faults_for(&cluster, &request.path, verb);
+    control::chaos_for(&cluster, &mut fault);
     if fault.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
     }

@@ -139,6 +139,155 @@ async fn faults_fail_then_recover() {
     assert_eq!(listed["faults"], json!([]));
 }
 
+/// What one raw request got: status, Retry-After, whether the body was plain text; `None`
+/// for a reset connection.
+type Outcome = Option<(u16, Option<String>, bool)>;
+
+async fn chaos_round(raw: &kube_sim::Control, n: usize) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let got = raw
+            .raw_response("GET", "/api/v1/namespaces/default/configmaps", None)
+            .await;
+        out.push(got.ok().map(|(code, headers, body)| {
+            let plain = headers
+                .get("content-type")
+                .is_some_and(|t| t.starts_with("text/plain"));
+            if code != 200 && !plain {
+                // A Status as kube-apiserver writes it, with the header copied from details.
+                assert_eq!(body["kind"], "Status", "{body}");
+                assert_eq!(body["code"], code, "{body}");
+                assert_eq!(
+                    body["details"]["retryAfterSeconds"].as_u64(),
+                    headers.get("retry-after").map(|s| s.parse().unwrap()),
+                    "{body}"
+                );
+            }
+            (code, headers.get("retry-after").cloned(), plain)
+        }));
+    }
+    out
+}
+
+/// What `chaos_pick` says request `i` should have got.
+fn expected(setting: &kube_sim::ChaosSetting, i: u64) -> Outcome {
+    use kube_sim::ChaosFault::*;
+    let one = Some("1".to_string());
+    match kube_sim::chaos_pick(setting, "c1", i) {
+        None | Some(Latency(_)) => Some((200, None, false)),
+        Some(InternalError) => Some((500, None, false)),
+        Some(Unavailable) => Some((503, None, false)),
+        Some(TooManyRequests) => Some((429, one, false)),
+        Some(TooManyRequestsPlain) => Some((429, one, true)),
+        Some(Reset) => None,
+    }
+}
+
+#[tokio::test]
+async fn chaos_mode_injects_its_share_and_replays_by_seed() {
+    let sim = sim(&["c1", "c2"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let raw = kube_sim::Control::new(&c1.url, &c1.ca_pem, &c1.admin_token).unwrap();
+    let setting = kube_sim::ChaosSetting {
+        share: 0.2,
+        seed: 11,
+    };
+    control.set_chaos(&setting).await.unwrap();
+    let n = 300;
+    let first = chaos_round(&raw, n).await;
+    for (i, got) in first.iter().enumerate() {
+        assert_eq!(*got, expected(&setting, i as u64), "request {i}");
+    }
+    // The counts match what the client saw; control calls are not API requests.
+    let counts = control.chaos_counts().await.unwrap();
+    let seen = |f: &dyn Fn(&Outcome) -> bool| first.iter().filter(|o| f(o)).count() as u64;
+    assert_eq!(counts.requests, n as u64);
+    assert_eq!(counts.reset, seen(&|o| o.is_none()));
+    assert_eq!(
+        counts.internal_error,
+        seen(&|o| matches!(o, Some((500, ..))))
+    );
+    assert_eq!(counts.unavailable, seen(&|o| matches!(o, Some((503, ..)))));
+    assert_eq!(
+        counts.too_many_requests,
+        seen(&|o| matches!(o, Some((429, _, false))))
+    );
+    assert_eq!(
+        counts.too_many_requests_plain,
+        seen(&|o| matches!(o, Some((429, _, true))))
+    );
+    let faults = counts.total() as f64 / n as f64;
+    assert!((0.1..0.3).contains(&faults), "{counts:?}");
+    assert!(counts.latency > 0, "{counts:?}");
+    // The other cluster is untouched.
+    let c2 = sim.cluster("c2").control().chaos_counts().await.unwrap();
+    assert_eq!(c2, kube_sim::ChaosCounts::default());
+
+    // Setting the same seed again replays the same faults.
+    control.set_chaos(&setting).await.unwrap();
+    assert_eq!(chaos_round(&raw, n).await, first);
+
+    // Off: every request answers normally; counts stay until reset.
+    control
+        .request("DELETE", "/_sim/chaos", None)
+        .await
+        .unwrap();
+    assert!(chaos_round(&raw, 50)
+        .await
+        .iter()
+        .all(|o| *o == Some((200, None, false))));
+    assert_eq!(control.chaos_counts().await.unwrap().requests, 2 * n as u64);
+    control.reset_chaos_counts().await.unwrap();
+    assert_eq!(
+        control.chaos_counts().await.unwrap(),
+        kube_sim::ChaosCounts::default()
+    );
+
+    // A share outside 0..1 is refused, naming the attribute, on both routes.
+    let bad = json!({"share": 1.5, "seed": 1});
+    let (code, body) = control
+        .raw("POST", "/_sim/chaos", Some(&bad))
+        .await
+        .unwrap();
+    assert_eq!(code, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("chaos.share"),
+        "{body}"
+    );
+    let (code, body) = control
+        .raw("POST", "/_sim/settings", Some(&json!({"chaos": bad})))
+        .await
+        .unwrap();
+    assert_eq!(code, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("chaos.share"),
+        "{body}"
+    );
+}
+
+/// The chaos setting given at start (as the CLI's flags do) applies from the first request.
+#[tokio::test]
+async fn chaos_from_settings() {
+    let mut settings = kube_sim::Settings::default();
+    settings.chaos.share = 1.0;
+    settings.chaos.seed = 5;
+    let sim = common::sim_with(&["c1"], settings).await;
+    let c1 = sim.cluster("c1");
+    let raw = kube_sim::Control::new(&c1.url, &c1.ca_pem, &c1.admin_token).unwrap();
+    let got = chaos_round(&raw, 40).await;
+    let counts = c1.control().chaos_counts().await.unwrap();
+    assert_eq!((counts.requests, counts.total()), (40, 40), "{counts:?}");
+    let normal = got
+        .iter()
+        .filter(|o| **o == Some((200, None, false)))
+        .count() as u64;
+    assert_eq!(
+        normal, counts.latency,
+        "only latency faults answer normally"
+    );
+}
+
 #[tokio::test]
 async fn counters_and_dump() {
     let sim = sim(&["c1", "c2"]).await;
@@ -287,4 +436,20 @@ async fn thousands_of_objects() {
     assert_eq!(paged, n + 1, "all ConfigMaps plus kube-root-ca.crt");
     let counters = sim.cluster("c1").control().counters().await.unwrap();
     assert_eq!(counters.get("create", "configmaps"), n as u64);
+}
+
+/// A chaos share outside 0..1 on the command line is refused before anything starts.
+#[test]
+fn cli_refuses_a_bad_chaos_share() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .args(["--clusters", "c1", "--kubeconfig", "/nonexistent/kc"])
+        .args(["--chaos-share", "20", "--chaos-seed", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--chaos-share") && err.contains("chaos.share"),
+        "{err}"
+    );
 }

@@ -108,6 +108,7 @@ fn planned(prior: &Value, config: &Value, private: &Private) -> (Value, Vec<Stri
         "token_secret_name",
         "server",
         "kubeconfig_sha256",
+        "sync_status",
     ] {
         proposed.set(k, prior.get(k).clone());
     }
@@ -122,6 +123,7 @@ fn plan_mints_rewrites_and_warns_as_needed() {
     let mut cfg = config("west", kube("c1"), kube("c2"));
     cfg.set("token_rotation", Value::Null);
     cfg.set("verify_token", Value::from(false));
+    cfg.set("wait_for_sync", Value::from(true));
     // Create: server from the kubeconfig is unknown until apply.
     let (p, w) = planned(&Value::Null, &cfg, &Private::default());
     assert_eq!(
@@ -141,6 +143,7 @@ fn plan_mints_rewrites_and_warns_as_needed() {
     prior.set("token_secret_name", Value::from("tok"));
     prior.set("server", Value::from("https://127.0.0.1:1234"));
     prior.set("kubeconfig_sha256", Value::from("aaa"));
+    prior.set("sync_status", Value::from("synced"));
     let private = Private {
         desired_sha256: Some("aaa".into()),
         ..Default::default()
