@@ -714,3 +714,142 @@ async fn a_recreated_secret_syncs_again_from_scratch() {
     put_remote_secret(&c1, "istio-remote-secret-c2", "c2", &kc).await;
     assert_eq!(status_of(&clusterz(&c1, &pod).await, "c2"), Some("syncing"));
 }
+
+/// A self-signed CA certificate (PEM), as a stand-in root.
+fn a_root(name: &str) -> String {
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap()
+        .pem()
+}
+
+async fn put_cacerts(c: &kube::Client, roots: &str) {
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), NS);
+    let s = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "cacerts", "namespace": NS},
+        "stringData": {"ca-cert.pem": roots, "ca-key.pem": "key", "cert-chain.pem": roots, "root-cert.pem": roots}});
+    secrets
+        .patch(
+            "cacerts",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&s),
+        )
+        .await
+        .unwrap();
+}
+
+/// The bundle istiod publishes in `istio-ca-root-cert`, once it holds `want` (as a set).
+async fn published(c: &kube::Client, want: &[&str]) -> String {
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), NS);
+    let want: std::collections::BTreeSet<String> = want
+        .iter()
+        .map(|p| p.split_whitespace().collect())
+        .collect();
+    eventually("istio-ca-root-cert holds the bundle", WAIT, || {
+        let cms = cms.clone();
+        let want = want.clone();
+        async move {
+            let cm = cms.get_opt("istio-ca-root-cert").await.ok()??;
+            let pem = cm.data?.get("root-cert.pem")?.clone();
+            let got: std::collections::BTreeSet<String> = pem
+                .split("-----END CERTIFICATE-----")
+                .filter_map(|b| b.split("-----BEGIN CERTIFICATE-----").nth(1))
+                .map(|b| {
+                    format!("-----BEGIN CERTIFICATE-----{b}-----END CERTIFICATE-----")
+                        .split_whitespace()
+                        .collect()
+                })
+                .collect();
+            (got == want).then_some(pem)
+        }
+    })
+    .await
+}
+
+/// istiod's plug-in CA: it follows a `cacerts` whose roots grow or shrink only with
+/// ISTIO_MULTIROOT_MESH, never a swap, and an istiod started without `cacerts` ignores it.
+#[tokio::test]
+async fn istiod_publishes_the_roots_it_accepts_from_cacerts() {
+    let sim = sim(&["c1", "c2"]).await;
+    let (a, b) = (a_root("A"), a_root("B"));
+
+    // Multi-root on: A → A+B → B, each published; then a swap to C is refused.
+    let c1 = client(&sim, "c1").await;
+    let nss: Api<Namespace> = Api::all(c1.clone());
+    create(&nss, json!({"metadata": {"name": NS}})).await;
+    put_cacerts(&c1, &a).await;
+    let mut dep = istiod("c1", None);
+    dep["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "ISTIO_MULTIROOT_MESH", "value": "true"}));
+    let deps: Api<Deployment> = Api::namespaced(c1.clone(), NS);
+    create(&deps, dep).await;
+    ready_pod(&c1, "app=istiod").await;
+    published(&c1, &[&a]).await;
+    put_cacerts(&c1, &format!("{a}{b}")).await;
+    published(&c1, &[&a, &b]).await;
+    put_cacerts(&c1, &b).await;
+    published(&c1, &[&b]).await;
+    let c = a_root("C");
+    put_cacerts(&c1, &c).await;
+    // A later accepted change shows the swap was skipped, not delayed.
+    put_cacerts(&c1, &format!("{b}{a}")).await;
+    published(&c1, &[&a, &b]).await;
+
+    // Multi-root off (Istio's default): growing the bundle is refused too.
+    let c2 = client(&sim, "c2").await;
+    let nss: Api<Namespace> = Api::all(c2.clone());
+    create(&nss, json!({"metadata": {"name": NS}})).await;
+    put_cacerts(&c2, &a).await;
+    let deps: Api<Deployment> = Api::namespaced(c2.clone(), NS);
+    create(&deps, istiod("c2", None)).await;
+    ready_pod(&c2, "app=istiod").await;
+    published(&c2, &[&a]).await;
+    put_cacerts(&c2, &format!("{a}{b}")).await;
+    put_cacerts(&c2, &a).await;
+    published(&c2, &[&a]).await;
+}
+
+/// An istiod started without `cacerts` serves its own root and does not watch `cacerts`.
+#[tokio::test]
+async fn istiod_started_without_cacerts_ignores_it_until_restarted() {
+    let sim = sim(&["c1"]).await;
+    let c1 = client(&sim, "c1").await;
+    install_istiod(&c1, "c1", None).await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c1.clone(), NS);
+    let own = eventually("istio-ca-root-cert", WAIT, || {
+        let cms = cms.clone();
+        async move {
+            cms.get_opt("istio-ca-root-cert")
+                .await
+                .ok()??
+                .data?
+                .get("root-cert.pem")
+                .cloned()
+        }
+    })
+    .await;
+    let a = a_root("A");
+    put_cacerts(&c1, &a).await;
+    let still = cms.get("istio-ca-root-cert").await.unwrap();
+    assert_eq!(
+        still.data.unwrap()["root-cert.pem"],
+        own,
+        "self-signed istiod took cacerts"
+    );
+    // A restart (new pod) starts in plug-in mode.
+    let pods: Api<Pod> = Api::namespaced(c1.clone(), NS);
+    pods.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=istiod"),
+    )
+    .await
+    .unwrap();
+    published(&c1, &[&a]).await;
+}

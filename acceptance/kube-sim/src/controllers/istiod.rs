@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::{key, schedule};
 use crate::cluster::Cluster;
 use crate::istiod;
+use crate::object;
 use crate::store::{Event, EventKind};
 
 fn is_istiod_pod(pod: &Value) -> bool {
@@ -17,6 +18,22 @@ fn is_istiod_pod(pod: &Value) -> bool {
 
 pub fn on_event(cluster: &Arc<Cluster>, ev: &Event) {
     let secret = ev.res == key("", "secrets");
+    if secret && object::name(&ev.obj) == istiod::ca::CACERTS {
+        let ns = object::namespace(&ev.obj).to_string();
+        istiod::ca::on_cacerts_change(cluster, &istiod::ca::istiods_in(cluster, &ns));
+        return;
+    }
+    if ev.res == key("", "pods") {
+        if let Some(i) = istiod::identify(&ev.obj) {
+            if ev.kind == EventKind::Deleted {
+                let mut st = cluster.istiod.lock().unwrap_or_else(|e| e.into_inner());
+                st.ca.remove(&i.uid);
+                st.rejected.remove(&i.uid);
+            } else {
+                istiod::ca::on_start(cluster, &i);
+            }
+        }
+    }
     if secret {
         let was_remote = ev
             .old
@@ -34,6 +51,11 @@ pub fn on_event(cluster: &Arc<Cluster>, ev: &Event) {
 }
 
 pub fn resync(cluster: &Arc<Cluster>) {
+    for p in cluster.store.list(&key("", "pods"), None).0 {
+        if let Some(i) = istiod::identify(&p) {
+            istiod::ca::on_start(cluster, &i);
+        }
+    }
     for s in cluster.store.list(&key("", "secrets"), None).0 {
         if istiod::remotes::is_remote_secret(&s) {
             istiod::note_secret(cluster, &s, false);

@@ -5,6 +5,7 @@
 //! arrives on the pod's loopback); anything else — the API server's pod proxy — gets 401, as
 //! istiod's `allowAuthenticatedOrLocalhost` answers a caller with no Istio identity.
 
+pub mod ca;
 pub mod networkz;
 pub mod remotes;
 
@@ -37,6 +38,10 @@ pub struct State {
     /// istiod pods whose gateway list was ever non-empty (Go encodes the never-set nil slice as
     /// `null`, a later empty one as `[]`).
     pub had_gateways: HashSet<String>,
+    /// Per istiod pod uid: the CA it runs and the root bundle it serves.
+    pub ca: HashMap<String, ca::CaMode>,
+    /// istiod pods that refused the last `cacerts` change.
+    pub rejected: HashSet<String>,
 }
 
 /// What the simulation reads from an istiod pod.
@@ -49,6 +54,8 @@ pub struct Istiod {
     /// False when `--registries` leaves out Kubernetes: no multicluster controller.
     pub multicluster: bool,
     pub started: OffsetDateTime,
+    /// `ISTIO_MULTIROOT_MESH=true`: a root bundle may grow or shrink.
+    pub multiroot: bool,
 }
 
 fn env_of<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
@@ -109,6 +116,7 @@ pub fn identify(pod: &Value) -> Option<Istiod> {
             .unwrap_or(DEFAULT_REMOTE_TIMEOUT),
         multicluster: registries_include_kubernetes(&args),
         started,
+        multiroot: env_of(container, "ISTIO_MULTIROOT_MESH") == Some("true"),
     })
 }
 
