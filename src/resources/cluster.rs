@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::istio::operator::{self, ControlPlane, Identity, Installer, Role};
 use crate::istio::{self, cacerts, cacerts::CaBundle, install};
-use crate::kube::{connect, labels, Cluster, Deadline, KubeError};
+use crate::kube::{
+    connect, created_by, has_instance_label, labels, mark_created, Cluster, Deadline, KubeError,
+};
 use crate::pki::{self, CaSigner, CaSpec, Field, KeyAlgorithm};
 use crate::plugin::resource::{timeout, timeouts_block};
 use crate::plugin::{
@@ -557,22 +559,29 @@ async fn converge(
     let mut state = planned.clone();
     state.set("id", Value::from(cluster_name.clone()));
 
-    // Namespace first: create it (remembering that we did) or adopt it with our labels only.
-    // One being deleted (a re-apply right after a destroy) is waited out, then created again.
+    // Namespace first: create it, marked as created by this instance, or adopt it with our
+    // labels only. The mark lives in the cluster, so a namespace made by an apply that was
+    // killed before Terraform saved state is still known as ours by the next one (and deleted
+    // by destroy). One being deleted (a re-apply right after a destroy) is waited out, then
+    // created again.
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    if cluster
+    let live_ns = cluster
         .namespace_settled(&ns_name, &deadline)
         .await
-        .map_err(|e| namespace_failure(&ns_name, e))?
-        .is_none()
-    {
-        private.namespace_created = true;
-    }
+        .map_err(|e| namespace_failure(&ns_name, e))?;
+    private.namespace_created = match &live_ns {
+        None => true,
+        // Private state alone: created by a version that did not mark it yet.
+        Some(ns) => created_by(&ns.metadata, &instance(planned)) || private.namespace_created,
+    };
     let controller = cp
         .as_ref()
         .filter(|c| c.role == Role::Remote)
         .and_then(|c| c.primary_cluster_name.as_deref());
-    let ns = cacerts::namespace(&ns_name, &network, controller, ours.clone());
+    let mut ns = cacerts::namespace(&ns_name, &network, controller, ours.clone());
+    if private.namespace_created {
+        mark_created(&mut ns.metadata, &instance(planned));
+    }
     cluster
         .apply(&namespaces, &ns, &deadline)
         .await
@@ -836,22 +845,32 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), KubeErro
         .await?;
         tracing::info!(cluster = %cluster.name, operator = %name, removed, "control plane uninstalled");
     }
+    // `cacerts` goes if we wrote it: recorded in private state, or (written by an apply that
+    // was killed before state was saved, under a configuration since changed) labelled with
+    // this instance in the cluster.
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns_name);
-    if private.cacerts_digest.is_some() {
+    let ours = private.cacerts_digest.is_some()
+        || cluster
+            .get_opt(&secrets, cacerts::SECRET_NAME, &deadline)
+            .await?
+            .is_some_and(|s| has_instance_label(&s.metadata, &instance(prior)));
+    if ours {
         cluster
             .delete(&secrets, cacerts::SECRET_NAME, false, &deadline)
             .await?;
     }
+    // The namespace goes if this instance created it: the cluster's mark decides (private
+    // state only for namespaces created before the mark existed). Otherwise it stays.
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    if private.namespace_created {
+    let live_ns = cluster.get_opt(&namespaces, &ns_name, &deadline).await?;
+    let created = live_ns
+        .as_ref()
+        .is_some_and(|ns| created_by(&ns.metadata, &instance(prior)) || private.namespace_created);
+    if created {
         cluster
             .delete(&namespaces, &ns_name, true, &deadline)
             .await?;
-    } else if cluster
-        .get_opt(&namespaces, &ns_name, &deadline)
-        .await?
-        .is_some()
-    {
+    } else if live_ns.is_some() {
         // Not ours: give back the labels we set (an apply that owns nothing releases them).
         let bare = Namespace {
             metadata: kube::api::ObjectMeta {

@@ -103,6 +103,8 @@ pub struct Cluster {
     pub pki: ClusterPki,
     pub settings: RwLock<Settings>,
     pub faults: Mutex<Vec<Fault>>,
+    /// Requests stopped by `hold` fault rules until released.
+    pub holds: crate::control::Holds,
     pub counters: Mutex<Counters>,
     /// Pod logs by (namespace, pod name).
     pub logs: Mutex<HashMap<(String, String), String>>,
@@ -138,6 +140,7 @@ impl Cluster {
             pki,
             settings: RwLock::new(settings),
             faults: Mutex::new(Vec::new()),
+            holds: Default::default(),
             counters: Mutex::new(Counters::default()),
             logs: Mutex::new(HashMap::new()),
             addr: OnceLock::new(),
