@@ -607,6 +607,17 @@ async fn converge(
         Trust::Root { signer, spec } => {
             let reuse = match (&private.issued_cert_pem, &private.issued_key_pem) {
                 (Some(c), Some(k)) if !reissue => Some((c.clone(), k.clone())),
+                // Private state lost (the provider was killed during an update, and Terraform
+                // kept the prior state without its private part): the intermediate the plan
+                // keeps is still in the cluster, with its key.
+                _ if !reissue => {
+                    match planned_intermediate_in_cluster(&cluster, &secrets, planned, &deadline)
+                        .await
+                    {
+                        Ok(found) => found,
+                        Err(e) => return Err(kube_partial(&state, &private, e)),
+                    }
+                }
                 _ => None,
             };
             let (cert, key) = match reuse {
@@ -803,6 +814,27 @@ async fn converge(
         state,
         private: private.store(),
     })
+}
+
+/// The intermediate (cert, key) in the live `cacerts` when it is the one the plan keeps
+/// (`ca_cert_pem` known and equal to it); `None` otherwise.
+async fn planned_intermediate_in_cluster(
+    cluster: &Cluster,
+    secrets: &Api<Secret>,
+    planned: &Value,
+    deadline: &Deadline,
+) -> Result<Option<(String, String)>, KubeError> {
+    let Some(want) = planned.get("ca_cert_pem").as_str() else {
+        return Ok(None);
+    };
+    let live = cluster
+        .get_opt(secrets, cacerts::SECRET_NAME, deadline)
+        .await?;
+    Ok(live
+        .as_ref()
+        .and_then(cacerts::bundle_of)
+        .filter(|b| b.ca_cert_pem == want)
+        .map(|b| (b.ca_cert_pem, b.ca_key_pem)))
 }
 
 fn set_trust_outputs(state: &mut Value, bundle: Option<&CaBundle>) {
