@@ -283,25 +283,47 @@ impl Background {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
-    /// The process ids of the provider plugins Terraform runs now (its children running
-    /// `terraform-provider-mesh`), read from /proc.
+    /// The process ids of the provider plugins Terraform runs now: its descendants running
+    /// `terraform-provider-mesh` (Terraform 1.0 runs under panicwrap, so the provider is a
+    /// grandchild there), read from /proc.
     pub fn providers(&self) -> Vec<i32> {
-        let parent = self.pid();
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
-        procs
+        // (pid, parent pid) of every process.
+        let table: Vec<(i32, i32)> = procs
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
                 // "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
                 let ppid = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    .and_then(|p| p.parse::<u32>().ok());
-                let cmdline =
-                    std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                ppid == Some(parent) && cmdline.contains("terraform-provider-mesh")
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                Some((pid, ppid))
+            })
+            .collect();
+        let mut family = vec![i32::try_from(self.pid()).expect("pid fits")];
+        let mut i = 0;
+        while i < family.len() {
+            let parent = family[i];
+            family.extend(
+                table
+                    .iter()
+                    .filter(|(_, pp)| *pp == parent)
+                    .map(|(p, _)| *p),
+            );
+            i += 1;
+        }
+        family
+            .into_iter()
+            .skip(1)
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.contains("terraform-provider-mesh"))
             })
             .collect()
     }
