@@ -210,6 +210,90 @@ fn mesh_cluster_killed_or_interrupted_in_the_install_wait() {
     );
 }
 
+/// Objects (CRDs aside) carrying the installer's owner label of IstioOperator `owner`, and
+/// the installer's own objects.
+fn install_leftovers(sim: &Clusters, cluster: &str, owner: &str) -> Vec<String> {
+    sim.dump(cluster)
+        .iter()
+        .filter(|o| o["kind"] != "CustomResourceDefinition")
+        .filter(|o| {
+            o["metadata"]["labels"]["install.operator.istio.io/owning-resource"] == owner
+                || o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&format!("{owner}-installer")))
+        })
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or("?"),
+                o["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+fn revision_config(kubeconfig: &str, revision: &str) -> String {
+    format!(
+        r#"
+resource "mesh_cluster" "c1" {{
+  cluster_name = "c1"
+  mesh_id      = "mesh1"
+  network      = "net1"
+  kubernetes {{
+    config_path    = "{kubeconfig}"
+    config_context = "c1"
+  }}
+  control_plane {{
+    version  = "1.30.3"
+    {revision}
+  }}
+}}
+"#
+    )
+}
+
+/// A revision change killed in the new installer's wait loses the resource's private state
+/// (Terraform keeps none from a provider that died), including which installs exist. Destroy,
+/// run right away, still removes both installs and the installer's cluster-admin binding: the
+/// namespace records them.
+#[test]
+fn destroy_right_after_a_killed_revision_change_removes_both_installs() {
+    if !enabled("destroy_right_after_a_killed_revision_change_removes_both_installs") {
+        return;
+    }
+    let ws = Workspace::new("crash-revision");
+    let sim = Clusters::start(&["c1"], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    ws.config(&revision_config(&kc, ""));
+    ws.apply();
+    assert!(!install_leftovers(&sim, "c1", "mesh-c1").is_empty());
+
+    ws.config(&revision_config(&kc, "revision = \"canary\""));
+    sim.hold("c1", "list", &format!("/apis/batch/v1/namespaces/{NS}/jobs"));
+    kill_when_held(
+        &sim,
+        "c1",
+        background_apply(&ws),
+        "the installer wait of the canary",
+    );
+    let canary = install_leftovers(&sim, "c1", "mesh-c1-canary");
+    assert!(
+        canary.iter().any(|o| o.starts_with("ClusterRoleBinding/")),
+        "the killed apply left no installer binding: {canary:?}"
+    );
+
+    ws.destroy();
+    for owner in ["mesh-c1", "mesh-c1-canary"] {
+        assert_eq!(
+            install_leftovers(&sim, "c1", owner),
+            Vec::<String>::new(),
+            "{owner} left"
+        );
+    }
+    assert_eq!(sim.ours("c1"), Vec::<String>::new());
+    assert!(sim.find("c1", "Namespace", "", NS).is_none());
+}
+
 // ---------------------------------------------------------------------------------------------
 // mesh_eastwest_gateway: the load balancer address wait
 

@@ -577,13 +577,40 @@ async fn converge(
     let controller = cp
         .as_ref()
         .filter(|c| c.role == Role::Remote)
-        .and_then(|c| c.primary_cluster_name.as_deref());
-    let mut ns = cacerts::namespace(&ns_name, &network, controller, ours.clone());
-    if private.namespace_created {
-        mark_created(&mut ns.metadata, &instance(planned));
+        .and_then(|c| c.primary_cluster_name.clone());
+    let created_ns = private.namespace_created;
+    // The IstioOperators whose objects may be in the cluster are recorded on the namespace
+    // before the installer runs, so that they are found (and uninstalled) even when private
+    // state is lost: Terraform keeps no private state of an operation whose provider died.
+    let target = cp
+        .as_ref()
+        .map(|c| operator::operator_name(&cluster_name, c.revision.as_deref()));
+    for old in live_ns.as_ref().map(recorded_operators).unwrap_or_default() {
+        if Some(&old) != target.as_ref()
+            && private.operator_name.as_ref() != Some(&old)
+            && !private.previous_operators.contains(&old)
+        {
+            private.previous_operators.push(old);
+        }
     }
+    let mut recorded: Vec<String> = private.operators().cloned().chain(target).collect();
+    recorded.sort();
+    recorded.dedup();
+    let ns_object = |operators: &[String]| {
+        let mut ns = cacerts::namespace(&ns_name, &network, controller.as_deref(), ours.clone());
+        if created_ns {
+            mark_created(&mut ns.metadata, &instance(planned));
+        }
+        if !operators.is_empty() {
+            ns.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(OPERATORS_ANNOTATION.into(), operators.join(","));
+        }
+        ns
+    };
     cluster
-        .apply(&namespaces, &ns, &deadline)
+        .apply(&namespaces, &ns_object(&recorded), &deadline)
         .await
         .map_err(|e| namespace_failure(&ns_name, e))?;
 
@@ -767,8 +794,13 @@ async fn converge(
                     return Err(partial(&state, &private, d));
                 }
                 // A new revision name is a new install: remove the previous one once the new
-                // control plane is up.
+                // control plane is up (and an installer a killed apply left for it).
                 for old in private.previous_operators.clone() {
+                    let installer = Installer::new(&ns_name, &old);
+                    if let Err(e) = install::remove_installer(&cluster, &installer, &deadline).await
+                    {
+                        return Err(kube_partial(&state, &private, e));
+                    }
                     if let Err(e) = install::uninstall(
                         &cluster,
                         &operator::owner_selector(&old, &ns_name),
@@ -810,10 +842,45 @@ async fn converge(
             state.set("control_plane_version", Value::Null);
         }
     }
+    // Record what is left installed, when that changed (a previous revision removed).
+    let left: Vec<String> = {
+        let mut l: Vec<String> = private.operators().cloned().collect();
+        l.sort();
+        l.dedup();
+        l
+    };
+    if left != recorded {
+        if let Err(e) = cluster
+            .apply(&namespaces, &ns_object(&left), &deadline)
+            .await
+        {
+            return Err(kube_partial(&state, &private, e));
+        }
+    }
     Ok(Applied {
         state,
         private: private.store(),
     })
+}
+
+/// Namespace annotation listing (comma-separated) the IstioOperators this resource installed
+/// or started installing in the cluster.
+const OPERATORS_ANNOTATION: &str = "mesh.tfmesh.dev/istio-operators";
+
+/// The IstioOperators recorded on the namespace.
+fn recorded_operators(ns: &Namespace) -> Vec<String> {
+    ns.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OPERATORS_ANNOTATION))
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The intermediate (cert, key) in the live `cacerts` when it is the one the plan keeps
@@ -865,13 +932,38 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), KubeErro
         .as_str()
         .unwrap_or("istio-system")
         .to_string();
-    for name in private.operators() {
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let live_ns = cluster.get_opt(&namespaces, &ns_name, &deadline).await?;
+    // Every IstioOperator that may have left objects: from private state, from the record on
+    // the namespace (private state is lost when a provider dies mid-operation), and the one
+    // the configuration names.
+    let configured = control_plane_from(prior, &mut Diagnostics::new()).map(|cp| {
+        operator::operator_name(
+            prior.get("cluster_name").as_str().unwrap_or_default(),
+            cp.revision.as_deref(),
+        )
+    });
+    let mut operators: Vec<String> = private
+        .operators()
+        .cloned()
+        .chain(live_ns.as_ref().map(recorded_operators).unwrap_or_default())
+        .chain(configured)
+        .collect();
+    operators.sort();
+    operators.dedup();
+    let remove_crds = private.remove_crds
+        || prior
+            .get("control_plane")
+            .get("remove_crds_on_destroy")
+            .as_bool()
+            == Some(true);
+    for name in &operators {
         // An installer a killed apply left behind holds a cluster-admin binding.
         install::remove_installer(&cluster, &Installer::new(&ns_name, name), &deadline).await?;
         let removed = install::uninstall(
             &cluster,
             &operator::owner_selector(name, &ns_name),
-            private.remove_crds,
+            remove_crds,
             &deadline,
         )
         .await?;
@@ -893,8 +985,6 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), KubeErro
     }
     // The namespace goes if this instance created it: the cluster's mark decides (private
     // state only for namespaces created before the mark existed). Otherwise it stays.
-    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    let live_ns = cluster.get_opt(&namespaces, &ns_name, &deadline).await?;
     let created = live_ns
         .as_ref()
         .is_some_and(|ns| created_by(&ns.metadata, &instance(prior)) || private.namespace_created);
