@@ -269,7 +269,11 @@ fn destroy_right_after_a_killed_revision_change_removes_both_installs() {
     assert!(!install_leftovers(&sim, "c1", "mesh-c1").is_empty());
 
     ws.config(&revision_config(&kc, "revision = \"canary\""));
-    sim.hold("c1", "list", &format!("/apis/batch/v1/namespaces/{NS}/jobs"));
+    sim.hold(
+        "c1",
+        "list",
+        &format!("/apis/batch/v1/namespaces/{NS}/jobs"),
+    );
     kill_when_held(
         &sim,
         "c1",
