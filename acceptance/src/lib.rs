@@ -7,8 +7,9 @@
 pub mod sim;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// The provider's source address, as users write it in `required_providers`.
 pub const PROVIDER_SOURCE: &str = "registry.terraform.io/tfmesh/mesh";
@@ -227,11 +228,182 @@ impl Workspace {
             .collect()
     }
 
+    /// Starts `terraform <args>` in the background, in a process group of its own (so a
+    /// signal can reach Terraform and its providers as a terminal's Ctrl-C does). Output goes
+    /// to files in the workspace, so nothing blocks on a full pipe.
+    pub fn spawn(&self, args: &[&str]) -> Background {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let stdout = self.dir.join(format!("bg-{n}.stdout"));
+        let stderr = self.dir.join(format!("bg-{n}.stderr"));
+        let mut cmd = self.command(args);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .stdout(std::fs::File::create(&stdout).expect("create stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("create stderr file"))
+            .spawn()
+            .expect("start terraform");
+        Background {
+            child,
+            stdout,
+            stderr,
+            what: args.join(" "),
+        }
+    }
+
     /// Writes a file into the workspace (for openssl checks and the like).
     pub fn write_file(&self, name: &str, content: &str) -> PathBuf {
         let p = self.dir.join(name);
         std::fs::write(&p, content).expect("write file");
         p
+    }
+}
+
+/// A Terraform command running in the background (see [`Workspace::spawn`]).
+pub struct Background {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    what: String,
+}
+
+/// How a background command ended: its status and everything it printed.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Both streams, for assertion messages.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl Background {
+    /// Terraform's process id (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it has printed to stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// The process ids of the provider plugins Terraform runs now: its descendants running
+    /// `terraform-provider-mesh` (Terraform 1.0 runs under panicwrap, so the provider is a
+    /// grandchild there), read from /proc.
+    pub fn providers(&self) -> Vec<i32> {
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        // (pid, parent pid) of every process.
+        let table: Vec<(i32, i32)> = procs
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
+                let ppid = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                Some((pid, ppid))
+            })
+            .collect();
+        let mut family = vec![i32::try_from(self.pid()).expect("pid fits")];
+        let mut i = 0;
+        while i < family.len() {
+            let parent = family[i];
+            family.extend(
+                table
+                    .iter()
+                    .filter(|(_, pp)| *pp == parent)
+                    .map(|(p, _)| *p),
+            );
+            i += 1;
+        }
+        family
+            .into_iter()
+            .skip(1)
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.contains("terraform-provider-mesh"))
+            })
+            .collect()
+    }
+
+    /// SIGKILLs the provider plugin (as an OOM kill or a lost machine would end it), waiting
+    /// (bounded) for Terraform to have started it. Returns its process id.
+    pub fn kill_provider(&self) -> i32 {
+        let until = Instant::now() + Duration::from_secs(30);
+        let pids = loop {
+            let pids = self.providers();
+            if !pids.is_empty() {
+                break pids;
+            }
+            assert!(
+                Instant::now() < until,
+                "terraform {} never started the provider",
+                self.what
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(pids.len(), 1, "one provider process expected: {pids:?}");
+        // SAFETY: kill(2) on one process id we just found as Terraform's child.
+        assert_eq!(unsafe { libc::kill(pids[0], libc::SIGKILL) }, 0);
+        pids[0]
+    }
+
+    /// SIGINT to Terraform's whole process group, as Ctrl-C in a terminal sends it.
+    pub fn interrupt(&self) {
+        let pgid = i32::try_from(self.pid()).expect("pid fits");
+        // SAFETY: kill(2) with a negative pid signals exactly that process group.
+        assert_eq!(unsafe { libc::kill(-pgid, libc::SIGINT) }, 0);
+    }
+
+    /// Waits (bounded by `timeout`) for the command to end; kills its process group and
+    /// panics if it does not.
+    pub fn finish(mut self, timeout: Duration) -> Finished {
+        let until = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for terraform") {
+                break status;
+            }
+            if Instant::now() >= until {
+                let pgid = i32::try_from(self.pid()).expect("pid fits");
+                // SAFETY: our own process group, which did not end in time.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                let _ = self.child.wait();
+                panic!(
+                    "terraform {} still running after {timeout:?}:\n{}",
+                    self.what,
+                    self.stdout_so_far()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Finished {
+            status,
+            stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // A test that panicked mid-way leaves no Terraform running.
+        if let Ok(None) = self.child.try_wait() {
+            if let Ok(pgid) = i32::try_from(self.child.id()) {
+                // SAFETY: our own process group.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+            let _ = self.child.wait();
+        }
     }
 }
 

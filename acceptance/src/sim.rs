@@ -157,6 +157,41 @@ impl Clusters {
             .expect("add fault");
     }
 
+    /// Holds every `verb` request to `path` (a glob) in `cluster` until [`Clusters::release`].
+    pub fn hold(&self, cluster: &str, verb: &str, path: &str) {
+        self.add_fault(
+            cluster,
+            &kube_sim::Fault {
+                path: path.into(),
+                verb: Some(verb.into()),
+                hold: Some(true),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Waits (checking every 20 ms) until `cluster` holds at least one request; panics after
+    /// `timeout` naming `what`.
+    pub fn wait_held(&self, cluster: &str, what: &str, timeout: std::time::Duration) {
+        let control = self.sim.cluster(cluster).control();
+        let until = std::time::Instant::now() + timeout;
+        while self.runtime.block_on(control.holds()).expect("holds").0 == 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "timed out after {timeout:?} waiting for a held request: {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Removes `cluster`'s hold rules and lets its held requests go.
+    pub fn release(&self, cluster: &str) {
+        let control = self.sim.cluster(cluster).control();
+        self.runtime
+            .block_on(control.release_holds())
+            .expect("release holds");
+    }
+
     pub fn clear_faults(&self, cluster: &str) {
         let control = self.sim.cluster(cluster).control();
         self.runtime

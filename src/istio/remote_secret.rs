@@ -52,6 +52,27 @@ pub struct TokenKey<'a> {
     pub rotation: &'a str,
 }
 
+/// Annotation on our token secrets naming whose they are: [`token_owner`] of their key. The
+/// instance label alone does not tell, since two targets of the same remote share it.
+pub const TOKEN_FOR_ANNOTATION: &str = "mesh.tfmesh.dev/token-for";
+
+/// The owner of a token secret: its key without the rotation trigger, hashed. Every token one
+/// resource ever minted (rotations included) has the same owner, so the ones it no longer
+/// holds can be found in the cluster even when Terraform state lost track of them.
+pub fn token_owner(key: &TokenKey<'_>) -> String {
+    let mut input = b"token-owner\0".to_vec();
+    for part in [
+        key.target_server,
+        key.target_namespace,
+        key.cluster_name,
+        key.service_account,
+    ] {
+        input.extend_from_slice(part.as_bytes());
+        input.push(0);
+    }
+    sha256_hex(&input)[..10].to_string()
+}
+
 /// Deterministic name of our token secret: `<sa>-remote-token-<hash>` (the ServiceAccount
 /// name is shortened when needed so the result is a valid object name).
 pub fn token_secret_name(key: &TokenKey<'_>) -> String {
@@ -78,6 +99,7 @@ pub fn token_secret(
     namespace: &str,
     name: &str,
     service_account: &str,
+    owner: &str,
     labels: BTreeMap<String, String>,
 ) -> Secret {
     Secret {
@@ -85,10 +107,10 @@ pub fn token_secret(
             name: Some(name.into()),
             namespace: Some(namespace.into()),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(
-                SA_NAME_ANNOTATION.to_string(),
-                service_account.to_string(),
-            )])),
+            annotations: Some(BTreeMap::from([
+                (SA_NAME_ANNOTATION.to_string(), service_account.to_string()),
+                (TOKEN_FOR_ANNOTATION.to_string(), owner.to_string()),
+            ])),
             ..Default::default()
         },
         type_: Some(TOKEN_SECRET_TYPE.into()),
@@ -526,7 +548,16 @@ mod tests {
         });
         assert!(n.len() <= 253, "{}", n.len());
 
-        let s = token_secret("istio-system", &name, "reader", BTreeMap::new());
+        // Every rotation of one resource's token has the same owner; another target's not.
+        let owner = token_owner(&key);
+        assert_eq!(owner.len(), 10);
+        assert_eq!(owner, token_owner(&rotated));
+        assert_ne!(owner, token_owner(&other_target));
+        let s = token_secret("istio-system", &name, "reader", &owner, BTreeMap::new());
+        assert_eq!(
+            s.metadata.annotations.as_ref().unwrap()[TOKEN_FOR_ANNOTATION],
+            owner
+        );
         assert_eq!(s.type_.as_deref(), Some(TOKEN_SECRET_TYPE));
         assert_eq!(
             s.metadata.annotations.as_ref().unwrap()[SA_NAME_ANNOTATION],

@@ -1,6 +1,9 @@
 //! Server-side apply with the provider's field manager, reads where absence is an answer, and
 //! deletes where "already gone" is success. Every object the provider creates carries the
 //! managed-by label and an instance label, so everything it made can be found and removed.
+//! What the provider brought into existence (rather than adopted) also says so in the cluster:
+//! the created-by annotation, set only at creation, so that destroy decides what to delete from
+//! the cluster itself and not from Terraform state a killed process may never have saved.
 //!
 //! Each helper comes twice: for typed objects (`apply`, `get_opt`, `delete`, `list`) and, with
 //! the object's `DynamicType`, for any `kube::Resource` (`*_dynamic`), e.g. `DynamicObject` with
@@ -9,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -24,6 +27,35 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "terraform-provider-mesh";
 /// Which Terraform resource instance an object belongs to.
 pub const INSTANCE_LABEL: &str = "mesh.tfmesh.dev/instance";
+
+/// Which resource instance created the object (annotation value: the instance label's value).
+/// Set only when the object did not exist before; an adopted object never carries it.
+pub const CREATED_BY_ANNOTATION: &str = "mesh.tfmesh.dev/created-by";
+
+/// Whether the object carries the mark of having been created by `instance`.
+pub fn created_by(meta: &ObjectMeta, instance: &str) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(CREATED_BY_ANNOTATION))
+        .is_some_and(|v| v == instance)
+}
+
+/// Adds the created-by mark of `instance` to an object about to be applied. Every later apply
+/// of an object created so must keep adding it: server-side apply removes a field its manager
+/// stops sending.
+pub fn mark_created(meta: &mut ObjectMeta, instance: &str) {
+    meta.annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(CREATED_BY_ANNOTATION.to_string(), instance.to_string());
+}
+
+/// Whether the object carries the instance label of `instance` (created or adopted by it).
+pub fn has_instance_label(meta: &ObjectMeta, instance: &str) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(INSTANCE_LABEL))
+        .is_some_and(|v| v == instance)
+}
 
 /// The standard labels for objects of resource instance `instance`.
 pub fn labels(instance: &str) -> BTreeMap<String, String> {
@@ -200,5 +232,25 @@ impl Cluster {
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_created_by_mark_names_one_instance() {
+        let mut meta = ObjectMeta::default();
+        assert!(!created_by(&meta, "mesh-cluster.c1"));
+        meta.annotations = Some(BTreeMap::from([("other".to_string(), "x".to_string())]));
+        mark_created(&mut meta, "mesh-cluster.c1");
+        assert!(created_by(&meta, "mesh-cluster.c1"));
+        assert!(!created_by(&meta, "mesh-cluster.c2"));
+        assert_eq!(
+            meta.annotations.unwrap()["other"],
+            "x",
+            "other annotations kept"
+        );
     }
 }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::istio::operator::{self, ControlPlane, Identity, Installer, Role};
 use crate::istio::{self, cacerts, cacerts::CaBundle, install};
-use crate::kube::{connect, labels, Cluster, Deadline, KubeError};
+use crate::kube::{
+    connect, created_by, has_instance_label, labels, mark_created, Cluster, Deadline, KubeError,
+};
 use crate::pki::{self, CaSigner, CaSpec, Field, KeyAlgorithm};
 use crate::plugin::resource::{parse_duration, timeout, timeouts_block};
 use crate::plugin::{
@@ -32,7 +34,7 @@ Trust comes from one of:
 
 With `control_plane { ... }` the provider installs Istio: it renders an IstioOperator for this cluster (mesh ID, cluster name, network; `profile: remote`, `remotePilotAddress` and the injection path for a remote; `externalIstiod` for a primary serving remotes; your `values` and `mesh_config` merged in) and runs `istioctl install` **inside the cluster** as a Job (image `<hub>/istioctl:<version>`) under a temporary cluster-admin ServiceAccount, then waits for istiod to be Available (on a remote: for the injector webhook). The Job and its RBAC are removed afterwards; a failed install shows the installer's log in the error. Changing the version or values re-runs the installer (in-place upgrade). No local `istioctl` is needed. Omit the block to install istiod yourselves (e.g. with Helm) after this resource, with the same `mesh_id`, `cluster_name` and `network`.
 
-Drift is repaired: a deleted or edited `cacerts`, a changed network label, or a missing istiod shows in the next plan and is put back by apply. If the namespace is gone, the resource is planned for creation again. Destroy uninstalls the control plane: every object carrying the installer's owner labels for this cluster's IstioOperator. That is more than `istioctl uninstall -f` without `--purge`, which keeps Istio's base (the reader ServiceAccount, the base RBAC, the validating webhook): after destroy nothing of the install is left, except Istio's CRDs, which are deleted only with `remove_crds_on_destroy` (deleting them deletes every Istio resource in the cluster). Then it removes `cacerts`, and the namespace if this resource created it (otherwise only its labels).
+Drift is repaired: a deleted or edited `cacerts`, a changed network label, or a missing istiod shows in the next plan and is put back by apply. If the namespace is gone, the resource is planned for creation again. Destroy uninstalls the control plane: every object carrying the installer's owner labels for this cluster's IstioOperator. That is more than `istioctl uninstall -f` without `--purge`, which keeps Istio's base (the reader ServiceAccount, the base RBAC, the validating webhook): after destroy nothing of the install is left, except Istio's CRDs, which are deleted only with `remove_crds_on_destroy` (deleting them deletes every Istio resource in the cluster). Then it removes `cacerts`, and the namespace if this resource created it (otherwise only its labels). What it created is marked in the cluster itself — annotation `mesh.tfmesh.dev/created-by` on a namespace it created, `mesh.tfmesh.dev/istio-operators` listing the control planes it installs — so destroy removes it even when an earlier apply was killed before Terraform saved state.
 
 The intermediate CA's private key is kept in the resource's private state (in the state file, not shown in plans).";
 
@@ -771,24 +773,58 @@ async fn converge(
     let mut state = planned.clone();
     state.set("id", Value::from(cluster_name.clone()));
 
-    // Namespace first: create it (remembering that we did) or adopt it with our labels only.
-    // One being deleted (a re-apply right after a destroy) is waited out, then created again.
+    // Namespace first: create it, marked as created by this instance, or adopt it with our
+    // labels only. The mark lives in the cluster, so a namespace made by an apply that was
+    // killed before Terraform saved state is still known as ours by the next one (and deleted
+    // by destroy). One being deleted (a re-apply right after a destroy) is waited out, then
+    // created again.
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    if cluster
+    let live_ns = cluster
         .namespace_settled(&ns_name, &deadline)
         .await
-        .map_err(|e| namespace_failure(&ns_name, e))?
-        .is_none()
-    {
-        private.namespace_created = true;
-    }
+        .map_err(|e| namespace_failure(&ns_name, e))?;
+    private.namespace_created = match &live_ns {
+        None => true,
+        // Private state alone: created by a version that did not mark it yet.
+        Some(ns) => created_by(&ns.metadata, &instance(planned)) || private.namespace_created,
+    };
     let controller = cp
         .as_ref()
         .filter(|c| c.role == Role::Remote)
-        .and_then(|c| c.primary_cluster_name.as_deref());
-    let ns = cacerts::namespace(&ns_name, &network, controller, ours.clone());
+        .and_then(|c| c.primary_cluster_name.clone());
+    let created_ns = private.namespace_created;
+    // The IstioOperators whose objects may be in the cluster are recorded on the namespace
+    // before the installer runs, so that they are found (and uninstalled) even when private
+    // state is lost: Terraform keeps no private state of an operation whose provider died.
+    let target = cp
+        .as_ref()
+        .map(|c| operator::operator_name(&cluster_name, c.revision.as_deref()));
+    for old in live_ns.as_ref().map(recorded_operators).unwrap_or_default() {
+        if Some(&old) != target.as_ref()
+            && private.operator_name.as_ref() != Some(&old)
+            && !private.previous_operators.contains(&old)
+        {
+            private.previous_operators.push(old);
+        }
+    }
+    let mut recorded: Vec<String> = private.operators().cloned().chain(target).collect();
+    recorded.sort();
+    recorded.dedup();
+    let ns_object = |operators: &[String]| {
+        let mut ns = cacerts::namespace(&ns_name, &network, controller.as_deref(), ours.clone());
+        if created_ns {
+            mark_created(&mut ns.metadata, &instance(planned));
+        }
+        if !operators.is_empty() {
+            ns.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(OPERATORS_ANNOTATION.into(), operators.join(","));
+        }
+        ns
+    };
     cluster
-        .apply(&namespaces, &ns, &deadline)
+        .apply(&namespaces, &ns_object(&recorded), &deadline)
         .await
         .map_err(|e| namespace_failure(&ns_name, e))?;
 
@@ -812,6 +848,17 @@ async fn converge(
         Trust::Root { signer, spec } => {
             let reuse = match (&private.issued_cert_pem, &private.issued_key_pem) {
                 (Some(c), Some(k)) if !reissue => Some((c.clone(), k.clone())),
+                // Private state lost (the provider was killed during an update, and Terraform
+                // kept the prior state without its private part): the intermediate the plan
+                // keeps is still in the cluster, with its key.
+                _ if !reissue => {
+                    match planned_intermediate_in_cluster(&cluster, &secrets, planned, &deadline)
+                        .await
+                    {
+                        Ok(found) => found,
+                        Err(e) => return Err(kube_partial(&state, &private, e)),
+                    }
+                }
                 _ => None,
             };
             let (cert, key) = match reuse {
@@ -971,8 +1018,13 @@ async fn converge(
                     return Err(partial(&state, &private, d));
                 }
                 // A new revision name is a new install: remove the previous one once the new
-                // control plane is up.
+                // control plane is up (and an installer a killed apply left for it).
                 for old in private.previous_operators.clone() {
+                    let installer = Installer::new(&ns_name, &old);
+                    if let Err(e) = install::remove_installer(&cluster, &installer, &deadline).await
+                    {
+                        return Err(kube_partial(&state, &private, e));
+                    }
                     if let Err(e) = install::uninstall(
                         &cluster,
                         &operator::owner_selector(&old, &ns_name),
@@ -1014,10 +1066,66 @@ async fn converge(
             state.set("control_plane_version", Value::Null);
         }
     }
+    // Record what is left installed, when that changed (a previous revision removed).
+    let left: Vec<String> = {
+        let mut l: Vec<String> = private.operators().cloned().collect();
+        l.sort();
+        l.dedup();
+        l
+    };
+    if left != recorded {
+        if let Err(e) = cluster
+            .apply(&namespaces, &ns_object(&left), &deadline)
+            .await
+        {
+            return Err(kube_partial(&state, &private, e));
+        }
+    }
     Ok(Applied {
         state,
         private: private.store(),
     })
+}
+
+/// Namespace annotation listing (comma-separated) the IstioOperators this resource installed
+/// or started installing in the cluster.
+const OPERATORS_ANNOTATION: &str = "mesh.tfmesh.dev/istio-operators";
+
+/// The IstioOperators recorded on the namespace.
+fn recorded_operators(ns: &Namespace) -> Vec<String> {
+    ns.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OPERATORS_ANNOTATION))
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The intermediate (cert, key) in the live `cacerts` when it is the one the plan keeps
+/// (`ca_cert_pem` known and equal to it); `None` otherwise.
+async fn planned_intermediate_in_cluster(
+    cluster: &Cluster,
+    secrets: &Api<Secret>,
+    planned: &Value,
+    deadline: &Deadline,
+) -> Result<Option<(String, String)>, KubeError> {
+    let Some(want) = planned.get("ca_cert_pem").as_str() else {
+        return Ok(None);
+    };
+    let live = cluster
+        .get_opt(secrets, cacerts::SECRET_NAME, deadline)
+        .await?;
+    Ok(live
+        .as_ref()
+        .and_then(cacerts::bundle_of)
+        .filter(|b| b.ca_cert_pem == want)
+        .map(|b| (b.ca_cert_pem, b.ca_key_pem)))
 }
 
 fn set_trust_outputs(state: &mut Value, bundle: Option<&CaBundle>) {
@@ -1058,34 +1166,67 @@ async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), KubeErro
         .as_str()
         .unwrap_or("istio-system")
         .to_string();
-    for name in private.operators() {
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let live_ns = cluster.get_opt(&namespaces, &ns_name, &deadline).await?;
+    // Every IstioOperator that may have left objects: from private state, from the record on
+    // the namespace (private state is lost when a provider dies mid-operation), and the one
+    // the configuration names.
+    let configured = control_plane_from(prior, &mut Diagnostics::new()).map(|cp| {
+        operator::operator_name(
+            prior.get("cluster_name").as_str().unwrap_or_default(),
+            cp.revision.as_deref(),
+        )
+    });
+    let mut operators: Vec<String> = private
+        .operators()
+        .cloned()
+        .chain(live_ns.as_ref().map(recorded_operators).unwrap_or_default())
+        .chain(configured)
+        .collect();
+    operators.sort();
+    operators.dedup();
+    let remove_crds = private.remove_crds
+        || prior
+            .get("control_plane")
+            .get("remove_crds_on_destroy")
+            .as_bool()
+            == Some(true);
+    for name in &operators {
         // An installer a killed apply left behind holds a cluster-admin binding.
         install::remove_installer(&cluster, &Installer::new(&ns_name, name), &deadline).await?;
         let removed = install::uninstall(
             &cluster,
             &operator::owner_selector(name, &ns_name),
-            private.remove_crds,
+            remove_crds,
             &deadline,
         )
         .await?;
         tracing::info!(cluster = %cluster.name, operator = %name, removed, "control plane uninstalled");
     }
+    // `cacerts` goes if we wrote it: recorded in private state, or (written by an apply that
+    // was killed before state was saved, under a configuration since changed) labelled with
+    // this instance in the cluster.
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns_name);
-    if private.cacerts_digest.is_some() {
+    let ours = private.cacerts_digest.is_some()
+        || cluster
+            .get_opt(&secrets, cacerts::SECRET_NAME, &deadline)
+            .await?
+            .is_some_and(|s| has_instance_label(&s.metadata, &instance(prior)));
+    if ours {
         cluster
             .delete(&secrets, cacerts::SECRET_NAME, false, &deadline)
             .await?;
     }
-    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    if private.namespace_created {
+    // The namespace goes if this instance created it: the cluster's mark decides (private
+    // state only for namespaces created before the mark existed). Otherwise it stays.
+    let created = live_ns
+        .as_ref()
+        .is_some_and(|ns| created_by(&ns.metadata, &instance(prior)) || private.namespace_created);
+    if created {
         cluster
             .delete(&namespaces, &ns_name, true, &deadline)
             .await?;
-    } else if cluster
-        .get_opt(&namespaces, &ns_name, &deadline)
-        .await?
-        .is_some()
-    {
+    } else if live_ns.is_some() {
         // Not ours: give back the labels we set (an apply that owns nothing releases them).
         let bare = Namespace {
             metadata: kube::api::ObjectMeta {

@@ -106,6 +106,8 @@ pub struct Cluster {
     pub pki: ClusterPki,
     pub settings: RwLock<Settings>,
     pub faults: Mutex<Vec<Fault>>,
+    /// Requests stopped by `hold` fault rules until released.
+    pub holds: crate::control::Holds,
     pub counters: Mutex<Counters>,
     /// The chaos mode's request numbering and injected-fault counts.
     pub chaos: Mutex<ChaosState>,
@@ -143,6 +145,7 @@ impl Cluster {
             pki,
             settings: RwLock::new(settings),
             faults: Mutex::new(Vec::new()),
+            holds: Default::default(),
             counters: Mutex::new(Counters::default()),
             chaos: Mutex::new(ChaosState::default()),
             logs: Mutex::new(HashMap::new()),

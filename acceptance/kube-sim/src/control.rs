@@ -20,8 +20,10 @@ use crate::object;
 /// (plus `Retry-After: retry_after_s`) or drops the connection (`drop`). The status comes as a
 /// `Status` JSON body (with `details.retryAfterSeconds`), or with `plain_text` as kube-apiserver's
 /// own overload filters (max-in-flight, priority and fairness) answer: a `text/plain` body and the
-/// `Retry-After` header only. With `count` it applies to the next N matching requests only;
-/// without, until cleared.
+/// `Retry-After` header only. With `hold` a matching request waits (after any latency) until
+/// `POST /_sim/holds/release` or until its connection closes, then is served normally: a test
+/// can stop a client at an exact request and count the waiting ones (`GET /_sim/holds`). With
+/// `count` it applies to the next N matching requests only; without, until cleared.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Fault {
     pub path: String,
@@ -39,6 +41,8 @@ pub struct Fault {
     pub drop: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<bool>,
 }
 
 /// What the matching fault rules do to one request.
@@ -49,6 +53,8 @@ pub struct FaultAction {
     pub retry_after_s: Option<u64>,
     pub plain_text: bool,
     pub drop: bool,
+    /// Wait for a release before answering (see [`Holds`]).
+    pub hold: bool,
 }
 
 /// Glob match: `*` any run of characters, `?` exactly one.
@@ -95,6 +101,10 @@ pub fn faults_for(cluster: &Cluster, path: &str, verb: &str) -> FaultAction {
         let mut used = false;
         if let Some(l) = f.latency_ms {
             action.latency_ms += l;
+            used = true;
+        }
+        if f.hold == Some(true) {
+            action.hold = true;
             used = true;
         }
         if !decided && (f.status.is_some() || f.drop == Some(true)) {
@@ -417,6 +427,17 @@ pub fn handle(cluster: &Arc<Cluster>, method: &str, path: &str, body: &[u8]) -> 
                 .clear();
             Ok(json!({"ok": true}))
         }
+        ("GET", "/_sim/holds") => Ok(cluster.holds.counts()),
+        ("POST", "/_sim/holds/release") => {
+            // Later requests pass: the hold rules go with the release.
+            cluster
+                .faults
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|f| f.hold != Some(true));
+            let released = cluster.holds.release();
+            Ok(json!({"released": released}))
+        }
         ("GET", "/_sim/settings") => Ok(settings_json(cluster)),
         ("POST", "/_sim/settings") => {
             let mut patch = parse()?;
@@ -477,6 +498,62 @@ pub fn handle(cluster: &Arc<Cluster>, method: &str, path: &str, body: &[u8]) -> 
     match res {
         Ok(v) => (200, v),
         Err(e) => e,
+    }
+}
+
+/// Requests stopped by `hold` rules. Each held request subscribes to a release generation
+/// and waits for the next one; dropping the request (its connection closed) stops waiting.
+pub struct Holds {
+    release: tokio::sync::watch::Sender<u64>,
+    /// Held now, and held since the cluster started.
+    waiting: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Holds {
+    fn default() -> Self {
+        Holds {
+            release: tokio::sync::watch::Sender::new(0),
+            waiting: Default::default(),
+            total: Default::default(),
+        }
+    }
+}
+
+/// Counts one held request for as long as it waits (however the wait ends).
+struct Waiting<'a>(&'a Holds);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Holds {
+    /// Waits until the next release.
+    pub async fn wait(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut released = self.release.subscribe();
+        self.waiting.fetch_add(1, SeqCst);
+        self.total.fetch_add(1, SeqCst);
+        let _counted = Waiting(self);
+        // The sender lives as long as the cluster: `changed` only ends by a release.
+        let _ = released.changed().await;
+    }
+
+    /// Lets every held request go; returns how many were waiting.
+    pub fn release(&self) -> u64 {
+        let n = self.waiting.load(std::sync::atomic::Ordering::SeqCst);
+        self.release.send_modify(|g| *g += 1);
+        n
+    }
+
+    /// `{"waiting": N, "total": M}`.
+    pub fn counts(&self) -> Value {
+        use std::sync::atomic::Ordering::SeqCst;
+        json!({"waiting": self.waiting.load(SeqCst), "total": self.total.load(SeqCst)})
     }
 }
 
@@ -639,6 +716,21 @@ impl Control {
         self.request("POST", "/_sim/faults", Some(&serde_json::to_value(fault)?))
             .await
             .map(|_| ())
+    }
+
+    /// Requests held by `hold` rules: (waiting now, held in total).
+    pub async fn holds(&self) -> Result<(u64, u64)> {
+        let v = self.request("GET", "/_sim/holds", None).await?;
+        Ok((
+            v["waiting"].as_u64().unwrap_or(0),
+            v["total"].as_u64().unwrap_or(0),
+        ))
+    }
+
+    /// Removes the hold rules and lets the held requests go; returns how many were waiting.
+    pub async fn release_holds(&self) -> Result<u64> {
+        let v = self.request("POST", "/_sim/holds/release", None).await?;
+        Ok(v["released"].as_u64().unwrap_or(0))
     }
 
     pub async fn clear_faults(&self) -> Result<()> {

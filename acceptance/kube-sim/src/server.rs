@@ -133,6 +133,9 @@ async fn serve(
     if fault.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
     }
+    if fault.hold {
+        cluster.holds.wait().await;
+    }
     if fault.drop {
         return Err(std::io::Error::other("kube-sim: injected connection drop"));
     }

@@ -453,3 +453,78 @@ fn cli_refuses_a_bad_chaos_share() {
         "{err}"
     );
 }
+
+/// Polls `GET /_sim/holds` (every 10 ms, at most 10 s) until `waiting` is `want`.
+async fn holds_reach(control: &kube_sim::Control, want: u64) -> (u64, u64) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts = control.holds().await.unwrap();
+        if counts.0 == want {
+            return counts;
+        }
+        assert!(
+            Instant::now() < until,
+            "held requests stayed at {counts:?}, expected {want} waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hold_stops_matching_requests_until_released_or_the_client_leaves() {
+    let sim = sim(&["c1"]).await;
+    let c = client(&sim, "c1").await;
+    let control = sim.cluster("c1").control();
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    control
+        .add_fault(&Fault {
+            verb: Some("list".into()),
+            hold: Some(true),
+            ..fault("/api/v1/namespaces/default/configmaps")
+        })
+        .await
+        .unwrap();
+
+    // A matching list waits; other verbs and paths pass meanwhile.
+    let held = tokio::spawn({
+        let cms = cms.clone();
+        async move {
+            cms.list(&ListParams::default())
+                .await
+                .map(|l| l.items.len())
+        }
+    });
+    assert_eq!(holds_reach(&control, 1).await, (1, 1));
+    cms.get("kube-root-ca.crt").await.unwrap();
+    secrets.list(&ListParams::default()).await.unwrap();
+    assert!(!held.is_finished(), "the held list was answered");
+
+    // Released: the held request is served normally, and the rule is gone.
+    assert_eq!(control.release_holds().await.unwrap(), 1);
+    let items = common::within("the released list", held).await.unwrap();
+    assert_eq!(items.unwrap(), 1, "kube-root-ca.crt");
+    assert_eq!(holds_reach(&control, 0).await, (0, 1));
+    cms.list(&ListParams::default()).await.unwrap();
+    let listed = control.request("GET", "/_sim/faults", None).await.unwrap();
+    assert_eq!(listed["faults"], json!([]));
+
+    // A client that goes away while held no longer counts as waiting.
+    control
+        .add_fault(&Fault {
+            hold: Some(true),
+            ..fault("/api/v1/namespaces/default/secrets")
+        })
+        .await
+        .unwrap();
+    let c1 = sim.cluster("c1");
+    let raw = kube_sim::Control::new(&c1.url, &c1.ca_pem, &c1.admin_token).unwrap();
+    let gone = tokio::spawn(async move {
+        raw.raw("GET", "/api/v1/namespaces/default/secrets", None)
+            .await
+    });
+    assert_eq!(holds_reach(&control, 1).await, (1, 2));
+    gone.abort();
+    assert_eq!(holds_reach(&control, 0).await, (0, 2));
+    assert_eq!(control.release_holds().await.unwrap(), 0);
+}

@@ -170,6 +170,7 @@ async fn mint_token(
     remote: &Cluster,
     v: &Value,
     name: &str,
+    owner: &str,
     deadline: &Deadline,
 ) -> Result<rs::Token, Failure> {
     let sa = str_of(v, &["remote", "service_account"]);
@@ -178,7 +179,7 @@ async fn mint_token(
     let applied = remote
         .apply(
             &secrets,
-            &rs::token_secret(sa_ns, name, sa, labels(&instance(v))),
+            &rs::token_secret(sa_ns, name, sa, owner, labels(&instance(v))),
             deadline,
         )
         .await
@@ -204,6 +205,48 @@ async fn mint_token(
         "token secret {sa_ns}/{name} populated"
     );
     Ok(token)
+}
+
+/// The owner annotation of the token secrets resource value `v` mints (see
+/// [`rs::token_owner`]); it needs the target's API server, resolved from `v`'s connection.
+pub(super) fn token_owner_of(v: &Value) -> Result<String, KubeError> {
+    let (target_server, _) = resolved_endpoint(&conns(v).target_conn)?;
+    Ok(rs::token_owner(&rs::TokenKey {
+        target_server: &norm_server(&target_server),
+        target_namespace: str_of(v, &["namespace"]),
+        cluster_name: str_of(v, &["remote", "cluster_name"]),
+        service_account: str_of(v, &["remote", "service_account"]),
+        rotation: "",
+    }))
+}
+
+/// Token secrets of this resource in the remote (its instance label and `owner`) other than
+/// `current`: left by an apply killed before Terraform saved state, whose private state (and
+/// so the list of tokens to revoke) was lost. The cluster still knows them.
+async fn orphaned_tokens(
+    remote: &Cluster,
+    v: &Value,
+    owner: &str,
+    current: Option<&str>,
+    deadline: &Deadline,
+) -> Result<Vec<(String, String)>, KubeError> {
+    let sa_ns = str_of(v, &["remote", "service_account_namespace"]);
+    let secrets: Api<Secret> = Api::namespaced(remote.client.clone(), sa_ns);
+    let selector = ListParams::default().labels(&format!("{INSTANCE_LABEL}={}", instance(v)));
+    let listed = remote.list(&secrets, &selector, deadline).await?;
+    Ok(listed
+        .into_iter()
+        .filter(|s| {
+            s.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(rs::TOKEN_FOR_ANNOTATION))
+                .is_some_and(|o| o == owner)
+        })
+        .filter_map(|s| s.metadata.name)
+        .filter(|n| Some(n.as_str()) != current)
+        .map(|n| (sa_ns.to_string(), n))
+        .collect())
 }
 
 /// Deletes token secrets left over from rotations; what fails stays listed.
@@ -317,13 +360,33 @@ pub(super) async fn converge(
                 private.token_namespace = Some(sa_ns.clone());
                 private.token_name = Some(token_name.clone());
             }
-            let t = match mint_token(&remote, config, &token_name, &deadline).await {
+            let owner = rs::token_owner(&rs::TokenKey {
+                target_server: &norm_server(&target_server),
+                target_namespace: &namespace,
+                cluster_name: &cluster_name,
+                service_account: str_of(config, &["remote", "service_account"]),
+                rotation: "",
+            });
+            let t = match mint_token(&remote, config, &token_name, &owner, &deadline).await {
                 Ok(t) => t,
                 Err(f) => return Err(keep(f, &state, &private)),
             };
             private.token_invalid = false;
             if let Some(old) = current.filter(|o| *o != (sa_ns.clone(), token_name.clone())) {
                 private.stale_tokens.push(old);
+            }
+            // Tokens of ours the state forgot (a killed apply) are revoked like rotated ones.
+            match orphaned_tokens(&remote, config, &owner, Some(&token_name), &deadline).await {
+                Ok(found) => {
+                    for t in found {
+                        if !private.stale_tokens.contains(&t) {
+                            private.stale_tokens.push(t);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot look for earlier token secrets of this resource: {e}")
+                }
             }
             private.token_namespace = Some(sa_ns.clone());
             private.token_name = Some(token_name.clone());
@@ -447,6 +510,15 @@ async fn release_remote(
     let remote = connect(conn).await?;
     if let (Some(ns), Some(n)) = (&private.token_namespace, &private.token_name) {
         private.stale_tokens.push((ns.clone(), n.clone()));
+    }
+    // Also those the state lost track of (an apply killed before state was saved): the
+    // cluster knows them by their owner annotation.
+    if let Ok(owner) = token_owner_of(v) {
+        for t in orphaned_tokens(&remote, v, &owner, None, deadline).await? {
+            if !private.stale_tokens.contains(&t) {
+                private.stale_tokens.push(t);
+            }
+        }
     }
     for (ns, n) in std::mem::take(&mut private.stale_tokens) {
         let api: Api<Secret> = Api::namespaced(remote.client.clone(), &ns);

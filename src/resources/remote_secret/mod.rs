@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::istio::{self, istiod, remote_secret as rs};
 use crate::kube::{
-    connect, labels, Cluster, Connection, Deadline, KubeError, FIELD_MANAGER, MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
+    connect, labels, Cluster, Connection, Deadline, KubeError, FIELD_MANAGER, INSTANCE_LABEL,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
 use crate::plugin::resource::{timeout, timeouts_block, validate_timeouts};
 use crate::plugin::{
