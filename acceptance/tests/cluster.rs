@@ -1661,6 +1661,15 @@ resource "mesh_cluster" "east" {{
   intermediate {{
     key_algorithm = "ECDSA"
   }}
+
+  # istiod must load each step's bundle: the apply waits for it.
+  control_plane {{
+    version = "1.30.3"
+  }}
+
+  timeouts {{
+    update = "10s"
+  }}
 }}
 "#,
         old = if old { root("root") } else { String::new() },
@@ -1744,7 +1753,34 @@ fn root_rotation_in_three_applies_keeps_trust_at_every_step() {
     let step3 = cacerts(&sim);
     assert_eq!(roots_in(&step3.root), b);
     assert_eq!(step3.ca, step2.ca, "step 3 keeps the intermediate");
+    let published = |sim: &Clusters| {
+        let cm = sim
+            .find("c1", "ConfigMap", "istio-system", "istio-ca-root-cert")
+            .expect("istiod publishes its roots");
+        roots_in(cm["data"]["root-cert.pem"].as_str().unwrap_or(""))
+    };
+    assert_eq!(published(&sim), b, "istiod serves the rotated bundle");
     ws.assert_empty_plan();
+
+    // A swap forced through with allow_trust_break: istiod keeps serving the old root, and the
+    // apply says so instead of reporting success.
+    let swap = rotation_config(&kc, "root", "", true, true).replace(
+        "  network      = ",
+        "  allow_trust_break = true\n  network      = ",
+    );
+    ws.config(&swap);
+    let out = ws.run(&["apply", "-auto-approve", "-no-color"]);
+    let text = flat(&[out.stdout, out.stderr].concat());
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("has not loaded the new trust bundle"),
+        "{text}"
+    );
+    assert_eq!(
+        published(&sim),
+        b,
+        "istiod must not have taken the swapped root"
+    );
     ws.destroy();
     assert_eq!(sim.ours("c1"), Vec::<String>::new());
 }

@@ -12,6 +12,11 @@ use k8s_openapi::ByteString;
 /// Name of the plug-in CA secret.
 pub const SECRET_NAME: &str = "cacerts";
 
+/// The ConfigMap istiod publishes the roots it serves in (in every namespace).
+pub const ROOT_CONFIGMAP: &str = "istio-ca-root-cert";
+/// Its key.
+pub const ROOT_CONFIGMAP_KEY: &str = "root-cert.pem";
+
 /// The four PEM documents istiod needs. Debug never shows the key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CaBundle {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::Api;
 use serde::{Deserialize, Serialize};
 
@@ -935,6 +935,9 @@ async fn converge(
                 return Err(kube_partial(&state, &private, e));
             }
             private.cacerts_digest = Some(b.digest());
+            if let Err(e) = wait_for_istiod_to_load(&cluster, &ns_name, b, &deadline).await {
+                return Err(kube_partial(&state, &private, e));
+            }
             set_trust_outputs(&mut state, Some(b));
             // A plan that did not reissue promised the refresh-time verdict; the next refresh
             // gives the current one.
@@ -1126,6 +1129,62 @@ async fn planned_intermediate_in_cluster(
         .and_then(cacerts::bundle_of)
         .filter(|b| b.ca_cert_pem == want)
         .map(|b| (b.ca_cert_pem, b.ca_key_pem)))
+}
+
+/// The longest the provider waits for a running istiod to load a new `cacerts` (the kubelet
+/// refreshes a Secret volume within about a minute; a refused bundle never loads).
+const CACERTS_LOAD_WAIT: Duration = Duration::from_secs(5 * 60);
+
+/// Root fingerprints of a PEM bundle.
+fn root_fingerprints(pem: &str) -> std::collections::BTreeSet<String> {
+    pki::parse_certs_pem(pem)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| pki::fingerprint_sha256(c.der()))
+        .collect()
+}
+
+/// After `cacerts` is written with a running control plane: waits until istiod serves the
+/// bundle's roots, which it shows by republishing ConfigMap `istio-ca-root-cert`. No Ready
+/// istiod (created before the install, a remote): nothing to wait for.
+async fn wait_for_istiod_to_load(
+    cluster: &Cluster,
+    namespace: &str,
+    bundle: &CaBundle,
+    deadline: &Deadline,
+) -> Result<(), KubeError> {
+    let running = istio::istiod::pods(cluster, namespace, None, deadline).await?;
+    if !running.iter().any(|p| p.ready) {
+        return Ok(());
+    }
+    let want = root_fingerprints(&bundle.root_cert_pem);
+    let loaded = move |cm: Option<&ConfigMap>| {
+        cm.and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get(cacerts::ROOT_CONFIGMAP_KEY))
+            .is_some_and(|pem| root_fingerprints(pem) == want)
+    };
+    let capped = Deadline {
+        started: std::time::Instant::now(),
+        until: deadline
+            .until
+            .min(std::time::Instant::now() + CACERTS_LOAD_WAIT),
+        cancel: deadline.cancel.clone(),
+    };
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), namespace);
+    let what = format!(
+        "istiod to load the new trust bundle (ConfigMap {namespace}/{} to hold it)",
+        cacerts::ROOT_CONFIGMAP
+    );
+    match crate::kube::wait::wait_for(cluster, api, cacerts::ROOT_CONFIGMAP, &what, loaded, &capped)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(KubeError::Timeout { waited, .. }) => Err(KubeError::Config {
+            cluster: cluster.name.clone(),
+            message: format!("istiod in namespace {namespace} has not loaded the new trust bundle after {:.0}s: ConfigMap {} still holds other roots. istiod loads a changed root-cert.pem only when ISTIO_MULTIROOT_MESH=true and the new roots are a superset or subset of the old (rotate in steps: docs/guides/root-rotation.md), and it watches cacerts only if it started with one: after switching a running control plane to root_ca or ca, restart it (kubectl -n {namespace} rollout restart deploy/istiod). cacerts is written; the next apply checks again.", waited.as_secs_f64(), cacerts::ROOT_CONFIGMAP),
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 fn set_trust_outputs(state: &mut Value, bundle: Option<&CaBundle>) {
