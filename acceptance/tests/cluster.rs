@@ -261,8 +261,9 @@ fn cluster_with_root_ca_in_one_plan() {
     ws.assert_empty_plan();
     let (ca, key) = (rerooted.ca.clone(), rerooted.key.clone());
 
-    // Drift: cacerts deleted and the label edited out of band → the plan repairs both, with
-    // the same intermediate (no churn).
+    // Drift: cacerts deleted and the label edited out of band → the plan repairs both. The
+    // intermediate's key lived only in cacerts (never in state), so the repair issues a new
+    // intermediate from the same root.
     sim.kubectl("c1", &["-n", "istio-system", "delete", "secret", "cacerts"]);
     sim.kubectl(
         "c1",
@@ -283,16 +284,38 @@ fn cluster_with_root_ca_in_one_plan() {
     );
     assert!(text.contains("ca_cert_pem"), "{text}");
     ws.apply();
-    let repaired = sim
-        .find("c1", "Secret", "istio-system", "cacerts")
-        .expect("cacerts repaired");
-    assert_eq!(
-        secret_data(&repaired, "ca-cert.pem").as_deref(),
-        Some(ca.as_str())
+    let repaired = cacerts(&sim);
+    assert_ne!(
+        repaired.ca, ca,
+        "the key was gone: a new intermediate is due"
     );
-    assert_eq!(
-        secret_data(&repaired, "ca-key.pem").as_deref(),
-        Some(key.as_str())
+    assert_ne!(repaired.key, key);
+    assert_eq!(repaired.root, rerooted.root, "from the same root");
+    repaired.assert_chains(&ws, "repaired");
+    let (ca, key) = (repaired.ca.clone(), repaired.key.clone());
+    // The key is in no state file, private state included: only in the cluster.
+    let raw = std::fs::read_to_string(ws.dir.join("terraform.tfstate")).expect("state file");
+    let state: serde_json::Value = serde_json::from_str(&raw).expect("state JSON");
+    let mut stored = raw.clone();
+    for r in state["resources"].as_array().into_iter().flatten() {
+        for i in r["instances"].as_array().into_iter().flatten() {
+            if let Some(p) = i["private"].as_str() {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(p)
+                    .unwrap_or_default();
+                stored.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    assert!(
+        stored.contains("cacerts_digest"),
+        "private state not decoded"
+    );
+    let key_line = key.lines().nth(1).expect("a key body line");
+    assert!(
+        !stored.contains(key_line),
+        "the intermediate key is in the state"
     );
     let ns = sim.find("c1", "Namespace", "", "istio-system").unwrap();
     assert_eq!(

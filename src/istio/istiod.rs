@@ -243,6 +243,9 @@ pub async fn networkz(
     debug_get(cluster, namespace, pod, "/debug/networkz", deadline).await
 }
 
+/// How long one istiod replica gets to answer one read.
+const PER_POD_READ: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// Asks every Ready istiod pod (of `revision`, or all) for the clusters it reads, in
 /// parallel. Pods that are not Ready are listed with an error, not asked.
 pub async fn views(
@@ -252,9 +255,17 @@ pub async fn views(
     deadline: &Deadline,
 ) -> Result<Vec<PodView>, KubeError> {
     let pods = pods(cluster, namespace, revision, deadline).await?;
+    // One replica that does not answer (replaced since it was listed, overloaded) must not
+    // hold up the others, nor a caller that polls.
+    let per_pod = Deadline {
+        started: std::time::Instant::now(),
+        until: deadline.until.min(std::time::Instant::now() + PER_POD_READ),
+        cancel: deadline.cancel.clone(),
+    };
+    let per_pod = &per_pod;
     let asks = pods.into_iter().map(|pod| async move {
         let clusters = if pod.ready {
-            clusterz(cluster, namespace, &pod.name, deadline)
+            clusterz(cluster, namespace, &pod.name, per_pod)
                 .await
                 .map_err(|e| e.to_string())
         } else {

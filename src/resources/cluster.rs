@@ -36,7 +36,7 @@ With `control_plane { ... }` the provider installs Istio: it renders an IstioOpe
 
 Drift is repaired: a deleted or edited `cacerts`, a changed network label, or a missing istiod shows in the next plan and is put back by apply. If the namespace is gone, the resource is planned for creation again. Destroy uninstalls the control plane: every object carrying the installer's owner labels for this cluster's IstioOperator. That is more than `istioctl uninstall -f` without `--purge`, which keeps Istio's base (the reader ServiceAccount, the base RBAC, the validating webhook): after destroy nothing of the install is left, except Istio's CRDs, which are deleted only with `remove_crds_on_destroy` (deleting them deletes every Istio resource in the cluster). Then it removes `cacerts`, and the namespace if this resource created it (otherwise only its labels). What it created is marked in the cluster itself — annotation `mesh.tfmesh.dev/created-by` on a namespace it created, `mesh.tfmesh.dev/istio-operators` listing the control planes it installs — so destroy removes it even when an earlier apply was killed before Terraform saved state.
 
-The intermediate CA's private key is kept in the resource's private state (in the state file, not shown in plans).";
+The intermediate CA's private key is never stored in Terraform's state: it lives only in `cacerts`, where a repair reads it back; when `cacerts` is gone, the repair issues a new intermediate from the root. (The root key, given in `root_ca`, is in the state of `mesh_root_ca` and in this resource's configuration.)";
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const READ_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -634,9 +634,16 @@ struct Private {
     namespace_created: bool,
     /// Digest of the bundle written to `cacerts` (none: no `cacerts`).
     cacerts_digest: Option<String>,
-    /// The intermediate issued from `root_ca` (cert and key), reused until reissued.
+    /// The intermediate issued from `root_ca`, reused until reissued. Its key lives only in the
+    /// cluster (`cacerts`); state written by earlier versions may still carry it: read, never
+    /// written again.
     issued_cert_pem: Option<String>,
+    #[serde(default, skip_serializing)]
     issued_key_pem: Option<String>,
+    /// Refresh found `cacerts` drifted but still holding our intermediate and its key, so the
+    /// repair writes it back; otherwise the repair has to issue a new one.
+    #[serde(default)]
+    key_in_cluster: bool,
     /// The IstioOperator installed (its name selects what to uninstall) and its digest. The
     /// name is recorded before the installer runs, so a failed install is still uninstalled
     /// by destroy; the digest only once it succeeded.
@@ -846,16 +853,21 @@ async fn converge(
     let reissue = planned.get("ca_cert_pem").is_unknown();
     let bundle = match trust {
         Trust::Root { signer, spec } => {
+            // The plan keeps the intermediate: its key is in the cluster (or, in state from an
+            // earlier version, in private state). Also after private state was lost (the
+            // provider killed during an update).
             let reuse = match (&private.issued_cert_pem, &private.issued_key_pem) {
                 (Some(c), Some(k)) if !reissue => Some((c.clone(), k.clone())),
-                // Private state lost (the provider was killed during an update, and Terraform
-                // kept the prior state without its private part): the intermediate the plan
-                // keeps is still in the cluster, with its key.
                 _ if !reissue => {
                     match planned_intermediate_in_cluster(&cluster, &secrets, planned, &deadline)
                         .await
                     {
-                        Ok(found) => found,
+                        Ok(Some(found)) => Some(found),
+                        Ok(None) => {
+                            let mut d = Diagnostics::new();
+                            d.error(format!("cluster {}: the intermediate CA's key is no longer in Secret {ns_name}/cacerts", cluster.name), "The key of the intermediate this plan keeps lives only in cacerts, and cacerts changed after the plan was made. Plan and apply again: the new plan issues a new intermediate from the root.");
+                            return Err(partial(&state, &private, d));
+                        }
                         Err(e) => return Err(kube_partial(&state, &private, e)),
                     }
                 }
@@ -902,7 +914,8 @@ async fn converge(
                 .map(|c| c.to_pem())
                 .unwrap_or(root);
             private.issued_cert_pem = Some(cert.clone());
-            private.issued_key_pem = Some(key.clone());
+            private.issued_key_pem = None;
+            private.key_in_cluster = false;
             Some(CaBundle {
                 cert_chain_pem: pki::concat_pem(&[&cert, &root]),
                 ca_cert_pem: cert,
@@ -1127,8 +1140,20 @@ async fn planned_intermediate_in_cluster(
     Ok(live
         .as_ref()
         .and_then(cacerts::bundle_of)
-        .filter(|b| b.ca_cert_pem == want)
-        .map(|b| (b.ca_cert_pem, b.ca_key_pem)))
+        .filter(|b| key_matches(want, &b.ca_key_pem))
+        .map(|b| (want.to_string(), b.ca_key_pem)))
+}
+
+/// Whether `key_pem` is the private key of certificate `cert_pem`: the intermediate's key
+/// found in the cluster, even when someone replaced the certificate next to it.
+fn key_matches(cert_pem: &str, key_pem: &str) -> bool {
+    match (
+        pki::parse_cert_pem(cert_pem),
+        pki::parse_private_key_pem(key_pem),
+    ) {
+        (Ok(cert), Ok(key)) => key.check_matches(&cert).is_ok(),
+        _ => false,
+    }
 }
 
 /// The longest the provider waits for a running istiod to load a new `cacerts` (the kubelet
@@ -1331,10 +1356,18 @@ async fn observe(
         .get_opt(&secrets, cacerts::SECRET_NAME, &deadline)
         .await?;
     let bundle = live.as_ref().and_then(cacerts::bundle_of);
+    let mut private = private;
     match (&private.cacerts_digest, &bundle) {
         (Some(want), Some(b)) if *want == b.digest() => set_trust_outputs(&mut state, Some(b)),
-        // Ours is missing or was edited: empty outputs make the plan put it back.
-        (Some(_), _) => set_trust_outputs(&mut state, None),
+        // Ours is missing or was edited: empty outputs make the plan put it back — the same
+        // intermediate while cacerts still holds it with its key, else a new one.
+        (Some(_), _) => {
+            private.key_in_cluster = match (&bundle, &private.issued_cert_pem) {
+                (Some(b), Some(cert)) => key_matches(cert, &b.ca_key_pem),
+                _ => false,
+            };
+            set_trust_outputs(&mut state, None);
+        }
         (None, _) => {}
     }
     if private.operator_name.is_some() {
@@ -1346,7 +1379,7 @@ async fn observe(
     }
     Ok(Some(Applied {
         state,
-        private: private_bytes.to_vec(),
+        private: private.store(),
     }))
 }
 
@@ -1419,11 +1452,12 @@ impl Resource for MeshCluster {
         // edited, in which case apply writes them again (same intermediate, same key).
         let private = Private::load(plan.prior_private);
         if private.cacerts_digest.is_some() && plan.prior.get("ca_cert_pem").is_null() {
-            let cert = private
-                .issued_cert_pem
-                .clone()
-                .map(Value::from)
-                .unwrap_or_else(|| plan.config.get("ca").get("cert_pem").clone());
+            let cert = match &private.issued_cert_pem {
+                // The key went with cacerts: the repair issues a new intermediate.
+                Some(_) if !private.key_in_cluster => Value::Unknown,
+                Some(c) => Value::from(c.as_str()),
+                None => plan.config.get("ca").get("cert_pem").clone(),
+            };
             plan.planned.set("ca_cert_pem", cert);
             for k in [
                 "cert_chain_pem",

@@ -105,6 +105,10 @@ async fn main() -> Result<()> {
     if let Some(info) = &args.info {
         sim.write_info(info)?;
     }
+    // Handlers first: whoever reads the ready line may signal at once.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
     let urls: Vec<String> = sim
         .clusters()
         .iter()
@@ -115,10 +119,8 @@ async fn main() -> Result<()> {
         urls.join(" "),
         args.kubeconfig.display()
     );
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
         _ = term.recv() => {}
     }
     sim.shutdown();

@@ -53,7 +53,17 @@ pub(super) async fn wait_for_sync(
                 .iter()
                 .all(|v| v.status_of(remote.cluster_name) == Some(istiod::Sync::Synced));
         polls += 1;
-        last = views;
+        // A replica that could not be asked this time (e.g. the read ran into the deadline)
+        // keeps the status it last reported: that is what the diagnosis needs.
+        last = views
+            .into_iter()
+            .map(
+                |v| match (&v.clusters, last.iter().find(|o| o.pod.name == v.pod.name)) {
+                    (Err(_), Some(old)) if old.clusters.is_ok() => old.clone(),
+                    _ => v,
+                },
+            )
+            .collect();
         if synced {
             tracing::info!(
                 cluster = %target.name,
@@ -64,10 +74,11 @@ pub(super) async fn wait_for_sync(
             );
             return Ok(Some(istiod::Sync::Synced));
         }
-        let pause = SYNC_POLL.min(wait.remaining());
-        if pause.is_zero() {
+        // No new poll that could not finish before the deadline.
+        if wait.remaining() < SYNC_POLL * 2 {
             break;
         }
+        let pause = SYNC_POLL;
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = deadline.cancel.cancelled() => {
