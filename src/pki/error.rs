@@ -181,15 +181,51 @@ pub enum PkiError {
         /// How many CA certificates sit below it.
         below: usize,
     },
-    /// A CA carries an extendedKeyUsage that Go's verification rejects.
+    /// A CA carries an extendedKeyUsage that istiod's or Envoy's chain checks reject.
     #[error(
-        "certificate {subject:?} has an extendedKeyUsage without serverAuth, so istiod's \
-         chain verification (Go x509, default options) rejects it; CA certificates should \
-         carry no extendedKeyUsage"
+        "certificate {subject:?} has an extendedKeyUsage ({found}) without both serverAuth \
+         and clientAuth: Envoy checks the ssl_server and ssl_client purposes on every \
+         certificate of the chain (anyExtendedKeyUsage satisfies neither), so mTLS between \
+         workloads would fail; CA certificates should carry no extendedKeyUsage, or both"
     )]
     ForbiddenExtendedKeyUsage {
         /// Subject of the certificate.
         subject: String,
+        /// The purposes it lists, e.g. "serverAuth".
+        found: String,
+    },
+    /// A certificate has a negative serial number.
+    #[error(
+        "certificate {subject:?} has a negative serial number, which Go 1.23 and later (so \
+         istiod) refuse to parse: re-issue it with a positive serial"
+    )]
+    NegativeSerial {
+        /// Subject of the certificate.
+        subject: String,
+    },
+    /// An RSA-PSS signature uses parameters Go's x509 (so istiod) does not accept.
+    #[error(
+        "certificate {subject:?} is signed with RSA-PSS {found}, which istiod rejects: Go \
+         accepts only SHA-256, SHA-384 or SHA-512 with MGF1 over the same hash and a salt as \
+         long as the hash (openssl: -sigopt rsa_pss_saltlen:digest)"
+    )]
+    UnsupportedPssParameters {
+        /// Subject of the certificate.
+        subject: String,
+        /// The parameters found, e.g. "with SHA-256 and a 222-byte salt".
+        found: String,
+    },
+    /// `cert_pem` holds more than one certificate, and the extra ones contradict the chain.
+    #[error(
+        "expected the signing CA certificate, optionally followed by its chain, but the {extra} \
+         certificate(s) after {subject:?} are not the start of the certificate chain given: \
+         istiod uses only the first certificate here, so put the chain in the chain input only"
+    )]
+    ExtraCertificatesDisagree {
+        /// Subject of the signing (first) certificate.
+        subject: String,
+        /// How many certificates follow it.
+        extra: usize,
     },
     /// The issuer's subject cannot be copied byte-for-byte into a child certificate.
     #[error(

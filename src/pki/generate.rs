@@ -465,7 +465,7 @@ impl CaSigner {
     }
 
     /// Loads a CA: exactly one certificate, a supported key matching it, CA:true with
-    /// keyCertSign, valid at `now`, and able to have an intermediate CA below it.
+    /// keyCertSign, valid at `now`, a positive serial, and able to have an intermediate CA below it.
     pub fn from_pem_at(
         cert_pem: &str,
         private_key_pem: &str,
@@ -476,6 +476,8 @@ impl CaSigner {
         key.check_matches(&cert).map_err(at(Field::PrivateKeyPem))?;
         cert.check_is_ca().map_err(at(Field::CertPem))?;
         cert.check_valid_at(now).map_err(at(Field::CertPem))?;
+        // The root goes into root-cert.pem, which istiod must be able to parse.
+        cert.check_serial_positive().map_err(at(Field::CertPem))?;
         if cert.info.path_len == Some(0) {
             return Err(at(Field::CertPem)(PkiError::PathLenExceeded {
                 subject: cert.info.subject.clone(),

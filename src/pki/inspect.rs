@@ -112,6 +112,17 @@ impl Certificate {
         Ok(())
     }
 
+    /// Errors if the serial number is negative: Go 1.23 and later refuse to parse such a
+    /// certificate, so istiod would fail to load it (zero is still accepted).
+    pub fn check_serial_positive(&self) -> Result<(), PkiError> {
+        match self.x509().raw_serial().first() {
+            Some(first) if first & 0x80 != 0 => Err(PkiError::NegativeSerial {
+                subject: self.info.subject.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn x509(&self) -> X509Certificate<'_> {
         parse_der(&self.der).expect("DER was parsed successfully when the Certificate was built")
     }
@@ -262,6 +273,8 @@ pub fn inspect_cert(pem: &str) -> Result<CertInfo, PkiError> {
 pub struct PrivateKey {
     pub(super) key: KeyPair,
     pub(super) description: String,
+    /// The key block alone, re-encoded: what `ca-key.pem` must hold.
+    pub(super) pem: String,
 }
 
 impl fmt::Debug for PrivateKey {
@@ -277,6 +290,12 @@ impl PrivateKey {
     /// Key description, e.g. "RSA 4096" or "ECDSA P-384".
     pub fn algorithm(&self) -> &str {
         &self.description
+    }
+
+    /// The key as canonical PEM: only the key block (istiod reads only the first block of
+    /// `ca-key.pem`), with its original label, unindented.
+    pub fn to_pem(&self) -> String {
+        self.pem.clone()
     }
 
     /// Errors unless this is the private key of `cert` (compares the public keys).
@@ -299,7 +318,9 @@ impl PrivateKey {
 
 /// Parses an unencrypted PKCS#8, PKCS#1 or SEC1 PEM private key (RSA or ECDSA).
 pub fn parse_private_key_pem(pem: &str) -> Result<PrivateKey, PkiError> {
-    // openssl's `ecparam -genkey` emits an "EC PARAMETERS" block before the key: skip it.
+    // openssl's `ecparam -genkey` emits an "EC PARAMETERS" block before the key: skip it
+    // here, and callers write only the key block ([`PrivateKey::to_pem`]), since istiod
+    // reads only the first block of `ca-key.pem`.
     let keys: Vec<PemBlock> = pem_blocks(pem, "PRIVATE KEY")?
         .into_iter()
         .filter(|b| b.label != "EC PARAMETERS")
@@ -338,5 +359,10 @@ pub fn parse_private_key_pem(pem: &str) -> Result<PrivateKey, PkiError> {
     if !supported {
         return Err(PkiError::UnsupportedKeyType { found: description });
     }
-    Ok(PrivateKey { key, description })
+    let pem = pem_encode(&block.label, &block.der);
+    Ok(PrivateKey {
+        key,
+        description,
+        pem,
+    })
 }

@@ -897,3 +897,322 @@ fn openssl_ed25519_and_repeated_name_roots_are_refused() {
         "{err:?}"
     );
 }
+
+// ---- what istiod and Envoy accept (issue 14, item 6) ---------------------------------
+
+/// An ECDSA P-256 intermediate `name` signed by the root in `dir` (cert.pem, key.pem), with
+/// `ext` as its extensions and `x509_args` added to `openssl x509 -req`; returns
+/// (cert_pem, key_pem) as openssl wrote them.
+fn openssl_intermediate(
+    dir: &std::path::Path,
+    name: &str,
+    ext: &str,
+    x509_args: &[&str],
+) -> (String, String) {
+    let (key, csr, cert, cnf) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("{name}.cnf"),
+    );
+    std::fs::write(
+        dir.join(&cnf),
+        format!("[v3]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n{ext}\n"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &["ecparam", "-name", "prime256v1", "-genkey", "-out", &key],
+    );
+    let subj = format!("/O=Example/CN={name}");
+    openssl(
+        dir,
+        &["req", "-new", "-key", &key, "-subj", &subj, "-out", &csr],
+    );
+    let mut args = vec![
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "cert.pem",
+        "-CAkey",
+        "key.pem",
+        "-sha256",
+        "-days",
+        "10",
+        "-extfile",
+        &cnf,
+        "-extensions",
+        "v3",
+        "-out",
+        &cert,
+    ];
+    args.extend_from_slice(x509_args);
+    openssl(dir, &args);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    (read(&cert), read(&key))
+}
+
+/// An openssl ECDSA root in `dir` and an intermediate below it: (root, inter, inter_key).
+fn openssl_ecdsa_bundle(dir: &std::path::Path) -> (String, String, String) {
+    let (root, _) = openssl_root(
+        dir,
+        &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+        "/O=Example/CN=Root",
+    );
+    let (inter, key) = openssl_intermediate(dir, "Inter", "", &[]);
+    (root, inter, key)
+}
+
+fn starts_every_block_at_line_start(pem: &str) -> bool {
+    pem.lines()
+        .all(|l| !l.starts_with(char::is_whitespace) && !l.contains('\r'))
+}
+
+#[test]
+fn indented_pem_is_written_canonical() {
+    let Some(dir) = openssl_dir("indent") else {
+        return;
+    };
+    let (root, inter, key) = openssl_ecdsa_bundle(&dir);
+    let chain = concat_pem(&[&inter, &root]);
+    // As a heredoc inside an indented HCL block delivers it (Go's pem.Decode finds none).
+    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("      {l}\r\n")).collect() };
+    let ok = validate_ca_bundle(
+        &indent(&inter),
+        &indent(&key),
+        &indent(&chain),
+        &indent(&root),
+    )
+    .unwrap();
+    let pem = &ok.pem;
+    for written in [
+        &pem.cert_pem,
+        &pem.private_key_pem,
+        &pem.cert_chain_pem,
+        &pem.root_cert_pem,
+    ] {
+        assert!(written.starts_with("-----BEGIN "), "{}", written.len());
+        assert!(starts_every_block_at_line_start(written));
+    }
+    // openssl writes canonical PEM itself: the normalised text is exactly its output.
+    assert_eq!(pem.cert_pem, inter);
+    assert_eq!(pem.cert_chain_pem, chain);
+    assert_eq!(pem.root_cert_pem, root);
+    assert!(!format!("{pem:?}").contains("PRIVATE KEY"));
+}
+
+#[test]
+fn ec_parameters_block_is_dropped_from_the_key() {
+    let Some(dir) = openssl_dir("ecparams") else {
+        return;
+    };
+    let (root, inter, key) = openssl_ecdsa_bundle(&dir);
+    // `openssl ecparam -genkey` writes EC PARAMETERS first; istiod reads only that block.
+    assert!(key.starts_with("-----BEGIN EC PARAMETERS-----"));
+    let key_block = &key[key.find("-----BEGIN EC PRIVATE KEY-----").unwrap()..];
+    let ok = validate_ca_bundle(&inter, &key, &concat_pem(&[&inter, &root]), &root).unwrap();
+    assert_eq!(ok.pem.private_key_pem, key_block);
+    assert_eq!(ok.pem.private_key_pem.matches("-----BEGIN").count(), 1);
+    // Same key, same certificate: the written key still matches it.
+    parse_private_key_pem(&ok.pem.private_key_pem)
+        .unwrap()
+        .check_matches(&parse_cert_pem(&inter).unwrap())
+        .unwrap();
+}
+
+#[test]
+fn ca_extended_key_usage_must_allow_server_and_client_auth() {
+    let Some(dir) = openssl_dir("eku") else {
+        return;
+    };
+    let (root, _, _) = openssl_ecdsa_bundle(&dir);
+    let check = |name: &str, eku: &str| {
+        let (inter, key) = openssl_intermediate(&dir, name, eku, &[]);
+        validate_ca_bundle(&inter, &key, &concat_pem(&[&inter, &root]), &root)
+    };
+    // Go alone would take these two; Envoy's ssl_client/ssl_server purpose checks do not.
+    for (name, eku, found) in [
+        ("ServerOnly", "extendedKeyUsage=serverAuth", "serverAuth"),
+        (
+            "AnyOnly",
+            "extendedKeyUsage=anyExtendedKeyUsage",
+            "anyExtendedKeyUsage",
+        ),
+        ("ClientOnly", "extendedKeyUsage=clientAuth", "clientAuth"),
+    ] {
+        let err = check(name, eku).unwrap_err();
+        assert_eq!(err.field, Field::CertPem, "{name}");
+        assert_eq!(
+            err.error,
+            PkiError::ForbiddenExtendedKeyUsage {
+                subject: format!("O=Example, CN={name}"),
+                found: found.into()
+            }
+        );
+        assert!(err.to_string().contains("Envoy"), "{err}");
+    }
+    check("Both", "extendedKeyUsage=serverAuth,clientAuth").unwrap();
+
+    // The same rule holds for the root at the end of the chain.
+    let sub = dir.join("root-eku");
+    std::fs::create_dir_all(&sub).unwrap();
+    let (root, _) = openssl_root(
+        &sub,
+        &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+        "/CN=Server Root",
+    );
+    openssl(
+        &sub,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "key.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Server Root",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+            "-out",
+            "cert.pem",
+        ],
+    );
+    let root_eku = std::fs::read_to_string(sub.join("cert.pem")).unwrap();
+    assert_ne!(root, root_eku);
+    let (inter, key) = openssl_intermediate(&sub, "Below", "", &[]);
+    let err = validate_ca_bundle(&inter, &key, &inter, &root_eku).unwrap_err();
+    assert_eq!(err.field, Field::RootCertPem);
+    assert!(matches!(
+        err.error,
+        PkiError::ForbiddenExtendedKeyUsage { .. }
+    ));
+}
+
+#[test]
+fn negative_serial_numbers_are_refused() {
+    let Some(dir) = openssl_dir("serial") else {
+        return;
+    };
+    let (root, _, _) = openssl_ecdsa_bundle(&dir);
+    let (inter, key) = openssl_intermediate(&dir, "Negative", "", &["-set_serial", "-5"]);
+    assert!(inspect_cert(&inter).unwrap().serial.starts_with('f'));
+    let err = validate_ca_bundle(&inter, &key, &concat_pem(&[&inter, &root]), &root).unwrap_err();
+    assert_eq!(err.field, Field::CertPem);
+    assert_eq!(
+        err.error,
+        PkiError::NegativeSerial {
+            subject: "O=Example, CN=Negative".into()
+        }
+    );
+    assert!(err.to_string().contains("Go 1.23"));
+    // A positive serial from the same root passes.
+    let (inter, key) = openssl_intermediate(&dir, "Positive", "", &["-set_serial", "5"]);
+    validate_ca_bundle(&inter, &key, &inter, &root).unwrap();
+
+    // A root with a negative serial: refused in root_cert_pem and as root_ca.
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "key.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Neg Root",
+            "-set_serial",
+            "-7",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-out",
+            "neg-root.pem",
+        ],
+    );
+    let neg_root = std::fs::read_to_string(dir.join("neg-root.pem")).unwrap();
+    let err = validate_ca_bundle(&inter, &key, &inter, &neg_root).unwrap_err();
+    assert_eq!(err.field, Field::RootCertPem);
+    assert!(matches!(err.error, PkiError::NegativeSerial { .. }));
+    let root_key = std::fs::read_to_string(dir.join("key.pem")).unwrap();
+    let err = CaSigner::from_pem(&neg_root, &root_key).unwrap_err();
+    assert_eq!(err.field, Field::CertPem);
+    assert!(matches!(err.error, PkiError::NegativeSerial { .. }));
+}
+
+#[test]
+fn full_chain_in_cert_pem_uses_its_first_certificate() {
+    let Some(dir) = openssl_dir("fullchain") else {
+        return;
+    };
+    let (root, inter, key) = openssl_ecdsa_bundle(&dir);
+    let full = concat_pem(&[&inter, &root]);
+    // Full chain in cert_pem, chain holding the intermediate alone: the rest moves over.
+    let ok = validate_ca_bundle(&full, &key, &inter, &root).unwrap();
+    assert_eq!(ok.pem.cert_pem, inter);
+    assert_eq!(ok.pem.cert_chain_pem, full);
+    assert_eq!(ok.chain.len(), 2);
+    // The same full chain in both.
+    let ok = validate_ca_bundle(&full, &key, &full, &root).unwrap();
+    assert_eq!(
+        (ok.pem.cert_pem, ok.pem.cert_chain_pem),
+        (inter.clone(), full)
+    );
+    // A cert_pem whose extra certificates contradict the chain is refused.
+    std::fs::create_dir_all(dir.join("other")).unwrap();
+    let (other, _) = openssl_root(
+        &dir.join("other"),
+        &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+        "/CN=Other",
+    );
+    let err = validate_ca_bundle(
+        &concat_pem(&[&inter, &other]),
+        &key,
+        &concat_pem(&[&inter, &root]),
+        &root,
+    )
+    .unwrap_err();
+    assert_eq!(err.field, Field::CertPem);
+    assert_eq!(
+        err.error,
+        PkiError::ExtraCertificatesDisagree {
+            subject: "O=Example, CN=Inter".into(),
+            extra: 1
+        }
+    );
+}
+
+#[test]
+fn rsa_pss_signed_intermediate_is_accepted_with_go_parameters() {
+    let Some(dir) = openssl_dir("pss") else {
+        return;
+    };
+    let (root, _) = openssl_root(&dir, &["genrsa"], "/O=Example/CN=RSA Root");
+    let pss = ["-sigopt", "rsa_padding_mode:pss"];
+    let digest_salt = [&pss[..], &["-sigopt", "rsa_pss_saltlen:digest"]].concat();
+    let (inter, key) = openssl_intermediate(&dir, "PSS", "", &digest_salt);
+    let text = openssl(&dir, &["x509", "-in", "PSS.pem", "-noout", "-text"]);
+    assert!(text.contains("rsassaPss"), "openssl did not sign with PSS");
+    let ok = validate_ca_bundle(&inter, &key, &concat_pem(&[&inter, &root]), &root).unwrap();
+    assert_eq!(ok.root.subject, "O=Example, CN=RSA Root");
+
+    // openssl's default PSS salt is the maximum length, which Go refuses.
+    let (inter, key) = openssl_intermediate(&dir, "PSSMax", "", &pss);
+    let err = validate_ca_bundle(&inter, &key, &inter, &root).unwrap_err();
+    assert_eq!(err.field, Field::CertChainPem);
+    assert!(
+        matches!(&err.error, PkiError::UnsupportedPssParameters { found, .. }
+            if found.contains("SHA-256") && found.contains("222-byte salt")),
+        "{err:?}"
+    );
+}

@@ -1,7 +1,10 @@
 //! Validating a bring-your-own CA bundle the way istiod and Envoy will use it.
 
+use std::fmt;
+
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
+use x509_parser::signature_algorithm::SignatureAlgorithm;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::*;
@@ -11,10 +14,39 @@ use super::*;
 pub struct CaBundleInfo {
     /// The signing (intermediate) certificate.
     pub cert: CertInfo,
-    /// The chain, in the given order (starting with the signing certificate).
+    /// The chain, in order (starting with the signing certificate).
     pub chain: Vec<CertInfo>,
     /// The root certificate the chain ends at.
     pub root: CertInfo,
+    /// The bundle to write into `cacerts`, normalised for istiod.
+    pub pem: CaBundlePem,
+}
+
+/// A validated bundle re-encoded the way istiod reads it: canonical PEM (Go finds
+/// `-----BEGIN` only at the start of a line, so indentation is gone), only the key block in
+/// the key (istiod reads the first block), and only the signing certificate in `cert_pem`
+/// (any chain given after it is in `cert_chain_pem`). `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaBundlePem {
+    /// `ca-cert.pem`: the signing certificate alone.
+    pub cert_pem: String,
+    /// `ca-key.pem`: its private key, one PEM block.
+    pub private_key_pem: String,
+    /// `cert-chain.pem`: the signing certificate first, then up towards the root.
+    pub cert_chain_pem: String,
+    /// `root-cert.pem`: the root certificate(s).
+    pub root_cert_pem: String,
+}
+
+impl fmt::Debug for CaBundlePem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaBundlePem")
+            .field("cert_pem", &self.cert_pem)
+            .field("private_key_pem", &"[redacted]")
+            .field("cert_chain_pem", &self.cert_chain_pem)
+            .field("root_cert_pem", &self.root_cert_pem)
+            .finish()
+    }
 }
 
 /// Validates a bring-your-own CA bundle as of now; see [`validate_ca_bundle_at`].
@@ -33,12 +65,15 @@ pub fn validate_ca_bundle(
     )
 }
 
-/// Validates a bring-your-own CA bundle (`cacerts` inputs) the way istiod will:
-/// the key matches the CA certificate, which is a CA valid at `now`; `cert_chain_pem`
-/// starts with that certificate, each certificate is signed by the next, and the chain
-/// ends at (or is signed by) one of the certificates in `root_cert_pem`; every certificate
-/// on the path is valid at `now`, signed with SHA-256 or stronger, within pathlen limits
-/// and free of an extendedKeyUsage that would make Go's verification fail.
+/// Validates a bring-your-own CA bundle (`cacerts` inputs) the way istiod loads it and
+/// Envoy then verifies workload certificates: the key matches the CA certificate (the first
+/// of `cert_pem`), which is a CA valid at `now`; `cert_chain_pem` starts with that
+/// certificate, each certificate is signed by the next, and the chain ends at (or is signed
+/// by) one of the certificates in `root_cert_pem`; every certificate parses in Go (positive
+/// serial) and every one on the path is valid at `now`, signed with SHA-256 or stronger
+/// (RSA-PSS with Go's parameters included), within pathlen limits and free of an
+/// extendedKeyUsage that would fail Go's or Envoy's purpose checks. Returns the bundle
+/// normalised for writing ([`CaBundlePem`]).
 pub fn validate_ca_bundle_at(
     cert_pem: &str,
     private_key_pem: &str,
@@ -46,10 +81,20 @@ pub fn validate_ca_bundle_at(
     root_cert_pem: &str,
     now: OffsetDateTime,
 ) -> Result<CaBundleInfo, FieldError> {
-    let cert = parse_cert_pem(cert_pem).map_err(at(Field::CertPem))?;
+    let mut given = parse_certs_pem(cert_pem).map_err(at(Field::CertPem))?;
     let key = parse_private_key_pem(private_key_pem).map_err(at(Field::PrivateKeyPem))?;
     let chain = parse_certs_pem(cert_chain_pem).map_err(at(Field::CertChainPem))?;
     let roots = parse_certs_pem(root_cert_pem).map_err(at(Field::RootCertPem))?;
+    for (field, certs) in [
+        (Field::CertPem, &given),
+        (Field::CertChainPem, &chain),
+        (Field::RootCertPem, &roots),
+    ] {
+        for c in certs {
+            c.check_serial_positive().map_err(at(field))?;
+        }
+    }
+    let cert = given.remove(0);
 
     key.check_matches(&cert).map_err(at(Field::PrivateKeyPem))?;
     cert.check_is_ca().map_err(at(Field::CertPem))?;
@@ -61,12 +106,48 @@ pub fn validate_ca_bundle_at(
             found: chain[0].info.subject.clone(),
         }));
     }
+    let chain = merge_chain(&cert, given, chain)?;
     let root = verify_path(&chain, &roots, now)?;
+    let pem = CaBundlePem {
+        cert_pem: cert.to_pem(),
+        private_key_pem: key.to_pem(),
+        cert_chain_pem: chain.iter().map(Certificate::to_pem).collect(),
+        root_cert_pem: roots.iter().map(Certificate::to_pem).collect(),
+    };
     Ok(CaBundleInfo {
         cert: cert.info,
         chain: chain.into_iter().map(|c| c.info).collect(),
         root: root.info.clone(),
+        pem,
     })
+}
+
+/// Folds the certificates that followed the signing certificate in `cert_pem` (a full-chain
+/// file, which istiod accepts by reading only the first) into the chain: they become the
+/// chain when it holds the signing certificate alone, and must otherwise be its next
+/// certificates, since two different chains mean one of the inputs is wrong.
+fn merge_chain(
+    cert: &Certificate,
+    extra: Vec<Certificate>,
+    mut chain: Vec<Certificate>,
+) -> Result<Vec<Certificate>, FieldError> {
+    if extra.is_empty() {
+        return Ok(chain);
+    }
+    if chain.len() == 1 {
+        chain.extend(extra);
+        return Ok(chain);
+    }
+    let agrees =
+        chain.len() > extra.len() && extra.iter().zip(&chain[1..]).all(|(e, c)| e.der == c.der);
+    if agrees {
+        Ok(chain)
+    } else {
+        Err(at(Field::CertPem)(PkiError::ExtraCertificatesDisagree {
+            subject: cert.info.subject.clone(),
+            extra: extra.len(),
+        }))
+    }
 }
 
 /// Checks the path chain[0] → ... → root and returns the root it ends at.
@@ -75,6 +156,15 @@ pub(super) fn verify_path<'r>(
     roots: &'r [Certificate],
     now: OffsetDateTime,
 ) -> Result<&'r Certificate, FieldError> {
+    // Refuse algorithms istiod rejects before looking for the root, so that a refused
+    // signature is reported as such rather than as a chain that does not reach a root.
+    // Go never checks a root's own signature, so a root included in the chain is exempt.
+    for cert in chain
+        .iter()
+        .filter(|c| !roots.iter().any(|r| r.der == c.der))
+    {
+        check_signature_algorithm(cert).map_err(at(Field::CertChainPem))?;
+    }
     let last = chain
         .last()
         .expect("parse_certs_pem returns at least one certificate");
@@ -100,9 +190,12 @@ pub(super) fn verify_path<'r>(
     if last.der != root.der {
         path.push(root);
     }
+    // Problems of the signing certificate itself belong to `cert_pem`.
     let field_of = |cert: &Certificate| {
         if cert.der == root.der {
             Field::RootCertPem
+        } else if cert.der == chain[0].der {
+            Field::CertPem
         } else {
             Field::CertChainPem
         }
@@ -119,11 +212,9 @@ pub(super) fn verify_path<'r>(
             })
         })?;
         parent.check_is_ca().map_err(at(field_of(parent)))?;
-        // Go never checks a root's own signature, but rejects SHA-1 on every link below it.
-        reject_weak_signature(child).map_err(at(Field::CertChainPem))?;
     }
 
-    // Go's remaining rules: validity, pathlen, extendedKeyUsage. istiod's own check puts
+    // Go's remaining rules: validity, pathlen, extendedKeyUsage (with Envoy's stricter one). istiod's own check puts
     // the signing certificate in the leaf position, but that certificate then signs
     // workload certificates, which peers verify through it: so count it as one of the CAs
     // below each parent (k of them below path[k]), or istiod would start and mTLS fail.
@@ -140,13 +231,7 @@ pub(super) fn verify_path<'r>(
                 }));
             }
         }
-        if let Ok(Some(eku)) = cert.x509().extended_key_usage() {
-            if !eku.value.any && !eku.value.server_auth {
-                return Err(at(field)(PkiError::ForbiddenExtendedKeyUsage {
-                    subject: cert.info.subject.clone(),
-                }));
-            }
-        }
+        check_extended_key_usage(cert).map_err(at(field))?;
     }
     Ok(root)
 }
@@ -185,6 +270,7 @@ pub(super) fn verify_signature(
         ("1.2.840.113549.1.1.5" | "1.3.14.3.2.29", _) => {
             &sig::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY
         }
+        (OID_RSASSA_PSS, _) => pss_hash(cert)?.verifier(),
         ("1.2.840.10045.4.3.2", Some(P256)) => &sig::ECDSA_P256_SHA256_ASN1,
         ("1.2.840.10045.4.3.3", Some(P256)) => &sig::ECDSA_P256_SHA384_ASN1,
         ("1.2.840.10045.4.3.2", Some(P384)) => &sig::ECDSA_P384_SHA256_ASN1,
@@ -203,13 +289,139 @@ pub(super) fn verify_signature(
         .map_err(|_| "the signature does not verify with that certificate's key".to_string())
 }
 
-pub(super) fn reject_weak_signature(cert: &Certificate) -> Result<(), PkiError> {
+/// Signatures istiod cannot use: SHA-1 or older, and RSA-PSS with parameters Go refuses.
+pub(super) fn check_signature_algorithm(cert: &Certificate) -> Result<(), PkiError> {
     let oid = cert.x509().signature_algorithm.algorithm.to_id_string();
-    match WEAK_SIGNATURE_OIDS.iter().find(|(id, _)| *id == oid) {
-        Some((_, name)) => Err(PkiError::WeakSignature {
+    if let Some((_, name)) = WEAK_SIGNATURE_OIDS.iter().find(|(id, _)| *id == oid) {
+        return Err(PkiError::WeakSignature {
             subject: cert.info.subject.clone(),
             algorithm: name.to_string(),
-        }),
-        None => Ok(()),
+        });
     }
+    if oid == OID_RSASSA_PSS {
+        pss_hash(&cert.x509()).map_err(|found| PkiError::UnsupportedPssParameters {
+            subject: cert.info.subject.clone(),
+            found,
+        })?;
+    }
+    Ok(())
+}
+
+const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
+const OID_MGF1: &str = "1.2.840.113549.1.1.8";
+
+/// The hash of an RSA-PSS signature that Go's x509 accepts.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PssHash {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl PssHash {
+    fn from_oid(oid: &str) -> Option<Self> {
+        match oid {
+            "2.16.840.1.101.3.4.2.1" => Some(PssHash::Sha256),
+            "2.16.840.1.101.3.4.2.2" => Some(PssHash::Sha384),
+            "2.16.840.1.101.3.4.2.3" => Some(PssHash::Sha512),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            PssHash::Sha256 => "SHA-256",
+            PssHash::Sha384 => "SHA-384",
+            PssHash::Sha512 => "SHA-512",
+        }
+    }
+
+    fn len(self) -> u32 {
+        match self {
+            PssHash::Sha256 => 32,
+            PssHash::Sha384 => 48,
+            PssHash::Sha512 => 64,
+        }
+    }
+
+    fn verifier(self) -> &'static dyn aws_lc_rs::signature::VerificationAlgorithm {
+        use aws_lc_rs::signature as sig;
+        // aws-lc verifies PSS with the salt as long as the digest, which is Go's rule too.
+        match self {
+            PssHash::Sha256 => &sig::RSA_PSS_2048_8192_SHA256,
+            PssHash::Sha384 => &sig::RSA_PSS_2048_8192_SHA384,
+            PssHash::Sha512 => &sig::RSA_PSS_2048_8192_SHA512,
+        }
+    }
+}
+
+/// The hash of `cert`'s RSA-PSS signature when its parameters are ones Go accepts (a SHA-2
+/// hash, MGF1 over the same hash, salt length equal to the hash length, trailer field 1);
+/// otherwise a description of what was found, for the error.
+pub(super) fn pss_hash(cert: &X509Certificate<'_>) -> Result<PssHash, String> {
+    let Ok(SignatureAlgorithm::RSASSA_PSS(params)) =
+        SignatureAlgorithm::try_from(&cert.signature_algorithm)
+    else {
+        return Err("with missing or unreadable parameters".to_string());
+    };
+    let hash_oid = params.hash_algorithm_oid().to_id_string();
+    let Some(hash) = PssHash::from_oid(&hash_oid) else {
+        return Err(format!("with hash {hash_oid} (SHA-1 when absent)"));
+    };
+    let mgf_ok = params
+        .mask_gen_algorithm()
+        .is_ok_and(|m| m.mgf.to_id_string() == OID_MGF1 && m.hash.to_id_string() == hash_oid);
+    if !mgf_ok {
+        return Err(format!(
+            "with {} but a mask generation other than MGF1 over it",
+            hash.name()
+        ));
+    }
+    if params.salt_length() != hash.len() || params.trailer_field() != 1 {
+        return Err(format!(
+            "with {} and a {}-byte salt (trailer field {})",
+            hash.name(),
+            params.salt_length(),
+            params.trailer_field()
+        ));
+    }
+    Ok(hash)
+}
+
+/// A CA's extendedKeyUsage, when present, constrains what it may issue for. Go (istiod)
+/// accepts serverAuth or anyExtendedKeyUsage; Envoy (BoringSSL) checks the ssl_server and
+/// ssl_client purposes on each certificate of the chain, where anyExtendedKeyUsage counts
+/// for neither. mTLS needs both, so only a CA listing serverAuth and clientAuth passes both.
+pub(super) fn check_extended_key_usage(cert: &Certificate) -> Result<(), PkiError> {
+    let x509 = cert.x509();
+    let Ok(Some(eku)) = x509.extended_key_usage() else {
+        return Ok(());
+    };
+    let eku = &eku.value;
+    if eku.server_auth && eku.client_auth {
+        return Ok(());
+    }
+    let named = [
+        (eku.any, "anyExtendedKeyUsage"),
+        (eku.server_auth, "serverAuth"),
+        (eku.client_auth, "clientAuth"),
+        (eku.code_signing, "codeSigning"),
+        (eku.email_protection, "emailProtection"),
+        (eku.time_stamping, "timeStamping"),
+        (eku.ocsp_signing, "OCSPSigning"),
+    ];
+    let mut found: Vec<String> = named
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| n.to_string())
+        .collect();
+    found.extend(eku.other.iter().map(|o| o.to_id_string()));
+    Err(PkiError::ForbiddenExtendedKeyUsage {
+        subject: cert.info.subject.clone(),
+        found: if found.is_empty() {
+            "empty".to_string()
+        } else {
+            found.join(", ")
+        },
+    })
 }

@@ -292,11 +292,12 @@ fn trust_from(config: &Value, diags: &mut Diagnostics) -> Option<Trust> {
             get("root_cert_pem")?,
         );
         return match pki::validate_ca_bundle(cert, key, chain, rootc) {
-            Ok(_) => Some(Trust::Own(CaBundle {
-                ca_cert_pem: cert.to_string(),
-                ca_key_pem: key.to_string(),
-                cert_chain_pem: chain.to_string(),
-                root_cert_pem: rootc.to_string(),
+            // Written as validated and re-encoded, in the form istiod reads.
+            Ok(checked) => Some(Trust::Own(CaBundle {
+                ca_cert_pem: checked.pem.cert_pem,
+                ca_key_pem: checked.pem.private_key_pem,
+                cert_chain_pem: checked.pem.cert_chain_pem,
+                root_cert_pem: checked.pem.root_cert_pem,
             })),
             Err(e) => {
                 diags.error_at(
