@@ -10,7 +10,7 @@ use kube::Api;
 use serde::{Deserialize, Serialize};
 
 use crate::istio::operator::{self, ControlPlane, Identity, Installer, Role};
-use crate::istio::{self, cacerts, cacerts::CaBundle, install};
+use crate::istio::{self, cacerts, cacerts::CaBundle, install, restart};
 use crate::kube::{connect, labels, Cluster, Deadline, KubeError};
 use crate::pki::{self, CaSigner, CaSpec, Field, KeyAlgorithm};
 use crate::plugin::resource::{parse_duration, timeout, timeouts_block};
@@ -312,6 +312,44 @@ fn trust_from(config: &Value, diags: &mut Diagnostics) -> Option<Trust> {
     Some(Trust::None)
 }
 
+/// `ca.cert_pem` as apply writes it to `cacerts`: its first certificate, re-encoded.
+fn normalised_ca_cert(cert_pem: &Value) -> Value {
+    cert_pem
+        .as_str()
+        .and_then(|pem| pki::parse_certs_pem(pem).ok())
+        .and_then(|certs| certs.first().map(pki::Certificate::to_pem))
+        .map_or(Value::Unknown, Value::from)
+}
+
+/// Where istiod's CA comes from: its own self-signed one, `root_ca` or `ca`.
+fn trust_mode(state: &Value) -> &'static str {
+    if !state.get("root_ca").is_null() {
+        "root_ca"
+    } else if !state.get("ca").is_null() {
+        "ca"
+    } else {
+        "none"
+    }
+}
+
+/// Plan: a running istiod keeps the CA it started with when the trust mode changes, so apply
+/// restarts it; say so.
+fn plan_trust_mode_change(plan: &mut Plan<'_>) {
+    let (before, after) = (trust_mode(plan.prior), trust_mode(&plan.planned));
+    if plan.is_create() || before == after || plan.planned.get("control_plane").is_null() {
+        return;
+    }
+    if plan.planned.get("control_plane").get("role").as_str() == Some("remote") {
+        return;
+    }
+    let at = if after == "none" { before } else { after };
+    plan.diags.warning_at(
+        AttributePath::attrs(&[at]),
+        "istiod will be restarted",
+        format!("The trust mode changes from {before} to {after}. istiod reads cacerts at start-up and watches it only when it started with it, so this apply restarts istiod (a rollout of its Deployment, as `kubectl rollout restart` does) and waits for the new pods; workloads get certificates from the new CA as theirs are renewed."),
+    );
+}
+
 fn validate_config(config: &Value, diags: &mut Diagnostics) {
     if let Some(name) = config.get("cluster_name").as_str() {
         if !istio::is_dns1123_label(name) {
@@ -516,6 +554,10 @@ struct Private {
     /// removed once the new control plane is up, and by destroy in any case.
     #[serde(default)]
     previous_operators: Vec<String>,
+    /// The trust mode changed and istiod, which watches `cacerts` only when it started with
+    /// it, has not been restarted since (kept until done, so a failed apply retries it).
+    #[serde(default)]
+    istiod_restart_pending: bool,
 }
 
 impl Private {
@@ -676,6 +718,21 @@ async fn converge(
         partial(state, private, d)
     };
 
+    // A trust mode change needs an istiod restart (see plan_trust_mode_change).
+    let mode_before = match (&private.cacerts_digest, &private.issued_cert_pem) {
+        (None, _) => "none",
+        (Some(_), Some(_)) => "root_ca",
+        (Some(_), None) => "ca",
+    };
+    let mode_after = match &trust {
+        Trust::Root { .. } => "root_ca",
+        Trust::Own(_) => "ca",
+        Trust::None => "none",
+    };
+    if op == "update" && mode_before != mode_after {
+        private.istiod_restart_pending = true;
+    }
+
     // Then trust, before any istiod starts.
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns_name);
     let reissue = planned.get("ca_cert_pem").is_unknown();
@@ -802,6 +859,21 @@ async fn converge(
                 .get("remove_crds_on_destroy")
                 .as_bool()
                 .unwrap_or(false);
+            // A pending restart applies to an istiod that ran before this apply; one the
+            // installer creates now starts with the current cacerts.
+            let restart = private.istiod_restart_pending
+                && cp.role == Role::Primary
+                && match restart::istiod_exists(
+                    &cluster,
+                    &ns_name,
+                    cp.revision.as_deref(),
+                    &deadline,
+                )
+                .await
+                {
+                    Ok(exists) => exists,
+                    Err(e) => return Err(kube_partial(&state, &private, e)),
+                };
             if needed {
                 if let Some(old) = private.operator_name.clone().filter(|o| *o != name) {
                     if !private.previous_operators.contains(&old) {
@@ -853,6 +925,21 @@ async fn converge(
                 }
                 private.operator_digest = Some(digest);
             }
+            if restart {
+                let now = pki::format_rfc3339(time::OffsetDateTime::now_utc());
+                if let Err(e) = restart::restart_istiod(
+                    &cluster,
+                    &ns_name,
+                    cp.revision.as_deref(),
+                    &now,
+                    &deadline,
+                )
+                .await
+                {
+                    return Err(kube_partial(&state, &private, e));
+                }
+            }
+            private.istiod_restart_pending = false;
             let version = install::observed_version(&cluster, &ns_name, &cp, &deadline).await;
             match version {
                 Ok(v) => state.set("control_plane_version", v.into()),
@@ -1058,6 +1145,7 @@ impl Resource for MeshCluster {
             plan.planned.set("id", Value::from(name));
         }
         plan_control_plane(plan);
+        plan_trust_mode_change(plan);
         let has_trust = !plan.planned.get("root_ca").is_null() || !plan.planned.get("ca").is_null();
         let changed = plan.is_create() || trust_inputs_changed(plan.prior, &plan.planned);
         if changed || plan_renewal(plan) {
@@ -1081,7 +1169,7 @@ impl Resource for MeshCluster {
                 .issued_cert_pem
                 .clone()
                 .map(Value::from)
-                .unwrap_or_else(|| plan.config.get("ca").get("cert_pem").clone());
+                .unwrap_or_else(|| normalised_ca_cert(plan.config.get("ca").get("cert_pem")));
             plan.planned.set("ca_cert_pem", cert);
             for k in ["cert_chain_pem", "root_cert_pem", "ca_not_after"] {
                 plan.planned.set(k, Value::Unknown);
