@@ -27,8 +27,10 @@ const DESCRIPTION: &str = "Joins one Kubernetes cluster to the mesh: creates (or
 Trust comes from one of:
 
 - `root_ca { ... }`: the provider issues this cluster's own intermediate CA from the mesh root (Istio's tooling defaults: RSA 4096, 10 years, `O=Istio`, `CN=Intermediate CA`, `L=<cluster_name>`, path length 0, SAN `istiod.<namespace>.svc`; tune them in `intermediate { ... }`). The intermediate is kept across plans and reissued when the root or the `intermediate` settings change, and in place once refresh finds it within `intermediate.renew_before` of expiry (`ready_for_renewal`).
-- `ca { ... }`: bring your own intermediate (e.g. from Vault PKI), so the root key never enters Terraform. It is checked before anything is changed: it must chain to `root_cert_pem`, match its key, be a CA and be valid now.
+- `ca { ... }`: bring your own intermediate (e.g. from Vault PKI), so the root key never enters Terraform. It is checked before anything is changed, as istiod and Envoy will use it: it must chain to `root_cert_pem`, match its key, be a CA and be valid now, with positive serial numbers, SHA-256 or stronger signatures (RSA-PSS with a salt as long as the hash included), and on each CA an extendedKeyUsage that is absent or lists both serverAuth and clientAuth. It is written to `cacerts` re-encoded: unindented PEM, the key block alone (no `EC PARAMETERS`), and only the first certificate of `cert_pem` (a full chain there continues in `cert_chain_pem`).
 - neither: no `cacerts`; istiod then runs its own self-signed CA, which only works for a single primary.
+
+istiod reads `cacerts` at start-up and watches it only when it started with it, so changing the trust mode (none, `root_ca`, `ca`) of a running primary restarts istiod (a rollout of its Deployment, waited for); the plan warns about it.
 
 With `control_plane { ... }` the provider installs Istio: it renders an IstioOperator for this cluster (mesh ID, cluster name, network; `profile: remote`, `remotePilotAddress` and the injection path for a remote; `externalIstiod` for a primary serving remotes; your `values` and `mesh_config` merged in) and runs `istioctl install` **inside the cluster** as a Job (image `<hub>/istioctl:<version>`) under a temporary cluster-admin ServiceAccount, then waits for istiod to be Available (on a remote: for the injector webhook). The Job and its RBAC are removed afterwards; a failed install shows the installer's log in the error. Changing the version or values re-runs the installer (in-place upgrade). No local `istioctl` is needed. Omit the block to install istiod yourselves (e.g. with Helm) after this resource, with the same `mesh_id`, `cluster_name` and `network`.
 
@@ -80,7 +82,7 @@ fn schema() -> Schema {
             .block(NestedBlock::single(
                 "ca",
                 Block::new("Bring your own intermediate CA for this cluster instead of `root_ca`: the root key never enters Terraform. Conflicts with `root_ca`.")
-                    .attr(Attribute::string("cert_pem", "The cluster's signing CA certificate, PEM.").required())
+                    .attr(Attribute::string("cert_pem", "The cluster's signing CA certificate, PEM. It may be followed by its chain: istiod uses the first certificate.").required())
                     .attr(Attribute::string("private_key_pem", "Its private key, PEM.").required().sensitive())
                     .attr(Attribute::string("cert_chain_pem", "Chain from `cert_pem` up to the root, PEM (the root may be included).").required())
                     .attr(Attribute::string("root_cert_pem", "The mesh root certificate(s), PEM.").required())
