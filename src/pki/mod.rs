@@ -15,11 +15,12 @@
 //!   [`CaSpec::istio_intermediate`]; `cacerts` is `ca-cert.pem` = intermediate cert,
 //!   `ca-key.pem` = its key, `cert-chain.pem` = [`concat_pem`] of intermediate and
 //!   [`CaSigner::cert_pem`], `root-cert.pem` = [`CaSigner::cert_pem`].
-//! - `mesh_cluster` with `ca` (bring your own): [`validate_ca_bundle`].
+//! - `mesh_cluster` with `ca` (bring your own): [`validate_ca_bundle`], then write
+//!   [`CaBundleInfo::pem`] (the bundle normalised the way istiod reads it).
 //!
-//! Layout: [`error`] (what can go wrong), [`generate`] (new CAs and issuers), [`inspect`]
-//! (parsing certificates and keys), [`validate`] (bring-your-own bundles), [`pem`] (PEM
-//! framing, fingerprints, timestamps).
+//! Layout: `error` (what can go wrong), `generate` (new CAs and issuers), `inspect`
+//! (parsing certificates and keys), `validate` (bring-your-own bundles, as istiod and Envoy
+//! will use them), `pem` (PEM framing, fingerprints, timestamps).
 
 use time::Duration;
 
