@@ -282,3 +282,103 @@ fn remote_secret_waits_for_istiod_and_mesh_status_reports_it() {
         assert_eq!(sim.ours(c), Vec::<String>::new(), "{c} not clean");
     }
 }
+
+/// A remote (no istiod of its own) read by a primary that does not serve remotes: the
+/// primary's istiod syncs it, yet the remote's sidecars could never start. mesh_status says so.
+#[test]
+fn mesh_status_diagnoses_a_remote_whose_primary_does_not_serve_it() {
+    if !enabled("mesh_status_diagnoses_a_remote_whose_primary_does_not_serve_it") {
+        return;
+    }
+    let ws = Workspace::new("status-remote");
+    let sim = Clusters::start(&[TARGET, REMOTE], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    let body = |external: bool| {
+        format!(
+            r#"
+resource "mesh_root_ca" "root" {{
+  key_algorithm = "ECDSA"
+}}
+
+resource "mesh_cluster" "primary" {{
+  cluster_name = "{TARGET}"
+  mesh_id      = "mesh1"
+  network      = "net1"
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "{TARGET}"
+  }}
+  root_ca {{
+    cert_pem        = mesh_root_ca.root.cert_pem
+    private_key_pem = mesh_root_ca.root.private_key_pem
+  }}
+  control_plane {{
+    version         = "1.30.3"
+    external_istiod = {external}
+  }}
+}}
+
+# The remote's trust only: no control plane of its own here.
+resource "mesh_cluster" "remote" {{
+  cluster_name = "{REMOTE}"
+  mesh_id      = "mesh1"
+  network      = "net1"
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "{REMOTE}"
+  }}
+  root_ca {{
+    cert_pem        = mesh_root_ca.root.cert_pem
+    private_key_pem = mesh_root_ca.root.private_key_pem
+  }}
+}}
+
+resource "mesh_remote_secret" "remote_in_primary" {{
+  namespace = mesh_cluster.primary.namespace
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "{TARGET}"
+  }}
+  remote {{
+    cluster_name              = mesh_cluster.remote.cluster_name
+    service_account_namespace = mesh_cluster.remote.namespace
+    create_service_account    = true
+    kubernetes {{
+      config_path    = "{kc}"
+      config_context = "{REMOTE}"
+    }}
+  }}
+}}
+
+data "mesh_status" "primary" {{
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "{TARGET}"
+  }}
+  # Read after anything in the primary changed, not at plan time.
+  depends_on = [mesh_remote_secret.remote_in_primary, mesh_cluster.primary]
+}}
+
+output "problems" {{
+  value = data.mesh_status.primary.problems
+}}
+"#
+        )
+    };
+    ws.config(&body(false));
+    ws.apply();
+    let problems = ws.output("problems").to_string();
+    assert!(
+        problems.contains("Cluster c2 runs no istiod of its own (a remote)")
+            && problems.contains("external_istiod = true"),
+        "{problems}"
+    );
+    // With external_istiod the same mesh is healthy.
+    ws.config(&body(true));
+    ws.apply();
+    assert_eq!(ws.output("problems"), json!([]));
+    ws.destroy();
+    for c in [TARGET, REMOTE] {
+        assert_eq!(sim.ours(c), Vec::<String>::new(), "{c} not clean");
+    }
+}

@@ -29,6 +29,9 @@ pub struct IstiodPod {
     pub version: String,
     /// Its `istio.io/rev` label (`default` for the default revision).
     pub revision: String,
+    /// `EXTERNAL_ISTIOD=true`: it also serves remote clusters (their injection, their CA
+    /// roots, leader election there).
+    pub serves_remotes: bool,
 }
 
 /// One entry of `/debug/clusterz` (`pkg/cluster/debug.go`): a cluster istiod reads.
@@ -161,6 +164,11 @@ fn describe_pod(p: &Pod) -> IstiodPod {
             .and_then(|l| l.get(REVISION_LABEL))
             .cloned()
             .unwrap_or_else(|| "default".into()),
+        serves_remotes: container
+            .and_then(|c| c.env.as_ref())
+            .and_then(|env| env.iter().find(|e| e.name == "EXTERNAL_ISTIOD"))
+            .and_then(|e| e.value.as_deref())
+            == Some("true"),
     }
 }
 
@@ -384,6 +392,7 @@ mod tests {
                 ready: true,
                 version: "1.30.3".into(),
                 revision: "default".into(),
+                serves_remotes: false,
             },
             clusters: Ok(std::iter::once(("self", ""))
                 .chain(clusters.iter().copied())

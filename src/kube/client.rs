@@ -121,10 +121,10 @@ async fn build(
 }
 
 /// How the API server named in a kubeconfig answers its credentials.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Probe {
-    /// Authenticated and allowed to list namespaces.
-    Accepted,
+    /// Authenticated and allowed to list namespaces: the client, for further questions.
+    Accepted(kube::Client),
     /// The server answered this HTTP status (401: credentials rejected; 403: not allowed).
     Refused(u16),
     /// The server could not be reached from here, or the kubeconfig cannot be used.
@@ -155,10 +155,10 @@ pub async fn probe_kubeconfig(yaml: &str, timeout: std::time::Duration) -> Probe
         Ok(c) => c,
         Err(e) => return Probe::Unreachable(format!("cannot build a client: {e}")),
     };
-    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
     let params = kube::api::ListParams::default().limit(1);
     match tokio::time::timeout(timeout, api.list(&params)).await {
-        Ok(Ok(_)) => Probe::Accepted,
+        Ok(Ok(_)) => Probe::Accepted(client),
         Ok(Err(kube::Error::Api(status))) => Probe::Refused(status.code),
         Ok(Err(e)) => Probe::Unreachable(super::error::error_chain(&e)),
         Err(_) => Probe::Unreachable(format!("no answer within {timeout:?}")),

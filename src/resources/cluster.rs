@@ -10,7 +10,7 @@ use kube::Api;
 use serde::{Deserialize, Serialize};
 
 use crate::istio::operator::{self, ControlPlane, Identity, Installer, Role};
-use crate::istio::{self, cacerts, cacerts::CaBundle, install};
+use crate::istio::{self, cacerts, cacerts::CaBundle, install, restart};
 use crate::kube::{
     connect, created_by, has_instance_label, labels, mark_created, Cluster, Deadline, KubeError,
 };
@@ -29,8 +29,10 @@ const DESCRIPTION: &str = "Joins one Kubernetes cluster to the mesh: creates (or
 Trust comes from one of:
 
 - `root_ca { ... }`: the provider issues this cluster's own intermediate CA from the mesh root (Istio's tooling defaults: RSA 4096, 10 years, `O=Istio`, `CN=Intermediate CA`, `L=<cluster_name>`, path length 0, SAN `istiod.<namespace>.svc`; tune them in `intermediate { ... }`). The intermediate is kept across plans and reissued when the root or the `intermediate` settings change, and in place once refresh finds it within `intermediate.renew_before` of expiry (`ready_for_renewal`).
-- `ca { ... }`: bring your own intermediate (e.g. from Vault PKI), so the root key never enters Terraform. It is checked before anything is changed: it must chain to `root_cert_pem`, match its key, be a CA and be valid now.
+- `ca { ... }`: bring your own intermediate (e.g. from Vault PKI), so the root key never enters Terraform. It is checked before anything is changed, as istiod and Envoy will use it: it must chain to `root_cert_pem`, match its key, be a CA and be valid now, with positive serial numbers, SHA-256 or stronger signatures (RSA-PSS with a salt as long as the hash included), and on each CA an extendedKeyUsage that is absent or lists both serverAuth and clientAuth. It is written to `cacerts` re-encoded: unindented PEM, the key block alone (no `EC PARAMETERS`), and only the first certificate of `cert_pem` (a full chain there continues in `cert_chain_pem`).
 - neither: no `cacerts`; istiod then runs its own self-signed CA, which only works for a single primary.
+
+istiod reads `cacerts` at start-up and watches it only when it started with it, so changing the trust mode (none, `root_ca`, `ca`) of a running primary restarts istiod (a rollout of its Deployment, waited for); the plan warns about it.
 
 With `control_plane { ... }` the provider installs Istio: it renders an IstioOperator for this cluster (mesh ID, cluster name, network; `profile: remote`, `remotePilotAddress` and the injection path for a remote; `externalIstiod` for a primary serving remotes; your `values` and `mesh_config` merged in) and runs `istioctl install` **inside the cluster** as a Job (image `<hub>/istioctl:<version>`) under a temporary cluster-admin ServiceAccount, then waits for istiod to be Available (on a remote: for the injector webhook). The Job and its RBAC are removed afterwards; a failed install shows the installer's log in the error. Changing the version or values re-runs the installer (in-place upgrade). No local `istioctl` is needed. Omit the block to install istiod yourselves (e.g. with Helm) after this resource, with the same `mesh_id`, `cluster_name` and `network`.
 
@@ -84,7 +86,7 @@ fn schema() -> Schema {
             .block(NestedBlock::single(
                 "ca",
                 Block::new("Bring your own intermediate CA for this cluster instead of `root_ca`: the root key never enters Terraform. Conflicts with `root_ca`.")
-                    .attr(Attribute::string("cert_pem", "The cluster's signing CA certificate, PEM.").required())
+                    .attr(Attribute::string("cert_pem", "The cluster's signing CA certificate, PEM. It may be followed by its chain: istiod uses the first certificate.").required())
                     .attr(Attribute::string("private_key_pem", "Its private key, PEM.").required().sensitive())
                     .attr(Attribute::string("cert_chain_pem", "Chain from `cert_pem` up to the root, PEM (the root may be included).").required())
                     .attr(Attribute::string("root_cert_pem", "The mesh root certificate(s), PEM.").required())
@@ -408,11 +410,12 @@ fn trust_from(config: &Value, diags: &mut Diagnostics) -> Option<Trust> {
             get("root_cert_pem")?,
         );
         return match pki::validate_ca_bundle(cert, key, chain, rootc) {
-            Ok(_) => Some(Trust::Own(CaBundle {
-                ca_cert_pem: cert.to_string(),
-                ca_key_pem: key.to_string(),
-                cert_chain_pem: chain.to_string(),
-                root_cert_pem: rootc.to_string(),
+            // Written as validated and re-encoded, in the form istiod reads.
+            Ok(checked) => Some(Trust::Own(CaBundle {
+                ca_cert_pem: checked.pem.cert_pem,
+                ca_key_pem: checked.pem.private_key_pem,
+                cert_chain_pem: checked.pem.cert_chain_pem,
+                root_cert_pem: checked.pem.root_cert_pem,
             })),
             Err(e) => {
                 diags.error_at(
@@ -425,6 +428,44 @@ fn trust_from(config: &Value, diags: &mut Diagnostics) -> Option<Trust> {
         };
     }
     Some(Trust::None)
+}
+
+/// `ca.cert_pem` as apply writes it to `cacerts`: its first certificate, re-encoded.
+fn normalised_ca_cert(cert_pem: &Value) -> Value {
+    cert_pem
+        .as_str()
+        .and_then(|pem| pki::parse_certs_pem(pem).ok())
+        .and_then(|certs| certs.first().map(pki::Certificate::to_pem))
+        .map_or(Value::Unknown, Value::from)
+}
+
+/// Where istiod's CA comes from: its own self-signed one, `root_ca` or `ca`.
+fn trust_mode(state: &Value) -> &'static str {
+    if !state.get("root_ca").is_null() {
+        "root_ca"
+    } else if !state.get("ca").is_null() {
+        "ca"
+    } else {
+        "none"
+    }
+}
+
+/// Plan: a running istiod keeps the CA it started with when the trust mode changes, so apply
+/// restarts it; say so.
+fn plan_trust_mode_change(plan: &mut Plan<'_>) {
+    let (before, after) = (trust_mode(plan.prior), trust_mode(&plan.planned));
+    if plan.is_create() || before == after || plan.planned.get("control_plane").is_null() {
+        return;
+    }
+    if plan.planned.get("control_plane").get("role").as_str() == Some("remote") {
+        return;
+    }
+    let at = if after == "none" { before } else { after };
+    plan.diags.warning_at(
+        AttributePath::attrs(&[at]),
+        "istiod will be restarted",
+        format!("The trust mode changes from {before} to {after}. istiod reads cacerts at start-up and watches it only when it started with it, so this apply restarts istiod (a rollout of its Deployment, as `kubectl rollout restart` does) and waits for the new pods; workloads get certificates from the new CA as theirs are renewed."),
+    );
 }
 
 fn validate_config(config: &Value, diags: &mut Diagnostics) {
@@ -654,6 +695,10 @@ struct Private {
     /// removed once the new control plane is up, and by destroy in any case.
     #[serde(default)]
     previous_operators: Vec<String>,
+    /// The trust mode changed and istiod, which watches `cacerts` only when it started with
+    /// it, has not been restarted since (kept until done, so a failed apply retries it).
+    #[serde(default)]
+    istiod_restart_pending: bool,
 }
 
 impl Private {
@@ -848,6 +893,21 @@ async fn converge(
         partial(state, private, d)
     };
 
+    // A trust mode change needs an istiod restart (see plan_trust_mode_change).
+    let mode_before = match (&private.cacerts_digest, &private.issued_cert_pem) {
+        (None, _) => "none",
+        (Some(_), Some(_)) => "root_ca",
+        (Some(_), None) => "ca",
+    };
+    let mode_after = match &trust {
+        Trust::Root { .. } => "root_ca",
+        Trust::Own(_) => "ca",
+        Trust::None => "none",
+    };
+    if op == "update" && mode_before != mode_after {
+        private.istiod_restart_pending = true;
+    }
+
     // Then trust, before any istiod starts.
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns_name);
     let reissue = planned.get("ca_cert_pem").is_unknown();
@@ -948,8 +1008,12 @@ async fn converge(
                 return Err(kube_partial(&state, &private, e));
             }
             private.cacerts_digest = Some(b.digest());
-            if let Err(e) = wait_for_istiod_to_load(&cluster, &ns_name, b, &deadline).await {
-                return Err(kube_partial(&state, &private, e));
+            // An istiod owed a restart (trust mode changed) loads cacerts when it restarts,
+            // below; one that keeps running must load it now.
+            if !private.istiod_restart_pending {
+                if let Err(e) = wait_for_istiod_to_load(&cluster, &ns_name, b, &deadline).await {
+                    return Err(kube_partial(&state, &private, e));
+                }
             }
             set_trust_outputs(&mut state, Some(b));
             // A plan that did not reissue promised the refresh-time verdict; the next refresh
@@ -999,6 +1063,21 @@ async fn converge(
                 .get("remove_crds_on_destroy")
                 .as_bool()
                 .unwrap_or(false);
+            // A pending restart applies to an istiod that ran before this apply; one the
+            // installer creates now starts with the current cacerts.
+            let restart = private.istiod_restart_pending
+                && cp.role == Role::Primary
+                && match restart::istiod_exists(
+                    &cluster,
+                    &ns_name,
+                    cp.revision.as_deref(),
+                    &deadline,
+                )
+                .await
+                {
+                    Ok(exists) => exists,
+                    Err(e) => return Err(kube_partial(&state, &private, e)),
+                };
             if needed {
                 if let Some(old) = private.operator_name.clone().filter(|o| *o != name) {
                     if !private.previous_operators.contains(&old) {
@@ -1055,6 +1134,21 @@ async fn converge(
                 }
                 private.operator_digest = Some(digest);
             }
+            if restart {
+                let now = pki::format_rfc3339(time::OffsetDateTime::now_utc());
+                if let Err(e) = restart::restart_istiod(
+                    &cluster,
+                    &ns_name,
+                    cp.revision.as_deref(),
+                    &now,
+                    &deadline,
+                )
+                .await
+                {
+                    return Err(kube_partial(&state, &private, e));
+                }
+            }
+            private.istiod_restart_pending = false;
             let version = install::observed_version(&cluster, &ns_name, &cp, &deadline).await;
             match version {
                 Ok(v) => state.set("control_plane_version", v.into()),
@@ -1425,6 +1519,7 @@ impl Resource for MeshCluster {
             plan.planned.set("id", Value::from(name));
         }
         plan_control_plane(plan);
+        plan_trust_mode_change(plan);
         let has_trust = !plan.planned.get("root_ca").is_null() || !plan.planned.get("ca").is_null();
         check_trust_change(plan);
         let changed = plan.is_create() || trust_inputs_changed(plan.prior, &plan.planned);
@@ -1456,7 +1551,7 @@ impl Resource for MeshCluster {
                 // The key went with cacerts: the repair issues a new intermediate.
                 Some(_) if !private.key_in_cluster => Value::Unknown,
                 Some(c) => Value::from(c.as_str()),
-                None => plan.config.get("ca").get("cert_pem").clone(),
+                None => normalised_ca_cert(plan.config.get("ca").get("cert_pem")),
             };
             plan.planned.set("ca_cert_pem", cert);
             for k in [

@@ -21,7 +21,7 @@ pub struct MeshStatus;
 
 const DESCRIPTION: &str = "One cluster's mesh as its istiod sees it: istiod's pods, the remote clusters each replica reads (and whether it has synced them), the east-west gateways it routes other networks through, and a `healthy` verdict with the `problems` behind it. What `istioctl remote-clusters` shows, for outputs and `check` blocks.
 
-istiod's debug endpoints (`/debug/clusterz`, `/debug/networkz` on port 15014) answer only local callers, so they are read through a port-forward to each Ready istiod pod, as istioctl does. Each remote secret's reader token is also presented to the remote API server it names (one `list namespaces`), because istiod keeps reporting a remote `synced` after its token is revoked: a rejected token is a problem even while istiod still says `synced`. A server that cannot be reached from where Terraform runs is not reported (it may be reachable only from the cluster).
+istiod's debug endpoints (`/debug/clusterz`, `/debug/networkz` on port 15014) answer only local callers, so they are read through a port-forward to each Ready istiod pod, as istioctl does. Each remote secret's reader token is also presented to the remote API server it names (one `list namespaces`), because istiod keeps reporting a remote `synced` after its token is revoked: a rejected token is a problem even while istiod still says `synced`. A server that cannot be reached from where Terraform runs is not reported (it may be reachable only from the cluster). With the same credentials it looks for an istiod in the remote (same namespace): a remote without one needs an istiod here that serves remotes (`external_istiod = true`), and its absence is a problem.
 
 Unlike the resources, which never contact a cluster while planning, a data source whose configuration is known is read during plan (and refresh); when its `kubernetes` block depends on something not yet created, Terraform defers the read to apply.";
 
@@ -243,7 +243,14 @@ async fn check_remote_credentials(
     }
     for (secret, cluster_id, probe) in futures::future::join_all(checks).await {
         match probe {
-            Probe::Accepted => {}
+            Probe::Accepted(remote) => {
+                let serves = report.istiod.iter().any(|p| p.serves_remotes);
+                if !serves && !runs_istiod(remote, namespace).await {
+                    report.problems.push(format!(
+                        "Cluster {cluster_id} runs no istiod of its own (a remote), but no istiod here serves remotes (EXTERNAL_ISTIOD): its sidecars cannot get injected or certificates. Install this cluster's control plane with external_istiod = true."
+                    ));
+                }
+            }
             Probe::Refused(401) => report.problems.push(format!(
                 "The remote API server of cluster {cluster_id} rejects the reader token in secret {namespace}/{secret} (401): the token was revoked or its ServiceAccount deleted. Mint a new one (mesh_remote_secret: change token_rotation, or verify_token = true)."
             )),
@@ -263,6 +270,17 @@ async fn check_remote_credentials(
         }
     }
     Ok(())
+}
+
+/// Whether a remote cluster runs an istiod in `namespace` (asked with the reader's own
+/// credentials, which may list pods). Unknown counts as yes: no problem is claimed.
+async fn runs_istiod(remote: kube::Client, namespace: &str) -> bool {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(remote, namespace);
+    let params = ListParams::default().labels("app=istiod").limit(1);
+    match tokio::time::timeout(PROBE_TIMEOUT, pods.list(&params)).await {
+        Ok(Ok(list)) => !list.items.is_empty(),
+        _ => true,
+    }
 }
 
 fn to_value(config: &Value, namespace: &str, r: Report) -> Value {
@@ -354,6 +372,7 @@ mod tests {
                 ready: true,
                 version: "1.30.3".into(),
                 revision: "default".into(),
+                serves_remotes: false,
             }],
             remotes: BTreeMap::from([(
                 "c2".to_string(),
