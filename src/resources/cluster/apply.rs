@@ -169,6 +169,237 @@ pub(super) async fn converge(
 
     // Then trust, before any istiod starts.
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns_name);
+    let bundle = match trust_bundle(
+        &cluster,
+        &secrets,
+        &ns_name,
+        planned,
+        config,
+        trust,
+        &mut private,
+        &deadline,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(d) => return Err(partial(&state, &private, d)),
+    };
+    let trust_written = write_trust(
+        &cluster,
+        &secrets,
+        &ns_name,
+        bundle.as_ref(),
+        &ours,
+        planned,
+        &mut private,
+        &mut state,
+        &deadline,
+    )
+    .await;
+    if let Err(e) = trust_written {
+        return Err(kube_partial(&state, &private, e));
+    }
+
+    // Control plane last.
+    let installed = converge_control_plane(
+        ctx,
+        &cluster,
+        cp,
+        Identity {
+            cluster_name: &cluster_name,
+            mesh_id: planned.get("mesh_id").as_str().unwrap_or_default(),
+            network: &network,
+            namespace: &ns_name,
+        },
+        planned,
+        config,
+        &ours,
+        &mut private,
+        &mut state,
+        &deadline,
+    )
+    .await;
+    if let Err(d) = installed {
+        return Err(partial(&state, &private, d));
+    }
+    // Record what is left installed, when that changed (a previous revision removed).
+    let left: Vec<String> = {
+        let mut l: Vec<String> = private.operators().cloned().collect();
+        l.sort();
+        l.dedup();
+        l
+    };
+    if left != recorded {
+        if let Err(e) = cluster
+            .apply(&namespaces, &ns_object(&left), &deadline)
+            .await
+        {
+            return Err(kube_partial(&state, &private, e));
+        }
+    }
+    Ok(Applied {
+        state,
+        private: private.store(),
+    })
+}
+
+/// Installs or upgrades the control plane this configuration describes (istioctl in the
+/// cluster), removes a previous revision once the new one is up, restarts istiod when a trust
+/// mode change is owed; without `control_plane`, uninstalls what this resource installed.
+#[allow(clippy::too_many_arguments)]
+async fn converge_control_plane(
+    ctx: &Ctx,
+    cluster: &Cluster,
+    cp: Option<ControlPlane>,
+    id: Identity<'_>,
+    planned: &Value,
+    config: &Value,
+    ours: &std::collections::BTreeMap<String, String>,
+    private: &mut Private,
+    state: &mut Value,
+    deadline: &Deadline,
+) -> Result<(), Diagnostics> {
+    match cp {
+        Some(cp) => {
+            let (iop, overridden) = operator::istio_operator(&id, &cp);
+            for key in overridden {
+                ctx.warn(
+                    Some(AttributePath::attrs(&["control_plane", "values"])),
+                    "Value set by the provider",
+                    &format!("values.{key} is set by mesh_cluster from cluster_name, mesh_id, network and the remote settings; the value in `values` is ignored."),
+                );
+            }
+            let digest = operator::digest(&iop);
+            let name = operator::operator_name(id.cluster_name, cp.revision.as_deref());
+            let needed = planned.get("control_plane_version").is_unknown()
+                || private.operator_digest.as_deref() != Some(digest.as_str());
+            private.remove_crds = config
+                .get("control_plane")
+                .get("remove_crds_on_destroy")
+                .as_bool()
+                .unwrap_or(false);
+            // A pending restart applies to an istiod that ran before this apply; one the
+            // installer creates now starts with the current cacerts.
+            let restart = private.istiod_restart_pending
+                && cp.role == Role::Primary
+                && match restart::istiod_exists(
+                    cluster,
+                    id.namespace,
+                    cp.revision.as_deref(),
+                    deadline,
+                )
+                .await
+                {
+                    Ok(exists) => exists,
+                    Err(e) => return Err(kube_diags(e)),
+                };
+            if needed {
+                if let Some(old) = private.operator_name.clone().filter(|o| *o != name) {
+                    if !private.previous_operators.contains(&old) {
+                        private.previous_operators.push(old);
+                    }
+                }
+                private.operator_name = Some(name.clone());
+                private.operator_digest = None;
+                let installer = Installer::new(id.namespace, &name);
+                let annotations = config
+                    .get("control_plane")
+                    .get("installer_pod_annotations")
+                    .as_map()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Err(e) =
+                    install::install(cluster, &installer, &iop, &cp, ours, &annotations, deadline)
+                        .await
+                {
+                    let mut d = Diagnostics::new();
+                    d.error(e.to_string(), e.detail());
+                    return Err(d);
+                }
+                // A new revision name is a new install: remove the previous one once the new
+                // control plane is up (and an installer a killed apply left for it).
+                for old in private.previous_operators.clone() {
+                    let installer = Installer::new(id.namespace, &old);
+                    if let Err(e) = install::remove_installer(cluster, &installer, deadline).await {
+                        return Err(kube_diags(e));
+                    }
+                    if let Err(e) = install::uninstall(
+                        cluster,
+                        &operator::owner_selector(&old, id.namespace),
+                        false,
+                        deadline,
+                    )
+                    .await
+                    {
+                        return Err(kube_diags(e));
+                    }
+                    private.previous_operators.retain(|o| *o != old);
+                }
+                private.operator_digest = Some(digest);
+            }
+            if restart {
+                let now = pki::format_rfc3339(time::OffsetDateTime::now_utc());
+                if let Err(e) = restart::restart_istiod(
+                    cluster,
+                    id.namespace,
+                    cp.revision.as_deref(),
+                    &now,
+                    deadline,
+                )
+                .await
+                {
+                    return Err(kube_diags(e));
+                }
+            }
+            private.istiod_restart_pending = false;
+            let version = install::observed_version(cluster, id.namespace, &cp, deadline).await;
+            match version {
+                Ok(v) => state.set("control_plane_version", v.into()),
+                Err(e) => return Err(kube_diags(e)),
+            }
+        }
+        None => {
+            for old in private.operators().cloned().collect::<Vec<_>>() {
+                if let Err(e) = install::uninstall(
+                    cluster,
+                    &operator::owner_selector(&old, id.namespace),
+                    private.remove_crds,
+                    deadline,
+                )
+                .await
+                {
+                    return Err(kube_diags(e));
+                }
+                if private.operator_name.as_ref() == Some(&old) {
+                    private.operator_name = None;
+                    private.operator_digest = None;
+                }
+                private.previous_operators.retain(|o| *o != old);
+            }
+            state.set("control_plane_version", Value::Null);
+        }
+    }
+    Ok(())
+}
+
+/// The trust bundle to write: the intermediate issued from `root_ca` (kept when the plan keeps
+/// it, its key read back from `cacerts`; issued anew otherwise), or the one given in `ca`,
+/// with the additional roots appended. `None`: istiod's own CA.
+#[allow(clippy::too_many_arguments)]
+async fn trust_bundle(
+    cluster: &Cluster,
+    secrets: &Api<Secret>,
+    ns_name: &str,
+    planned: &Value,
+    config: &Value,
+    trust: Trust,
+    private: &mut Private,
+    deadline: &Deadline,
+) -> Result<Option<CaBundle>, Diagnostics> {
     let reissue = planned.get("ca_cert_pem").is_unknown();
     let bundle = match trust {
         Trust::Root { signer, spec } => {
@@ -178,16 +409,15 @@ pub(super) async fn converge(
             let reuse = match (&private.issued_cert_pem, &private.issued_key_pem) {
                 (Some(c), Some(k)) if !reissue => Some((c.clone(), k.clone())),
                 _ if !reissue => {
-                    match planned_intermediate_in_cluster(&cluster, &secrets, planned, &deadline)
-                        .await
+                    match planned_intermediate_in_cluster(cluster, secrets, planned, deadline).await
                     {
                         Ok(Some(found)) => Some(found),
                         Ok(None) => {
                             let mut d = Diagnostics::new();
                             d.error(format!("cluster {}: the intermediate CA's key is no longer in Secret {ns_name}/cacerts", cluster.name), "The key of the intermediate this plan keeps lives only in cacerts, and cacerts changed after the plan was made. Plan and apply again: the new plan issues a new intermediate from the root.");
-                            return Err(partial(&state, &private, d));
+                            return Err(d);
                         }
-                        Err(e) => return Err(kube_partial(&state, &private, e)),
+                        Err(e) => return Err(kube_diags(e)),
                     }
                 }
                 _ => None,
@@ -203,22 +433,14 @@ pub(super) async fn converge(
                     match issued {
                         Ok(Ok(i)) => (i.cert_pem, i.private_key_pem),
                         Ok(Err(e)) => {
-                            return Err(partial(
-                                &state,
-                                &private,
-                                Diagnostics::from_error(&anyhow::anyhow!(
-                                    "Cannot issue the intermediate CA: {e}"
-                                )),
-                            ))
+                            return Err(Diagnostics::from_error(&anyhow::anyhow!(
+                                "Cannot issue the intermediate CA: {e}"
+                            )))
                         }
                         Err(e) => {
-                            return Err(partial(
-                                &state,
-                                &private,
-                                Diagnostics::from_error(&anyhow::anyhow!(
-                                    "intermediate issuance task failed: {e}"
-                                )),
-                            ))
+                            return Err(Diagnostics::from_error(&anyhow::anyhow!(
+                                "intermediate issuance task failed: {e}"
+                            )))
                         }
                     }
                 }
@@ -254,27 +476,39 @@ pub(super) async fn converge(
             with_additional_roots(&b.root_cert_pem, config.get("additional_roots_pem"));
         b
     });
-    match &bundle {
+    Ok(bundle)
+}
+
+/// Writes `cacerts` (and waits until a running istiod loads it), or removes the one we wrote
+/// when the cluster goes back to istiod's own CA; sets the trust outputs.
+#[allow(clippy::too_many_arguments)]
+async fn write_trust(
+    cluster: &Cluster,
+    secrets: &Api<Secret>,
+    ns_name: &str,
+    bundle: Option<&CaBundle>,
+    ours: &std::collections::BTreeMap<String, String>,
+    planned: &Value,
+    private: &mut Private,
+    state: &mut Value,
+    deadline: &Deadline,
+) -> Result<(), KubeError> {
+    match bundle {
         Some(b) => {
-            if let Err(e) = cluster
+            cluster
                 .apply(
-                    &secrets,
-                    &cacerts::secret(&ns_name, b, ours.clone()),
-                    &deadline,
+                    secrets,
+                    &cacerts::secret(ns_name, b, ours.clone()),
+                    deadline,
                 )
-                .await
-            {
-                return Err(kube_partial(&state, &private, e));
-            }
+                .await?;
             private.cacerts_digest = Some(b.digest());
             // An istiod owed a restart (trust mode changed) loads cacerts when it restarts,
             // below; one that keeps running must load it now.
             if !private.istiod_restart_pending {
-                if let Err(e) = wait_for_istiod_to_load(&cluster, &ns_name, b, &deadline).await {
-                    return Err(kube_partial(&state, &private, e));
-                }
+                wait_for_istiod_to_load(cluster, ns_name, b, deadline).await?
             }
-            set_trust_outputs(&mut state, Some(b));
+            set_trust_outputs(state, Some(b));
             // A plan that did not reissue promised the refresh-time verdict; the next refresh
             // gives the current one.
             if let Some(promised) = planned.get("ready_for_renewal").as_bool() {
@@ -284,176 +518,22 @@ pub(super) async fn converge(
         None => {
             if private.cacerts_digest.is_some() {
                 // Switched to istiod's own CA: remove the plug-in CA we installed.
-                if let Err(e) = cluster
-                    .delete(&secrets, cacerts::SECRET_NAME, false, &deadline)
-                    .await
-                {
-                    return Err(kube_partial(&state, &private, e));
-                }
+                cluster
+                    .delete(secrets, cacerts::SECRET_NAME, false, deadline)
+                    .await?;
                 private.cacerts_digest = None;
             }
-            set_trust_outputs(&mut state, None);
+            set_trust_outputs(state, None);
         }
     }
+    Ok(())
+}
 
-    // Control plane last.
-    match cp {
-        Some(cp) => {
-            let id = Identity {
-                cluster_name: &cluster_name,
-                mesh_id: planned.get("mesh_id").as_str().unwrap_or_default(),
-                network: &network,
-                namespace: &ns_name,
-            };
-            let (iop, overridden) = operator::istio_operator(&id, &cp);
-            for key in overridden {
-                ctx.warn(
-                    Some(AttributePath::attrs(&["control_plane", "values"])),
-                    "Value set by the provider",
-                    &format!("values.{key} is set by mesh_cluster from cluster_name, mesh_id, network and the remote settings; the value in `values` is ignored."),
-                );
-            }
-            let digest = operator::digest(&iop);
-            let name = operator::operator_name(&cluster_name, cp.revision.as_deref());
-            let needed = planned.get("control_plane_version").is_unknown()
-                || private.operator_digest.as_deref() != Some(digest.as_str());
-            private.remove_crds = config
-                .get("control_plane")
-                .get("remove_crds_on_destroy")
-                .as_bool()
-                .unwrap_or(false);
-            // A pending restart applies to an istiod that ran before this apply; one the
-            // installer creates now starts with the current cacerts.
-            let restart = private.istiod_restart_pending
-                && cp.role == Role::Primary
-                && match restart::istiod_exists(
-                    &cluster,
-                    &ns_name,
-                    cp.revision.as_deref(),
-                    &deadline,
-                )
-                .await
-                {
-                    Ok(exists) => exists,
-                    Err(e) => return Err(kube_partial(&state, &private, e)),
-                };
-            if needed {
-                if let Some(old) = private.operator_name.clone().filter(|o| *o != name) {
-                    if !private.previous_operators.contains(&old) {
-                        private.previous_operators.push(old);
-                    }
-                }
-                private.operator_name = Some(name.clone());
-                private.operator_digest = None;
-                let installer = Installer::new(&ns_name, &name);
-                let annotations = config
-                    .get("control_plane")
-                    .get("installer_pod_annotations")
-                    .as_map()
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if let Err(e) = install::install(
-                    &cluster,
-                    &installer,
-                    &iop,
-                    &cp,
-                    &ours,
-                    &annotations,
-                    &deadline,
-                )
-                .await
-                {
-                    let mut d = Diagnostics::new();
-                    d.error(e.to_string(), e.detail());
-                    return Err(partial(&state, &private, d));
-                }
-                // A new revision name is a new install: remove the previous one once the new
-                // control plane is up (and an installer a killed apply left for it).
-                for old in private.previous_operators.clone() {
-                    let installer = Installer::new(&ns_name, &old);
-                    if let Err(e) = install::remove_installer(&cluster, &installer, &deadline).await
-                    {
-                        return Err(kube_partial(&state, &private, e));
-                    }
-                    if let Err(e) = install::uninstall(
-                        &cluster,
-                        &operator::owner_selector(&old, &ns_name),
-                        false,
-                        &deadline,
-                    )
-                    .await
-                    {
-                        return Err(kube_partial(&state, &private, e));
-                    }
-                    private.previous_operators.retain(|o| *o != old);
-                }
-                private.operator_digest = Some(digest);
-            }
-            if restart {
-                let now = pki::format_rfc3339(time::OffsetDateTime::now_utc());
-                if let Err(e) = restart::restart_istiod(
-                    &cluster,
-                    &ns_name,
-                    cp.revision.as_deref(),
-                    &now,
-                    &deadline,
-                )
-                .await
-                {
-                    return Err(kube_partial(&state, &private, e));
-                }
-            }
-            private.istiod_restart_pending = false;
-            let version = install::observed_version(&cluster, &ns_name, &cp, &deadline).await;
-            match version {
-                Ok(v) => state.set("control_plane_version", v.into()),
-                Err(e) => return Err(kube_partial(&state, &private, e)),
-            }
-        }
-        None => {
-            for old in private.operators().cloned().collect::<Vec<_>>() {
-                if let Err(e) = install::uninstall(
-                    &cluster,
-                    &operator::owner_selector(&old, &ns_name),
-                    private.remove_crds,
-                    &deadline,
-                )
-                .await
-                {
-                    return Err(kube_partial(&state, &private, e));
-                }
-                if private.operator_name.as_ref() == Some(&old) {
-                    private.operator_name = None;
-                    private.operator_digest = None;
-                }
-                private.previous_operators.retain(|o| *o != old);
-            }
-            state.set("control_plane_version", Value::Null);
-        }
-    }
-    // Record what is left installed, when that changed (a previous revision removed).
-    let left: Vec<String> = {
-        let mut l: Vec<String> = private.operators().cloned().collect();
-        l.sort();
-        l.dedup();
-        l
-    };
-    if left != recorded {
-        if let Err(e) = cluster
-            .apply(&namespaces, &ns_object(&left), &deadline)
-            .await
-        {
-            return Err(kube_partial(&state, &private, e));
-        }
-    }
-    Ok(Applied {
-        state,
-        private: private.store(),
-    })
+/// A cluster error as diagnostics.
+fn kube_diags(e: KubeError) -> Diagnostics {
+    let mut d = Diagnostics::new();
+    d.error(e.to_string(), "");
+    d
 }
 
 /// Namespace annotation listing (comma-separated) the IstioOperators this resource installed
