@@ -4,6 +4,7 @@
 //! Scenarios run only with `TF_ACC=1` (as in terraform-plugin-testing); `make test` sets it and
 //! provides `TF_ACC_TERRAFORM_PATH` and `MESH_PROVIDER_DIR`.
 
+pub mod hcl;
 pub mod sim;
 
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use mesh_acceptance::hcl;
 use mesh_acceptance::sim::Clusters;
 use mesh_acceptance::{enabled, Background, Workspace};
 use serde_json::{json, Value};
@@ -60,37 +61,11 @@ fn annotations(obj: &Value) -> Value {
 // mesh_cluster: the installer Job wait
 
 fn clusters_config(kubeconfig: &str, values: &str) -> String {
-    let one = |name: &str| {
-        format!(
-            r#"
-resource "mesh_cluster" "{name}" {{
-  cluster_name = "{name}"
-  mesh_id      = "mesh1"
-  network      = "net-{name}"
-  kubernetes {{
-    config_path    = "{kubeconfig}"
-    config_context = "{name}"
-  }}
-  root_ca {{
-    cert_pem        = mesh_root_ca.root.cert_pem
-    private_key_pem = mesh_root_ca.root.private_key_pem
-  }}
-  intermediate {{
-    key_algorithm = "ECDSA"
-  }}
-  control_plane {{
-    version = "1.30.3"
-    values  = jsonencode({{ pilot = {{ env = {{ CRASH_TEST = "{values}" }} }} }})
-  }}
-}}
-"#
-        )
-    };
-    format!(
-        "resource \"mesh_root_ca\" \"root\" {{\n  key_algorithm = \"ECDSA\"\n}}\n{}{}",
-        one("c1"),
-        one("c2")
-    )
+    let body = format!(
+        "  control_plane {{\n    version = \"1.30.3\"\n    values  = jsonencode({{ pilot = {{ env = {{ CRASH_TEST = \"{values}\" }} }} }})\n  }}"
+    );
+    let one = |name: &str| hcl::mesh_cluster(name, &format!("net-{name}"), kubeconfig, &body);
+    format!("{}{}{}", hcl::root_ca(), one("c1"), one("c2"))
 }
 
 /// The installer Job's wait in both clusters (the watch's initial list of Jobs).

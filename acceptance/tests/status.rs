@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use mesh_acceptance::hcl;
 use mesh_acceptance::sim::Clusters;
 use mesh_acceptance::{enabled, Workspace};
 use serde_json::{json, Value};
@@ -23,30 +24,15 @@ fn config(kc: &str, server: Option<&str>, secret_extra: &str) -> String {
         .map(|s| format!("server = \"{s}\""))
         .unwrap_or_default();
     let cluster = |name: &str, network: &str| {
-        format!(
-            r#"
-resource "mesh_cluster" "{name}" {{
-  cluster_name = "{name}"
-  mesh_id      = "mesh1"
-  network      = "{network}"
-  kubernetes {{
-    config_path    = "{kc}"
-    config_context = "{name}"
-  }}
-  root_ca {{
-    cert_pem        = mesh_root_ca.root.cert_pem
-    private_key_pem = mesh_root_ca.root.private_key_pem
-  }}
-  intermediate {{
-    key_algorithm = "ECDSA"
-  }}
-  control_plane {{
+        hcl::mesh_cluster(
+            name,
+            network,
+            kc,
+            r#"  control_plane {
     version = "1.30.3"
     # istiod gives up its first sync of an unreachable remote after this long.
-    values  = jsonencode({{ pilot = {{ env = {{ PILOT_REMOTE_CLUSTER_TIMEOUT = "2s" }} }} }})
-  }}
-}}
-"#
+    values  = jsonencode({ pilot = { env = { PILOT_REMOTE_CLUSTER_TIMEOUT = "2s" } } })
+  }"#,
         )
     };
     format!(
