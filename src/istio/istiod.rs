@@ -265,12 +265,7 @@ pub async fn views(
     let pods = pods(cluster, namespace, revision, deadline).await?;
     // One replica that does not answer (replaced since it was listed, overloaded) must not
     // hold up the others, nor a caller that polls.
-    let per_pod = Deadline {
-        started: std::time::Instant::now(),
-        until: deadline.until.min(std::time::Instant::now() + PER_POD_READ),
-        cancel: deadline.cancel.clone(),
-    };
-    let per_pod = &per_pod;
+    let per_pod = &deadline.capped(PER_POD_READ);
     let asks = pods.into_iter().map(|pod| async move {
         let clusters = if pod.ready {
             clusterz(cluster, namespace, &pod.name, per_pod)

@@ -34,6 +34,17 @@ impl Deadline {
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// A deadline starting now that ends at most `max` from now, never after this one, with
+    /// the same cancellation: for a step that must not take the whole operation's time.
+    pub fn capped(&self, max: Duration) -> Deadline {
+        let now = Instant::now();
+        Deadline {
+            started: now,
+            until: self.until.min(now + max),
+            cancel: self.cancel.clone(),
+        }
+    }
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);

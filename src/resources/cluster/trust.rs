@@ -242,15 +242,6 @@ pub(super) fn set_trust_outputs(state: &mut Value, bundle: Option<&CaBundle>) {
 /// refreshes a Secret volume within about a minute; a refused bundle never loads).
 pub(super) const CACERTS_LOAD_WAIT: Duration = Duration::from_secs(5 * 60);
 
-/// Root fingerprints of a PEM bundle.
-pub(super) fn root_fingerprints(pem: &str) -> std::collections::BTreeSet<String> {
-    pki::parse_certs_pem(pem)
-        .unwrap_or_default()
-        .iter()
-        .map(|c| pki::fingerprint_sha256(c.der()))
-        .collect()
-}
-
 /// Whether `key_pem` is the private key of certificate `cert_pem`: the intermediate's key
 /// found in the cluster, even when someone replaced the certificate next to it.
 pub(super) fn key_matches(cert_pem: &str, key_pem: &str) -> bool {
@@ -297,19 +288,13 @@ pub(super) async fn wait_for_istiod_to_load(
     if !running.iter().any(|p| p.ready) {
         return Ok(());
     }
-    let want = root_fingerprints(&bundle.root_cert_pem);
+    let want = bundle_fingerprints(&bundle.root_cert_pem).unwrap_or_default();
     let loaded = move |cm: Option<&ConfigMap>| {
         cm.and_then(|c| c.data.as_ref())
             .and_then(|d| d.get(cacerts::ROOT_CONFIGMAP_KEY))
-            .is_some_and(|pem| root_fingerprints(pem) == want)
+            .is_some_and(|pem| bundle_fingerprints(pem).as_ref() == Some(&want))
     };
-    let capped = Deadline {
-        started: std::time::Instant::now(),
-        until: deadline
-            .until
-            .min(std::time::Instant::now() + CACERTS_LOAD_WAIT),
-        cancel: deadline.cancel.clone(),
-    };
+    let capped = deadline.capped(CACERTS_LOAD_WAIT);
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), namespace);
     let what = format!(
         "istiod to load the new trust bundle (ConfigMap {namespace}/{} to hold it)",

@@ -48,11 +48,7 @@ const REMOTE_PATIENCE: Duration = Duration::from_secs(20);
 /// `deadline`, shortened to REMOTE_PATIENCE: how long to keep trying a remote cluster that is
 /// not strictly needed for the operation to succeed.
 fn remote_patience(deadline: &Deadline) -> Deadline {
-    Deadline {
-        started: Instant::now(),
-        until: deadline.until.min(Instant::now() + REMOTE_PATIENCE),
-        cancel: deadline.cancel.clone(),
-    }
+    deadline.capped(REMOTE_PATIENCE)
 }
 
 // ---------------------------------------------------------------------------------------------
