@@ -52,6 +52,12 @@ variable "gateway_wait_for_address" {
   default     = true
 }
 
+variable "verify" {
+  description = "Prove the mesh carries traffic: HelloWorld in every cluster, called from every cluster (mesh_verification)."
+  type        = bool
+  default     = false
+}
+
 module "mesh" {
   source = "./modules/mesh"
 
@@ -62,9 +68,15 @@ module "mesh" {
   gateway_wait_for_address   = var.gateway_wait_for_address
   kubeconfig_path            = var.kubeconfig_path
   clusters                   = var.clusters
+  verify                     = var.verify
 }
 
 output "clusters" {
   description = "What was built, per cluster."
   value       = module.mesh.clusters
+}
+
+output "reachability" {
+  description = "With verify = true: client cluster => the clusters whose HelloWorld answered it."
+  value       = module.mesh.reachability
 }

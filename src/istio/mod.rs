@@ -8,6 +8,7 @@ pub mod istiod;
 pub mod operator;
 pub mod remote_secret;
 pub mod restart;
+pub mod verification;
 
 /// Namespace label carrying the cluster's network (read by istiod and the gateways).
 pub const NETWORK_LABEL: &str = "topology.istio.io/network";

@@ -425,3 +425,12 @@ pub(super) fn check_extended_key_usage(cert: &Certificate) -> Result<(), PkiErro
         },
     })
 }
+
+/// Whether `chain` (a signing certificate, then its issuers) is anchored in `roots`: one of its
+/// certificates is one of the roots, or was signed by one. What a peer holding `roots` as its
+/// trust bundle needs to accept certificates issued under `chain[0]`.
+pub fn chain_anchored_in(chain: &[Certificate], roots: &[Certificate]) -> bool {
+    chain
+        .iter()
+        .any(|c| roots.iter().any(|r| r.der == c.der || signs(r, c).is_ok()))
+}

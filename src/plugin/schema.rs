@@ -104,6 +104,15 @@ impl Attribute {
         Self::new(name, Type::List(Box::new(Type::String)), description)
     }
 
+    /// A map of string lists, e.g. a computed matrix keyed by name.
+    pub fn string_list_map(name: &str, description: &str) -> Self {
+        Self::new(
+            name,
+            Type::Map(Box::new(Type::List(Box::new(Type::String)))),
+            description,
+        )
+    }
+
     pub fn string_map(name: &str, description: &str) -> Self {
         Self::new(name, Type::Map(Box::new(Type::String)), description)
     }
@@ -189,6 +198,18 @@ impl NestedBlock {
             nesting: Nesting::Single,
             min_items: 0,
             max_items: 1,
+            force_new: false,
+        }
+    }
+
+    /// A block that may repeat, `min_items` times at least (0: optional).
+    pub fn list(name: &str, block: Block, min_items: i64) -> Self {
+        Self {
+            name: name.to_string(),
+            block,
+            nesting: Nesting::List,
+            min_items,
+            max_items: 0,
             force_new: false,
         }
     }

@@ -6,6 +6,7 @@ pub mod kubernetes;
 pub mod remote_secret;
 pub mod root_ca;
 pub mod status;
+pub mod verification;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub fn all() -> Vec<Arc<dyn Resource>> {
         Arc::new(cluster::MeshCluster),
         Arc::new(eastwest_gateway::EastWestGateway),
         Arc::new(remote_secret::MeshRemoteSecret),
+        Arc::new(verification::MeshVerification),
     ]
 }
 

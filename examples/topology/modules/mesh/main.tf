@@ -227,3 +227,47 @@ data "mesh_status" "this" {
 
   depends_on = [mesh_remote_secret.this, mesh_eastwest_gateway.this]
 }
+
+# The guides' last step: traffic from every cluster reaches every cluster's HelloWorld,
+# across networks through the east-west gateways. Runs again when a remote secret changes.
+resource "mesh_verification" "this" {
+  count = var.verify ? 1 : 0
+
+  hub = var.verify_hub
+  triggers = {
+    remote_secrets = join(",", sort([for k, s in mesh_remote_secret.this : "${k}=${s.kubeconfig_sha256}"]))
+  }
+
+  dynamic "cluster" {
+    for_each = local.clusters
+    content {
+      name            = mesh_cluster.this[cluster.key].cluster_name
+      istio_namespace = mesh_cluster.this[cluster.key].namespace
+
+      kubernetes {
+        host                   = cluster.value.connection.host
+        cluster_ca_certificate = cluster.value.connection.cluster_ca_certificate
+        token                  = cluster.value.connection.token
+        client_certificate     = cluster.value.connection.client_certificate
+        client_key             = cluster.value.connection.client_key
+        insecure               = cluster.value.connection.insecure
+        tls_server_name        = cluster.value.connection.tls_server_name
+        proxy_url              = cluster.value.connection.proxy_url
+        config_path            = cluster.value.connection.config_path
+        config_context         = cluster.value.connection.config_context
+
+        dynamic "exec" {
+          for_each = cluster.value.connection.exec == null ? [] : [cluster.value.connection.exec]
+          content {
+            api_version = exec.value.api_version
+            command     = exec.value.command
+            args        = try(exec.value.args, null)
+            env         = try(exec.value.env, null)
+          }
+        }
+      }
+    }
+  }
+
+  depends_on = [mesh_remote_secret.this, mesh_eastwest_gateway.this]
+}

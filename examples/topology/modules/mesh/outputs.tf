@@ -18,3 +18,8 @@ output "clusters" {
     }
   }
 }
+
+output "reachability" {
+  description = "With verify = true: for each client cluster, the clusters whose HelloWorld answered it (every cluster, when the mesh works). Null otherwise."
+  value       = var.verify ? mesh_verification.this[0].reachability : null
+}

@@ -93,3 +93,15 @@ variable "clusters" {
     error_message = "A cluster connection has an unknown attribute: it takes those of the provider's kubernetes block (host, cluster_ca_certificate, token, client_certificate, client_key, insecure, tls_server_name, proxy_url, config_path, config_context, exec)."
   }
 }
+
+variable "verify" {
+  description = "Add a mesh_verification over every cluster: HelloWorld in each, called from every cluster until each has answered each (the Istio guides' \"Verify the installation\")."
+  type        = bool
+  default     = false
+}
+
+variable "verify_hub" {
+  description = "Registry holding the HelloWorld and curl sample images for the verification (null: Docker Hub)."
+  type        = string
+  default     = null
+}
