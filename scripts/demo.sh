@@ -6,7 +6,9 @@
 # CONTEXTS="ctx-a=network-1 ctx-b=network-1 ctx-c=network-2" (and optionally KUBECONFIG),
 # the same plan runs against those kubeconfig contexts instead (kind, EKS, ...); each
 # cluster is named after its context, made a DNS label (kind-east1, arn-aws-eks-...).
-# DEMO_DIR chooses the scratch directory (default .tools/demo).
+# DEMO_DIR chooses the scratch directory (default .tools/demo). The plan ends with
+# mesh_verification (HelloWorld in every cluster, called from every cluster); VERIFY=false
+# leaves it out (clusters that cannot pull the samples' images).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tf=${TF_ACC_TERRAFORM_PATH:-$(command -v terraform || command -v tofu || true)}
@@ -95,9 +97,11 @@ provider_installation {
   }
 }
 TFRC
+verify=${VERIFY:-true}
 cat > "$work/terraform.tfvars" <<TFVARS
 kubeconfig_path = "$kubeconfig"
 key_algorithm   = "ECDSA"
+verify          = $verify
 clusters = {
 $clusters}
 TFVARS
@@ -130,6 +134,22 @@ for name, problems in sorted(sick.items()):
 print("    every istiod has synced every remote cluster" if not sick else f"    {len(sick)} cluster(s) unhealthy")
 sys.exit(1 if sick else 0)
 ' || fail "the mesh is not healthy"
+
+if [ "$verify" = true ]; then
+  step "traffic: HelloWorld in every cluster, called from every cluster (mesh_verification)"
+  "$tf" output -json reachability | python3 -c '
+import json, sys
+seen = json.load(sys.stdin)
+names = sorted(seen)
+print("    " + "CLIENT".ljust(max(map(len, names))) + "  ANSWERED BY")
+for c in names:
+    print("    " + c.ljust(max(map(len, names))) + "  " + " ".join(seen[c]))
+full = all(sorted(seen[c]) == names for c in names)
+n = len(names)
+print(f"    every client reached every cluster ({n} x {n})" if full else "    some pairs did not connect")
+sys.exit(0 if full else 1)
+' || fail "the mesh does not carry traffic everywhere"
+fi
 
 step "terraform plan again"
 set +e

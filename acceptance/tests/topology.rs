@@ -602,7 +602,8 @@ fn assert_demo_row(out: &str, cluster: &str, network: &str, others: &[&str]) {
 }
 
 /// `make demo` end to end, as a fresh clone runs it: it starts its own kube-sim, applies the
-/// seed's three clusters, prints one row per cluster, re-plans empty, destroys, finds nothing
+/// seed's three clusters with the traffic check, prints one row per cluster and the
+/// reachability matrix, re-plans empty, destroys, finds nothing
 /// left and stops kube-sim; then with CONTEXTS against clusters started here. Its output is
 /// short progress lines, no Terraform log.
 #[test]
@@ -621,7 +622,7 @@ fn make_demo_runs_end_to_end() {
         out.lines().all(|l| l.chars().count() <= 100),
         "long lines:\n{out}"
     );
-    assert!(out.contains("Resources: 13 added"), "{out}");
+    assert!(out.contains("Resources: 14 added"), "{out}");
     assert_demo_row(
         &out,
         "cluster-east-1",
@@ -644,8 +645,25 @@ fn make_demo_runs_end_to_end() {
         out.contains("every istiod has synced every remote cluster"),
         "{out}"
     );
+    // The traffic check: every cluster's client heard all three HelloWorlds.
+    for c in ["cluster-east-1", "cluster-east-2", "cluster-west-1"] {
+        let row = out
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.first() == Some(&c) && w.len() == 4)
+            .unwrap_or_else(|| panic!("no reachability row for {c}:\n{out}"));
+        assert_eq!(
+            row[1..],
+            ["cluster-east-1", "cluster-east-2", "cluster-west-1"],
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("every client reached every cluster (3 x 3)"),
+        "{out}"
+    );
     assert!(out.contains("no changes"), "{out}");
-    assert!(out.contains("Resources: 13 destroyed"), "{out}");
+    assert!(out.contains("Resources: 14 destroyed"), "{out}");
     for c in ["cluster-east-1", "cluster-east-2", "cluster-west-1"] {
         let row = demo_row(&out, c);
         assert!(
@@ -677,7 +695,8 @@ fn make_demo_runs_end_to_end() {
     );
     assert_demo_row(&out, "a", "net1", &["b", "c"]);
     assert_demo_row(&out, "c", "net2", &["a", "b"]);
-    assert!(out.contains("Resources: 13 destroyed"), "{out}");
+    assert!(out.contains("every client reached every cluster (3 x 3)"), "{out}");
+    assert!(out.contains("Resources: 14 destroyed"), "{out}");
     for n in names {
         assert!(
             sim.requests(n) > 0,

@@ -1,0 +1,320 @@
+//! Verification, part 2, with real Terraform: `mesh_verification` over the seed's three
+//! clusters on two networks. The mesh (workspace `mesh`) and the check (workspace `check`)
+//! are separate configurations over the same kube-sim clusters, so each negative case breaks
+//! one thing in the mesh with an ordinary apply, then runs the check, which must fail naming
+//! the pairs and the cause; the mesh is then repaired and the check passes again.
+//!
+//! kube-sim decides every request from its data-plane model (Istio's rules: the client's
+//! istiod must have synced the server's cluster, another network needs that network's
+//! east-west gateway, and mutual TLS needs each side's CA to chain to a root the other
+//! trusts), not from anything the provider says.
+
+use mesh_acceptance::hcl;
+use mesh_acceptance::sim::Clusters;
+use mesh_acceptance::{enabled, Workspace};
+use serde_json::json;
+
+const EAST1: &str = "cluster-east-1";
+const EAST2: &str = "cluster-east-2";
+const WEST1: &str = "cluster-west-1";
+const ALL: [&str; 3] = [EAST1, EAST2, WEST1];
+
+fn network(name: &str) -> &'static str {
+    if name == WEST1 {
+        "network-west"
+    } else {
+        "network-east"
+    }
+}
+
+/// What the mesh workspace builds: every cluster with a control plane and a gateway, every
+/// remote secret but `skip_secret` ("target/remote"), west's gateway only with
+/// `west_gateway`, and west's intermediate from `west_root` ("root" or "other").
+fn mesh(kc: &str) -> String {
+    let mut out = hcl::root_ca();
+    out.push_str("resource \"mesh_root_ca\" \"other\" {\n  key_algorithm = \"ECDSA\"\n}\n");
+    out.push_str(
+        r#"
+variable "skip_secret" {
+  type    = string
+  default = ""
+}
+variable "west_gateway" {
+  type    = bool
+  default = true
+}
+variable "west_root" {
+  type    = string
+  default = "root"
+}
+locals {
+  roots = { root = mesh_root_ca.root, other = mesh_root_ca.other }
+}
+"#,
+    );
+    for name in ALL {
+        let cluster = hcl::mesh_cluster(
+            name,
+            network(name),
+            kc,
+            "  control_plane {\n    version = \"1.30.3\"\n  }\n  allow_trust_break = true\n",
+        );
+        // West's intermediate comes from the root the variable names.
+        let cluster = if name == WEST1 {
+            cluster
+                .replace(
+                    "mesh_root_ca.root.cert_pem",
+                    "local.roots[var.west_root].cert_pem",
+                )
+                .replace(
+                    "mesh_root_ca.root.private_key_pem",
+                    "local.roots[var.west_root].private_key_pem",
+                )
+        } else {
+            cluster
+        };
+        out.push_str(&cluster);
+        let count = if name == WEST1 {
+            "count = var.west_gateway ? 1 : 0"
+        } else {
+            "count = 1"
+        };
+        let id = name.replace('-', "_");
+        out.push_str(&format!(
+            r#"
+resource "mesh_eastwest_gateway" "{id}" {{
+  {count}
+  namespace = mesh_cluster.{name}.namespace
+  network   = mesh_cluster.{name}.network
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "{name}"
+  }}
+}}
+"#
+        ));
+    }
+    for target in ALL {
+        for remote in ALL.iter().filter(|r| **r != target) {
+            let id = format!("{target}_{remote}").replace('-', "_");
+            out.push_str(&format!(
+                r#"
+resource "mesh_remote_secret" "{id}" {{
+  count     = var.skip_secret == "{target}/{remote}" ? 0 : 1
+  namespace = mesh_cluster.{target}.namespace
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "{target}"
+  }}
+  remote {{
+    cluster_name = mesh_cluster.{remote}.cluster_name
+    kubernetes {{
+      config_path    = "{kc}"
+      config_context = "{remote}"
+    }}
+  }}
+}}
+"#
+            ));
+        }
+    }
+    out
+}
+
+/// The check over the three clusters, failing fast when it fails.
+fn check(kc: &str) -> String {
+    let clusters: String = ALL
+        .iter()
+        .map(|name| {
+            format!(
+                "  cluster {{\n    name = \"{name}\"\n    kubernetes {{\n      config_path    = \"{kc}\"\n      config_context = \"{name}\"\n    }}\n  }}\n"
+            )
+        })
+        .collect();
+    format!(
+        r#"
+variable "run" {{
+  type    = string
+  default = "1"
+}}
+resource "mesh_verification" "mesh" {{
+  triggers = {{ run = var.run }}
+{clusters}
+  timeouts {{
+    create = "20s"
+    update = "20s"
+  }}
+}}
+output "reachability" {{
+  value = mesh_verification.mesh.reachability
+}}
+"#
+    )
+}
+
+/// Terraform wraps diagnostics to the terminal width: one line, single spaces, to match.
+fn unwrapped(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn failed_check(ws: &Workspace, run: &str) -> String {
+    let out = ws.run(&["apply", "-auto-approve", "-no-color", "-var", &format!("run={run}")]);
+    let text = unwrapped(&format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ));
+    assert!(!out.status.success(), "the check should have failed: {text}");
+    text
+}
+
+fn mesh_apply(ws: &Workspace, vars: &[&str]) {
+    let mut args = vec!["apply", "-auto-approve", "-no-color"];
+    for v in vars {
+        args.push("-var");
+        args.push(v);
+    }
+    ws.ok(&args);
+}
+
+/// The pairs the error names as failing, "client → server".
+fn failing_pairs(text: &str) -> Vec<String> {
+    let mut pairs: Vec<String> = text
+        .split("- ")
+        .skip(1)
+        .filter_map(|chunk| {
+            let head = chunk.split(':').next()?;
+            head.contains(" → ").then(|| head.trim().to_string())
+        })
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+/// The check's namespace is deleted (the namespace controller then empties it).
+fn sample_namespace_gone(sim: &Clusters) {
+    for c in ALL {
+        sim.wait_until(
+            c,
+            "the check's namespace to be gone",
+            std::time::Duration::from_secs(10),
+            |objects| {
+                !objects.iter().any(|o| {
+                    o["kind"] == "Namespace" && o["metadata"]["name"] == "sample"
+                        || o["metadata"]["namespace"] == "sample"
+                })
+            },
+        );
+    }
+}
+
+#[test]
+fn verification_proves_traffic_and_names_what_breaks_it() {
+    if !enabled("verification_proves_traffic_and_names_what_breaks_it") {
+        return;
+    }
+    let sim_dir = Workspace::new("verification-sim");
+    let sim = Clusters::start(&ALL, &sim_dir.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    let mesh_ws = Workspace::new("verification-mesh");
+    mesh_ws.config(&mesh(&kc));
+    mesh_ws.apply();
+    let check_ws = Workspace::new("verification-check");
+    check_ws.config(&check(&kc));
+
+    // The whole mesh works: every client hears every cluster's HelloWorld.
+    check_ws.apply();
+    let all = json!([EAST1, EAST2, WEST1]);
+    assert_eq!(
+        check_ws.output("reachability"),
+        json!({EAST1: all, EAST2: all, WEST1: all})
+    );
+    check_ws.assert_empty_plan();
+    sample_namespace_gone(&sim);
+    // The requests went through pod exec, in every cluster.
+    for c in ALL {
+        let execs: u64 = sim
+            .counters(c)
+            .counts
+            .iter()
+            .filter(|((_, r), _)| r == "pods/exec")
+            .map(|(_, n)| n)
+            .sum();
+        assert!(execs >= 10, "{c}: {execs} execs");
+    }
+
+    // 1. East-1's istiod does not read west-1: only that pair fails, for that reason.
+    mesh_apply(&mesh_ws, &[&format!("skip_secret={EAST1}/{WEST1}")]);
+    let text = failed_check(&check_ws, "2");
+    assert_eq!(failing_pairs(&text), [format!("{EAST1} → {WEST1}")], "{text}");
+    assert!(
+        text.contains(&format!(
+            "there is no remote secret for {WEST1} in {EAST1}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("(1 of 9 pairs failed)"), "{text}");
+    sample_namespace_gone(&sim);
+    mesh_apply(&mesh_ws, &[]);
+
+    // 2. West's network has no east-west gateway: the east clients cannot reach west-1;
+    //    west-1 still reaches the east network through its gateways.
+    mesh_apply(&mesh_ws, &["west_gateway=false"]);
+    let text = failed_check(&check_ws, "3");
+    assert_eq!(
+        failing_pairs(&text),
+        [format!("{EAST1} → {WEST1}"), format!("{EAST2} → {WEST1}")],
+        "{text}"
+    );
+    assert!(
+        text.contains("no cluster of network network-west has one"),
+        "{text}"
+    );
+    mesh_apply(&mesh_ws, &[]);
+
+    // 3. West is given another root: mutual TLS fails both ways between the networks.
+    mesh_apply(&mesh_ws, &["west_root=other"]);
+    let text = failed_check(&check_ws, "4");
+    assert_eq!(
+        failing_pairs(&text),
+        [
+            format!("{EAST1} → {WEST1}"),
+            format!("{EAST2} → {WEST1}"),
+            format!("{WEST1} → {EAST1}"),
+            format!("{WEST1} → {EAST2}"),
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("mutual TLS fails between {EAST1} and {WEST1}")),
+        "{text}"
+    );
+    assert!(!text.contains("no remote secret"), "{text}");
+    mesh_apply(&mesh_ws, &[]);
+
+    // Repaired: the check passes again (a changed trigger runs it in place).
+    check_ws.ok(&["apply", "-auto-approve", "-no-color", "-var", "run=5"]);
+    assert_eq!(check_ws.output("reachability")[WEST1], all);
+
+    // keep_workloads leaves them for a look; destroy removes them.
+    let kept = check(&kc).replace(
+        "triggers = { run = var.run }",
+        "triggers = { run = var.run }\n  keep_workloads = true",
+    );
+    check_ws.config(&kept);
+    check_ws.apply();
+    for c in ALL {
+        assert!(
+            sim.find(c, "Deployment", "sample", &format!("helloworld-{c}"))
+                .is_some(),
+            "{c} keeps its HelloWorld"
+        );
+    }
+    check_ws.destroy();
+    sample_namespace_gone(&sim);
+    mesh_ws.destroy();
+    for c in ALL {
+        assert_eq!(sim.ours(c), Vec::<String>::new(), "{c} not clean");
+    }
+}
