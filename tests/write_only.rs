@@ -209,6 +209,27 @@ async fn the_schema_carries_write_only_for_every_client() {
         Some(true)
     );
 
+    // mesh_cluster's root key: write-only and sensitive, its stored alternative neither
+    // write-only nor gone; nothing else of the real provider is write-only.
+    let cluster = resp.resource_schemas["mesh_cluster"].block.clone().unwrap();
+    let root_ca = cluster
+        .block_types
+        .iter()
+        .find(|b| b.type_name == "root_ca")
+        .and_then(|b| b.block.clone())
+        .unwrap();
+    let wo = root_ca
+        .attributes
+        .iter()
+        .find(|a| a.name == "private_key_pem_wo")
+        .unwrap();
+    assert!(wo.write_only && wo.sensitive && wo.optional && !wo.computed);
+    let classic = root_ca
+        .attributes
+        .iter()
+        .find(|a| a.name == "private_key_pem")
+        .unwrap();
+    assert!(!classic.write_only && classic.sensitive && classic.optional);
     fn write_only_names(b: &pb::schema::Block, at: &str, out: &mut Vec<String>) {
         for a in b.attributes.iter().filter(|a| a.write_only) {
             out.push(format!("{at}{}", a.name));
@@ -229,7 +250,7 @@ async fn the_schema_carries_write_only_for_every_client() {
             );
         }
     }
-    assert_eq!(all, Vec::<String>::new());
+    assert_eq!(all, ["mesh_cluster.root_ca.private_key_pem_wo"]);
 }
 
 #[tokio::test]
