@@ -216,11 +216,14 @@ fn type_label(a: &Attribute) -> String {
         Type::Map(t) => format!("Map of {}", inner_label(t)),
         Type::Object(_) => "Object".to_string(),
     };
+    let mut label = base;
     if a.sensitive {
-        format!("{base}, Sensitive")
-    } else {
-        base
+        label.push_str(", Sensitive");
     }
+    if a.write_only {
+        label.push_str(", Write-only");
+    }
+    label
 }
 
 fn inner_label(t: &Type) -> &'static str {
@@ -239,6 +242,15 @@ fn attr_text(a: &Attribute) -> String {
     }
     if a.force_new {
         s.push_str(" Changing this forces a new resource.");
+    }
+    if a.write_only {
+        s.push_str(" Write-only: never stored in the plan or state; needs Terraform 1.11 or later (OpenTofu 1.11 or later)");
+        match &a.stored_alternative {
+            Some(alt) => {
+                let _ = write!(s, ", older versions use `{alt}`.");
+            }
+            None => s.push('.'),
+        }
     }
     s
 }
@@ -278,6 +290,13 @@ mod tests {
                         .computed()
                         .sensitive(),
                 )
+                .attr(Attribute::string("token", "The token").sensitive())
+                .attr(
+                    Attribute::string("token_wo", "The token, not stored")
+                        .sensitive()
+                        .write_only()
+                        .stored_alternative("token"),
+                )
                 .block(timeouts_block(&[("create", "10m")])),
         );
         let page = resource_page(
@@ -295,6 +314,7 @@ mod tests {
         ));
         assert!(page.contains("- `size` (Number) The size. Defaults to `3`."));
         assert!(page.contains("### Read-Only\n\n- `secret` (String, Sensitive) The key."));
+        assert!(page.contains("- `token_wo` (String, Sensitive, Write-only) The token, not stored. Write-only: never stored in the plan or state; needs Terraform 1.11 or later (OpenTofu 1.11 or later), older versions use `token`.\n"), "{page}");
         assert!(page.contains("### Nested Schema for `timeouts`"));
         assert!(page.contains("```terraform\nresource \"x\" {}\n```"));
         // Limitations after the example, before the schema; import last.

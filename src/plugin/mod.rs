@@ -23,7 +23,7 @@ pub mod value;
 pub use data_source::DataSource;
 pub use diag::{AttributePath, Diagnostics};
 pub use plan::Plan;
-pub use resource::{Applied, Change, Ctx, Failure, Resource};
+pub use resource::{Applied, Change, ClientCapabilities, Ctx, Failure, Resource};
 pub use schema::{Attribute, Block, NestedBlock, Schema};
 pub use value::Value;
 

@@ -5,6 +5,7 @@
 //! purpose: planning never touches a cluster.
 
 use super::diag::{AttributePath, Diagnostics};
+use super::resource::ClientCapabilities;
 use super::schema::{Block, Mode, Nesting, Schema};
 use super::value::Value;
 
@@ -21,6 +22,8 @@ pub struct Plan<'a> {
     pub diags: Diagnostics,
     pub prior_private: &'a [u8],
     pub planned_private: Vec<u8>,
+    /// What the client supports (from the PlanResourceChange request).
+    pub client: ClientCapabilities,
 }
 
 impl<'a> Plan<'a> {
@@ -33,6 +36,9 @@ impl<'a> Plan<'a> {
     ) -> Self {
         let create = prior.is_null();
         let mut planned = proposed;
+        // Terraform proposes the configured value of a write-only attribute; the plan holds
+        // null (so it never differs from the prior state because of one, either).
+        schema.block.strip_write_only(&mut planned);
         let mut requires_replace = Vec::new();
         if !planned.is_null() {
             apply_defaults(&schema.block, config, &mut planned);
@@ -57,6 +63,7 @@ impl<'a> Plan<'a> {
             diags: Diagnostics::new(),
             prior_private,
             planned_private: prior_private.to_vec(),
+            client: ClientCapabilities::default(),
         }
     }
 

@@ -7,16 +7,42 @@ use tokio_util::sync::CancellationToken;
 
 use super::diag::{AttributePath, Diagnostics};
 use super::plan::Plan;
+use super::proto::tfplugin6 as pb;
 use super::schema::{Attribute, Block, NestedBlock, Schema};
 use super::value::Value;
 
-/// What every resource call receives: the StopProvider cancellation token and a place for
-/// warnings that accompany a successful result.
+/// What the client (Terraform, OpenTofu) announced it supports. Terraform ≥ 1.9 sends it with
+/// ValidateResourceConfig, PlanResourceChange, ReadResource, ImportResourceState, ReadDataSource
+/// and ConfigureProvider; older clients (Terraform 1.0.3 among them) send none: all false.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientCapabilities {
+    /// The client accepts deferred results (protocol 6.6). This provider never defers.
+    pub deferral_allowed: bool,
+    /// The client understands write-only attributes (protocol 6.8, Terraform ≥ 1.11): it keeps
+    /// them out of plan and state. Without it, a write-only attribute would be stored like any
+    /// other, so the protocol layer refuses configurations that set one.
+    pub write_only_attributes_allowed: bool,
+}
+
+impl ClientCapabilities {
+    pub(crate) fn from_proto(c: Option<&pb::ClientCapabilities>) -> Self {
+        c.map_or_else(Self::default, |c| Self {
+            deferral_allowed: c.deferral_allowed,
+            write_only_attributes_allowed: c.write_only_attributes_allowed,
+        })
+    }
+}
+
+/// What every resource call receives: the StopProvider cancellation token, what the client
+/// supports, and a place for warnings that accompany a successful result.
 #[derive(Clone, Default)]
 pub struct Ctx {
     /// Cancelled when Terraform calls StopProvider (first Ctrl-C): long waits must give up
     /// promptly and return what they have.
     pub cancel: CancellationToken,
+    /// The client's capabilities: from the request when it carries them (ReadResource), else
+    /// those announced at ConfigureProvider (ApplyResourceChange carries none).
+    pub client: ClientCapabilities,
     warnings: Arc<Mutex<Diagnostics>>,
 }
 
@@ -24,6 +50,7 @@ impl Ctx {
     pub fn new(cancel: CancellationToken) -> Self {
         Self {
             cancel,
+            client: ClientCapabilities::default(),
             warnings: Arc::default(),
         }
     }

@@ -48,6 +48,14 @@ pub struct Attribute {
     /// Computed attribute that keeps its prior value on update instead of becoming unknown.
     pub stable: bool,
     pub deprecated: bool,
+    /// Write-only (plugin protocol 6.8, Terraform ≥ 1.11): the value is in the configuration
+    /// only, never in plan or state. The protocol layer nulls it in every state it returns and
+    /// refuses a configuration setting it when the client did not announce support (older
+    /// clients would store it as an ordinary attribute).
+    pub write_only: bool,
+    /// For a write-only attribute: the sibling attribute (stored in state) to use instead on
+    /// clients without write-only support, named in the error those clients get.
+    pub stored_alternative: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +93,8 @@ impl Attribute {
             default: None,
             stable: false,
             deprecated: false,
+            write_only: false,
+            stored_alternative: None,
         }
     }
 
@@ -169,6 +179,19 @@ impl Attribute {
         self
     }
 
+    /// Write-only: set in configuration, never stored in plan or state.
+    pub fn write_only(mut self) -> Self {
+        self.write_only = true;
+        self
+    }
+
+    /// For a write-only attribute: the stored sibling attribute that clients without write-only
+    /// support should set instead.
+    pub fn stored_alternative(mut self, sibling: &str) -> Self {
+        self.stored_alternative = Some(sibling.to_string());
+        self
+    }
+
     pub fn is_computed(&self) -> bool {
         matches!(self.mode, Mode::Computed | Mode::OptionalComputed)
     }
@@ -184,7 +207,9 @@ impl Attribute {
             sensitive: self.sensitive,
             description_kind: pb::StringKind::Markdown as i32,
             deprecated: self.deprecated,
-            write_only: false,
+            // Sent to every client: GetProviderSchema carries no client capabilities, and
+            // clients before protocol 6.8 (Terraform 1.0.3 among them) skip the unknown field.
+            write_only: self.write_only,
         }
     }
 }
@@ -279,6 +304,73 @@ impl Block {
 
     pub fn nested(&self, name: &str) -> Option<&NestedBlock> {
         self.blocks.iter().find(|b| b.name == name)
+    }
+
+    /// Nulls every write-only attribute of a value of this block (as resources see it), nested
+    /// blocks included: planned and applied values of write-only attributes must be null.
+    pub fn strip_write_only(&self, v: &mut Value) {
+        let Value::Map(fields) = v else {
+            return;
+        };
+        for a in self.attributes.iter().filter(|a| a.write_only) {
+            if let Some(x) = fields.get_mut(&a.name) {
+                *x = Value::Null;
+            }
+        }
+        for b in &self.blocks {
+            match fields.get_mut(&b.name) {
+                Some(inner @ Value::Map(_)) => b.block.strip_write_only(inner),
+                Some(Value::List(items)) => {
+                    items.iter_mut().for_each(|i| b.block.strip_write_only(i))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether any attribute of this block or of its nested blocks is write-only.
+    pub fn contains_write_only(&self) -> bool {
+        self.attributes.iter().any(|a| a.write_only)
+            || self.blocks.iter().any(|b| b.block.contains_write_only())
+    }
+
+    /// The write-only attributes a configuration of this block sets (known or not), with their
+    /// paths as resources write them.
+    pub fn write_only_set<'s>(&'s self, config: &Value) -> Vec<(AttributePath, &'s Attribute)> {
+        let mut out = Vec::new();
+        self.collect_write_only(config, &mut AttributePath::root(), &mut out);
+        out
+    }
+
+    fn collect_write_only<'s>(
+        &'s self,
+        config: &Value,
+        path: &mut AttributePath,
+        out: &mut Vec<(AttributePath, &'s Attribute)>,
+    ) {
+        if !matches!(config, Value::Map(_)) {
+            return;
+        }
+        for a in self.attributes.iter().filter(|a| a.write_only) {
+            if !config.get(&a.name).is_null() {
+                out.push((path.clone().attr(&a.name), a));
+            }
+        }
+        for b in &self.blocks {
+            path.push_attr(&b.name);
+            match config.get(&b.name) {
+                inner @ Value::Map(_) => b.block.collect_write_only(inner, path, out),
+                Value::List(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        path.push_index(i as i64);
+                        b.block.collect_write_only(item, path, out);
+                        path.pop();
+                    }
+                }
+                _ => {}
+            }
+            path.pop();
+        }
     }
 
     /// A value as Terraform sent it → as resources see it: every single block's one-element
@@ -431,6 +523,21 @@ pub fn lint(block: &Block, path: &str) -> Vec<String> {
                 "{here}: computed-only attributes cannot force replacement"
             ));
         }
+        if a.write_only && (a.is_computed() || a.force_new || a.stable) {
+            problems.push(format!(
+                "{here}: a write-only attribute is never planned or stored, so it cannot be computed, stable or force replacement"
+            ));
+        }
+        if let Some(alt) = &a.stored_alternative {
+            if !a.write_only {
+                problems.push(format!("{here}: a stored alternative needs write-only"));
+            }
+            if block.attribute(alt).is_none_or(|s| s.write_only) {
+                problems.push(format!(
+                    "{here}: stored alternative {alt:?} is not a stored sibling attribute"
+                ));
+            }
+        }
     }
     for b in &block.blocks {
         let here = format!("{path}{}", b.name);
@@ -439,6 +546,12 @@ pub fn lint(block: &Block, path: &str) -> Vec<String> {
         }
         if b.block.description.trim().is_empty() {
             problems.push(format!("{here}: missing description"));
+        }
+        if b.nesting == Nesting::Set && b.block.contains_write_only() {
+            // Terraform refuses these: marks inside a set move up to the whole set.
+            problems.push(format!(
+                "{here}: set-nested blocks cannot hold write-only attributes"
+            ));
         }
         problems.extend(lint(&b.block, &format!("{here}.")));
     }
@@ -520,6 +633,109 @@ mod tests {
             b.wire_path(&AttributePath::attrs(&["remote"])).to_string(),
             "remote[0]"
         );
+    }
+
+    fn with_secrets() -> Block {
+        let secret = || {
+            Block::new("secret")
+                .attr(Attribute::string("key", "key").sensitive())
+                .attr(
+                    Attribute::string("key_wo", "key, not stored")
+                        .sensitive()
+                        .write_only()
+                        .stored_alternative("key"),
+                )
+        };
+        Block::new("outer")
+            .attr(Attribute::string("token_wo", "token").write_only())
+            .attr(Attribute::string("name", "name"))
+            .block(NestedBlock::single("one", secret()))
+            .block(NestedBlock {
+                nesting: Nesting::List,
+                max_items: 0,
+                ..NestedBlock::single("many", secret())
+            })
+    }
+
+    #[test]
+    fn write_only_attributes_are_found_in_config_and_nulled_in_state() {
+        let b = with_secrets();
+        assert!(b.to_proto(0).attributes[0].write_only);
+        assert!(!b.to_proto(0).attributes[1].write_only);
+        assert!(b.contains_write_only());
+        assert_eq!(lint(&b, ""), Vec::<String>::new());
+        let secret = |k: Value, wo: Value| Value::object([("key", k), ("key_wo", wo)]);
+        let config = Value::object([
+            ("token_wo", Value::Unknown),
+            ("name", Value::from("n")),
+            ("one", secret(Value::Null, Value::from("s1"))),
+            (
+                "many",
+                Value::List(vec![
+                    secret(Value::from("k"), Value::Null),
+                    secret(Value::Null, Value::from("s2")),
+                ]),
+            ),
+        ]);
+        let set: Vec<String> = b
+            .write_only_set(&config)
+            .iter()
+            .map(|(p, a)| format!("{p}:{}", a.name))
+            .collect();
+        // Unknown counts as set: the configuration sets it, its value comes later.
+        assert_eq!(
+            set,
+            [
+                "token_wo:token_wo",
+                "one.key_wo:key_wo",
+                "many[1].key_wo:key_wo"
+            ]
+        );
+        let mut state = config.clone();
+        b.strip_write_only(&mut state);
+        assert_eq!(state.get("token_wo"), &Value::Null);
+        assert_eq!(state.get("name"), &Value::from("n"));
+        assert_eq!(state.get("one"), &secret(Value::Null, Value::Null));
+        assert_eq!(
+            state.get("many"),
+            &Value::List(vec![
+                secret(Value::from("k"), Value::Null),
+                secret(Value::Null, Value::Null)
+            ])
+        );
+        // Null and unknown objects stay as they are.
+        for v in [Value::Null, Value::Unknown] {
+            let mut x = v.clone();
+            b.strip_write_only(&mut x);
+            assert_eq!(x, v);
+        }
+        assert!(b.write_only_set(&Value::Unknown).is_empty());
+    }
+
+    #[test]
+    fn lint_refuses_write_only_that_would_be_planned_or_hidden_in_sets() {
+        let bad = Block::new("b")
+            .attr(Attribute::string("a", "a").computed().write_only())
+            .attr(
+                Attribute::string("b", "b")
+                    .write_only()
+                    .stored_alternative("nope"),
+            )
+            .attr(Attribute::string("c", "c").stored_alternative("b"))
+            .block(NestedBlock {
+                nesting: Nesting::Set,
+                ..NestedBlock::single(
+                    "s",
+                    Block::new("s").attr(Attribute::string("x", "x").write_only()),
+                )
+            });
+        let problems = lint(&bad, "");
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert!(problems[0].starts_with("a: a write-only attribute is never planned"));
+        assert!(problems[1].starts_with("b: stored alternative \"nope\""));
+        assert!(problems[2].starts_with("c: a stored alternative needs write-only"));
+        assert!(problems[3].starts_with("c: stored alternative \"b\" is not a stored"));
+        assert!(problems[4].starts_with("s: set-nested blocks cannot hold write-only"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::diag::{AttributePath, Diagnostics};
 use super::plan::Plan;
 use super::proto::tfplugin6 as pb;
 use super::proto::tfplugin6::provider_server::Provider as ProviderRpc;
-use super::resource::{Change, Ctx, Failure, Resource};
+use super::resource::{Change, ClientCapabilities, Ctx, Failure, Resource};
 use super::schema::{Block, Mode, Schema};
 use super::value::{self, Type, Value};
 use super::Provider;
@@ -37,8 +37,13 @@ impl<T: ?Sized> Registered<T> {
         decode(dv, &self.ty, what).map(|v| self.schema.block.from_wire(v))
     }
 
+    /// Every value encoded here is a state (planned, applied, refreshed, upgraded, imported):
+    /// write-only attributes are nulled whatever the implementation returned, so none can
+    /// reach plan or state by mistake.
     fn encode(&self, v: &Value) -> Option<pb::DynamicValue> {
-        encode(&self.schema.block.to_wire(v.clone()), &self.ty)
+        let mut v = v.clone();
+        self.schema.block.strip_write_only(&mut v);
+        encode(&self.schema.block.to_wire(v), &self.ty)
     }
 
     fn path(&self, p: &AttributePath) -> pb::AttributePath {
@@ -71,6 +76,8 @@ struct Inner {
     /// provider that outlives a Ctrl-C (reattach/debug mode) can still work afterwards.
     stop: Mutex<CancellationToken>,
     terraform_version: Mutex<Option<String>>,
+    /// The client capabilities announced at ConfigureProvider, for the RPCs that carry none.
+    client: Mutex<ClientCapabilities>,
 }
 
 impl ProviderService {
@@ -93,6 +100,7 @@ impl ProviderService {
                 stop: Mutex::new(stop.child_token()),
                 stop_all: stop,
                 terraform_version: Mutex::new(None),
+                client: Mutex::default(),
             }),
         }
     }
@@ -128,9 +136,20 @@ impl ProviderService {
         })
     }
 
-    fn ctx(&self) -> Ctx {
+    /// The context of one call: the request's client capabilities when it carries them, else
+    /// those announced at ConfigureProvider.
+    fn ctx(&self, client: Option<&pb::ClientCapabilities>) -> Ctx {
         let stop = self.inner.stop.lock().unwrap_or_else(|e| e.into_inner());
-        Ctx::new(stop.clone())
+        let mut ctx = Ctx::new(stop.clone());
+        ctx.client = self.client(client);
+        ctx
+    }
+
+    fn client(&self, client: Option<&pb::ClientCapabilities>) -> ClientCapabilities {
+        match client {
+            Some(c) => ClientCapabilities::from_proto(Some(c)),
+            None => *self.inner.client.lock().unwrap_or_else(|e| e.into_inner()),
+        }
     }
 
     fn provider_schema(&self) -> Schema {
@@ -184,6 +203,33 @@ fn encode(v: &Value, ty: &Type) -> Option<pb::DynamicValue> {
         msgpack: value::to_msgpack(v, ty),
         json: Vec::new(),
     })
+}
+
+/// Errors for the write-only attributes `config` sets when the client does not support them:
+/// such a client (Terraform before 1.11) treats them as ordinary attributes and would store the
+/// value in plan and state, the very thing write-only exists to prevent.
+fn write_only_refused(schema: &Schema, config: &Value, client: ClientCapabilities) -> Diagnostics {
+    let mut d = Diagnostics::new();
+    if client.write_only_attributes_allowed {
+        return d;
+    }
+    for (path, attr) in schema.block.write_only_set(config) {
+        let instead = match &attr.stored_alternative {
+            Some(alt) => {
+                let mut alt_path = path.clone();
+                alt_path.pop();
+                let alt_path = alt_path.attr(alt);
+                format!(" With this Terraform, set `{alt_path}` instead (stored in the state, marked sensitive), or upgrade.")
+            }
+            None => " Upgrade Terraform, or leave it unset.".to_string(),
+        };
+        d.error_at(
+            path.clone(),
+            "Write-only attribute not supported by this Terraform",
+            format!("`{path}` is write-only: its value must never be stored. Write-only attributes need Terraform 1.11 or later (or OpenTofu 1.11 or later); this client did not announce support for them and would save the value in plan and state.{instead}"),
+        );
+    }
+    d
 }
 
 fn unknown_left(state: &Value) -> Diagnostics {
@@ -275,9 +321,10 @@ impl ProviderRpc for ProviderService {
                 }))
             }
         };
+        let client = self.client(req.client_capabilities.as_ref());
         let diagnostics = match r.decode(req.config.as_ref(), "configuration") {
             Ok(config) => {
-                let mut d = Diagnostics::new();
+                let mut d = write_only_refused(&r.schema, &config, client);
                 super::resource::validate_timeouts(&config, &mut d);
                 r.imp.validate(&config, &mut d);
                 r.diagnostics(d)
@@ -396,6 +443,9 @@ impl ProviderRpc for ProviderService {
         if let Ok(mut v) = self.inner.terraform_version.lock() {
             *v = Some(version);
         }
+        if let Ok(mut c) = self.inner.client.lock() {
+            *c = ClientCapabilities::from_proto(req.client_capabilities.as_ref());
+        }
         Ok(Response::new(pb::configure_provider::Response {
             diagnostics: vec![],
         }))
@@ -426,7 +476,7 @@ impl ProviderRpc for ProviderService {
                 }))
             }
         };
-        let ctx = self.ctx();
+        let ctx = self.ctx(req.client_capabilities.as_ref());
         tracing::debug!(resource = r.imp.type_name(), "read");
         let (new_state, private, mut diags) = match r.imp.read(&ctx, &state, &req.private).await {
             Ok(Some(applied)) => (applied.state, applied.private, Diagnostics::new()),
@@ -470,7 +520,16 @@ impl ProviderRpc for ProviderService {
                 }))
             }
         };
+        let client = self.client(req.client_capabilities.as_ref());
+        let refused = write_only_refused(&r.schema, &config, client);
+        if refused.has_errors() {
+            return Ok(Response::new(pb::plan_resource_change::Response {
+                diagnostics: r.diagnostics(refused),
+                ..Default::default()
+            }));
+        }
         let mut plan = Plan::new(&r.schema, &prior, proposed, &config, &req.prior_private);
+        plan.client = client;
         if !plan.is_destroy() {
             r.imp.modify_plan(&mut plan);
         }
@@ -505,7 +564,8 @@ impl ProviderRpc for ProviderService {
                 }))
             }
         };
-        let ctx = self.ctx();
+        // ApplyResourceChange carries no client capabilities: those of ConfigureProvider.
+        let ctx = self.ctx(None);
         let res = r.imp.as_ref();
         let change = Change {
             prior: &prior,
@@ -613,7 +673,7 @@ impl ProviderRpc for ProviderService {
             );
             return Ok(Response::new(read_data_source_failed(d)));
         }
-        let ctx = self.ctx();
+        let ctx = self.ctx(req.client_capabilities.as_ref());
         tracing::debug!(data_source = ds.imp.type_name(), "read");
         let (state, mut diags) = match ds.imp.read(&ctx, &config).await {
             Ok(state) => {

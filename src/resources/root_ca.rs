@@ -15,7 +15,7 @@ const DESCRIPTION: &str = "Generates the mesh's root certificate authority: a pr
 
 Pass `cert_pem` and `private_key_pem` to the `root_ca` block of each `mesh_cluster`; every cluster then gets its own intermediate CA signed by this root, so workloads in different clusters trust each other.
 
-The private key is stored in the Terraform state (marked sensitive). Protect the state accordingly, or bring your own intermediate CAs with the `ca` block of `mesh_cluster` so that no root key enters Terraform at all.
+The private key is stored in the Terraform state (marked sensitive). Protect the state accordingly. With Terraform 1.11 or later, pass it to `mesh_cluster` as the write-only `root_ca.private_key_pem_wo`, so that this resource's state is its only copy. To keep the root key out of Terraform's state altogether, keep the root outside Terraform (e.g. in a secret store) and pass its key write-only from an ephemeral source, or bring your own intermediate CAs with the `ca` block of `mesh_cluster`.
 
 When `early_renewal_hours` is set, the certificate is replaced once it is that close to expiry: a refresh sets `ready_for_renewal` and the next plan replaces the resource (and with it every intermediate issued from it).";
 

@@ -18,6 +18,14 @@ resource "mesh_cluster" "east" {
   }
 }
 
+# With Terraform >= 1.11, give the root key write-only, so that this resource's
+# state holds no copy of it (e.g. from an ephemeral variable or a secret store):
+#
+#   root_ca {
+#     cert_pem           = mesh_root_ca.root.cert_pem
+#     private_key_pem_wo = mesh_root_ca.root.private_key_pem
+#   }
+
 # Or bring your own intermediate (e.g. from Vault PKI):
 #
 #   ca {

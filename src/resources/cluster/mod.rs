@@ -50,7 +50,11 @@ With `control_plane { ... }` the provider installs Istio: it renders an IstioOpe
 
 Drift is repaired: a deleted or edited `cacerts`, a changed network label, or a missing istiod shows in the next plan and is put back by apply. If the namespace is gone, the resource is planned for creation again. Destroy uninstalls the control plane: every object carrying the installer's owner labels for this cluster's IstioOperator. That is more than `istioctl uninstall -f` without `--purge`, which keeps Istio's base (the reader ServiceAccount, the base RBAC, the validating webhook): after destroy nothing of the install is left, except Istio's CRDs, which are deleted only with `remove_crds_on_destroy` (deleting them deletes every Istio resource in the cluster). Then it removes `cacerts`, and the namespace if this resource created it (otherwise only its labels). What it created is marked in the cluster itself — annotation `mesh.tfmesh.dev/created-by` on a namespace it created, `mesh.tfmesh.dev/istio-operators` listing the control planes it installs — so destroy removes it even when an earlier apply was killed before Terraform saved state.
 
-The intermediate CA's private key is never stored in Terraform's state: it lives only in `cacerts`, where a repair reads it back; when `cacerts` is gone, the repair issues a new intermediate from the root. (The root key, given in `root_ca`, is in the state of `mesh_root_ca` and in this resource's configuration.)";
+The intermediate CA's private key is never stored in Terraform's state: it lives only in `cacerts`, where a repair reads it back; when `cacerts` is gone, the repair issues a new intermediate from the root. The root key given in `root_ca.private_key_pem` is stored in this resource's state too; with Terraform 1.11 or later give it in `root_ca.private_key_pem_wo` instead, which is never stored. A root from `mesh_root_ca` still has its key in that resource's state: to keep the root key out of Terraform's state altogether, keep the root outside Terraform and pass its key write-only from an ephemeral source, or bring your own intermediate with `ca`.";
+
+/// `root_ca`'s write-only key and its version marker.
+const ROOT_KEY_WO: &str = "private_key_pem_wo";
+const ROOT_KEY_WO_VERSION: &str = "private_key_pem_wo_version";
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const READ_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -81,9 +85,11 @@ fn schema() -> Schema {
             .block(kubernetes::block())
             .block(NestedBlock::single(
                 "root_ca",
-                Block::new("The mesh root CA to issue this cluster's intermediate from, typically `mesh_root_ca`'s outputs. Conflicts with `ca`.")
+                Block::new("The mesh root CA to issue this cluster's intermediate from, typically `mesh_root_ca`'s outputs. Conflicts with `ca`. Give its key in exactly one of `private_key_pem` (any Terraform; kept in this resource's state) and `private_key_pem_wo` (Terraform 1.11 or later; never stored).")
                     .attr(Attribute::string("cert_pem", "Root certificate, PEM.").required())
-                    .attr(Attribute::string("private_key_pem", "Root private key, PEM (PKCS#8, PKCS#1 or SEC1).").required().sensitive()),
+                    .attr(Attribute::string("private_key_pem", "Root private key, PEM (PKCS#8, PKCS#1 or SEC1). Stored in this resource's state (marked sensitive, in plain text in the state file). Use it with Terraform before 1.11 (OpenTofu before 1.11), which cannot keep `private_key_pem_wo` out of state; with newer versions prefer `private_key_pem_wo`. Exactly one of the two.").optional().sensitive())
+                    .attr(Attribute::string(ROOT_KEY_WO, "Root private key, PEM, as a write-only argument: Terraform 1.11 or later hands it to the provider at plan and apply and never stores it in plan or state, so it can come from an ephemeral source (an `ephemeral = true` variable, an ephemeral resource reading a secret store) and leave no copy in this resource's state. The key signs only when the intermediate is issued (create, a change of `cert_pem` or `intermediate`, renewal, a repair that finds the intermediate's key gone from `cacerts`), but it must be given on every run, like any required input. Exactly one of this and `private_key_pem`; older clients get an error naming `private_key_pem`.").optional().sensitive().write_only().stored_alternative("private_key_pem"))
+                    .attr(Attribute::number(ROOT_KEY_WO_VERSION, "A number to change when the key given in `private_key_pem_wo` changes (the usual companion of a write-only argument: Terraform cannot see a change of a value it does not store). Stored in state. Here the key belongs to `cert_pem`, and a new root changes `cert_pem`, which reissues the intermediate by itself: changing only this number is an in-place update that reissues nothing. Only with `private_key_pem_wo`.").optional()),
             ))
             .block(NestedBlock::single(
                 "intermediate",

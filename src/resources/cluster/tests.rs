@@ -419,3 +419,123 @@ fn own_ca_chain_must_end_at_the_root() {
     let wrong = pki::concat_pem(&[&inter.cert_pem, &root_b.cert_pem]);
     assert_eq!(with_ca(&wrong, &root_b.cert_pem), ["ca.cert_chain_pem"]);
 }
+
+#[test]
+fn the_root_key_is_given_in_exactly_one_of_stored_and_write_only() {
+    let root = pki::generate_root(&p256(CaSpec::istio_root())).unwrap();
+    let other = pki::generate_root(&p256(CaSpec::istio_root())).unwrap();
+    let s = schema();
+    let block = &s.block.nested("root_ca").unwrap().block;
+    let wo = block.attribute(ROOT_KEY_WO).unwrap();
+    assert!(wo.write_only && wo.sensitive && !wo.is_computed());
+    assert_eq!(wo.stored_alternative.as_deref(), Some("private_key_pem"));
+    let version = block.attribute(ROOT_KEY_WO_VERSION).unwrap();
+    assert!(!version.write_only && !version.sensitive);
+    assert!(!block.attribute("private_key_pem").unwrap().write_only);
+
+    let with = |fields: &[(&str, Value)]| {
+        let mut c = base();
+        let mut r = vec![("cert_pem", Value::from(root.cert_pem.as_str()))];
+        r.extend(fields.iter().cloned());
+        c.push(("root_ca", Value::object(r)));
+        errors(&Value::object(c))
+    };
+    let key = Value::from(root.private_key_pem.as_str());
+    assert!(with(&[("private_key_pem", key.clone())]).is_empty());
+    assert!(with(&[(ROOT_KEY_WO, key.clone())]).is_empty());
+    assert!(with(&[
+        (ROOT_KEY_WO, key.clone()),
+        (ROOT_KEY_WO_VERSION, Value::from(2))
+    ])
+    .is_empty());
+    assert!(with(&[(ROOT_KEY_WO, Value::Unknown)]).is_empty());
+    assert_eq!(with(&[]), ["root_ca"]);
+    assert_eq!(
+        with(&[
+            ("private_key_pem", key.clone()),
+            (ROOT_KEY_WO, Value::Unknown)
+        ]),
+        ["root_ca.private_key_pem_wo"]
+    );
+    assert_eq!(
+        with(&[
+            ("private_key_pem", key.clone()),
+            (ROOT_KEY_WO_VERSION, Value::from(1))
+        ]),
+        ["root_ca.private_key_pem_wo_version"]
+    );
+    // A key that does not match is reported where it was given, without its value.
+    let wrong = Value::from(other.private_key_pem.as_str());
+    let mut d = Diagnostics::new();
+    let mut c = base();
+    c.push((
+        "root_ca",
+        Value::object([
+            ("cert_pem", Value::from(root.cert_pem.as_str())),
+            (ROOT_KEY_WO, wrong),
+        ]),
+    ));
+    validate_config(&Value::object(c), &mut d);
+    assert_eq!(d.0.len(), 1, "{d:?}");
+    assert_eq!(
+        d.0[0].path.as_ref().unwrap().to_string(),
+        "root_ca.private_key_pem_wo"
+    );
+    let body = other.private_key_pem.lines().nth(1).unwrap();
+    assert!(!d.0[0].detail.contains(body) && !d.0[0].summary.contains(body));
+
+    // The block itself unknown (a dynamic block): nothing to check yet.
+    let mut c = base();
+    c.push(("root_ca", Value::Unknown));
+    assert!(errors(&Value::object(c)).is_empty());
+
+    // At apply the write-only key (in the configuration) is what signs.
+    let mut c = base();
+    c.push((
+        "root_ca",
+        Value::object([
+            ("cert_pem", Value::from(root.cert_pem.as_str())),
+            (ROOT_KEY_WO, key),
+        ]),
+    ));
+    let mut d = Diagnostics::new();
+    assert!(matches!(
+        trust_from(&Value::object(c), &mut d),
+        Some(Trust::Root { .. })
+    ));
+    assert!(d.0.is_empty(), "{d:?}");
+}
+
+#[test]
+fn how_the_root_key_is_given_is_no_trust_change() {
+    let root = pki::generate_root(&p256(CaSpec::istio_root())).unwrap();
+    let other = pki::generate_root(&p256(CaSpec::istio_root())).unwrap();
+    let state = |cert: &str, fields: &[(&str, Value)]| {
+        let mut r = vec![
+            ("cert_pem", Value::from(cert)),
+            ("private_key_pem", Value::Null),
+            (ROOT_KEY_WO, Value::Null),
+            (ROOT_KEY_WO_VERSION, Value::Null),
+        ];
+        r.extend(fields.iter().cloned());
+        Value::object([("root_ca", Value::object(r))])
+    };
+    let stored = state(
+        &root.cert_pem,
+        &[(
+            "private_key_pem",
+            Value::from(root.private_key_pem.as_str()),
+        )],
+    );
+    // Switching to the write-only key (null in plan and state), or bumping its version: the
+    // same root, the same intermediate.
+    let write_only = state(&root.cert_pem, &[(ROOT_KEY_WO_VERSION, Value::from(1))]);
+    let bumped = state(&root.cert_pem, &[(ROOT_KEY_WO_VERSION, Value::from(2))]);
+    assert!(!trust_inputs_changed(&stored, &write_only));
+    assert!(!trust_inputs_changed(&write_only, &bumped));
+    // A new root is.
+    assert!(trust_inputs_changed(
+        &write_only,
+        &state(&other.cert_pem, &[(ROOT_KEY_WO_VERSION, Value::from(1))])
+    ));
+}

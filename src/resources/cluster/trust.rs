@@ -192,10 +192,18 @@ pub(super) fn plan_trust_mode_change(plan: &mut Plan<'_>) {
 
 pub(super) fn trust_inputs_changed(prior: &Value, planned: &Value) -> bool {
     // The renewal window says when to reissue, not what: changing it alone changes nothing.
+    // Nor does the way the root key is given: it must match `root_ca.cert_pem` (checked at
+    // validation), so the same certificate means the same key, stored, write-only (always null
+    // in plan and state) or re-encoded; a new root changes the certificate.
     let without_window = |v: &Value, k: &str| {
         let mut b = v.get(k).clone();
         if b.as_map().is_some() {
             b.set("renew_before", Value::Null);
+            if k == "root_ca" {
+                for key in ["private_key_pem", ROOT_KEY_WO, ROOT_KEY_WO_VERSION] {
+                    b.set(key, Value::Null);
+                }
+            }
         }
         b
     };

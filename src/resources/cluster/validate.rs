@@ -75,6 +75,42 @@ pub(super) fn intermediate_spec(
     Some(spec)
 }
 
+/// The attribute of `root_ca` holding the root key: exactly one of `private_key_pem` (stored)
+/// and `private_key_pem_wo` (write-only), unknown counting as set. `None` after an error, or
+/// when the block itself is not known yet.
+pub(super) fn root_key_attribute(root: &Value, diags: &mut Diagnostics) -> Option<&'static str> {
+    root.as_map()?;
+    let at = |n: &str| AttributePath::attrs(&["root_ca", n]);
+    let wo = root.get(ROOT_KEY_WO);
+    if wo.is_null() && !root.get(ROOT_KEY_WO_VERSION).is_null() {
+        diags.error_at(
+            at(ROOT_KEY_WO_VERSION),
+            "private_key_pem_wo_version without private_key_pem_wo",
+            "private_key_pem_wo_version marks changes of the write-only key private_key_pem_wo; remove it, or give the key in private_key_pem_wo.",
+        );
+    }
+    match (root.get("private_key_pem").is_null(), wo.is_null()) {
+        (false, true) => Some("private_key_pem"),
+        (true, false) => Some(ROOT_KEY_WO),
+        (true, true) => {
+            diags.error_at(
+                AttributePath::attrs(&["root_ca"]),
+                "Missing root key",
+                "root_ca needs the root's private key to issue the intermediate: set private_key_pem, or with Terraform 1.11 or later private_key_pem_wo (write-only: never stored in plan or state).",
+            );
+            None
+        }
+        (false, false) => {
+            diags.error_at(
+                at(ROOT_KEY_WO),
+                "Conflicting root keys",
+                "Set either root_ca.private_key_pem or root_ca.private_key_pem_wo, not both: private_key_pem_wo (Terraform 1.11 or later) keeps the key out of plan and state, private_key_pem works with every version and is stored in state.",
+            );
+            None
+        }
+    }
+}
+
 /// Checks everything knowable now; returns the trust to install when all of it is known.
 pub(super) fn trust_from(config: &Value, diags: &mut Diagnostics) -> Option<Trust> {
     let (root, own) = (config.get("root_ca"), config.get("ca"));
@@ -94,6 +130,7 @@ pub(super) fn trust_from(config: &Value, diags: &mut Diagnostics) -> Option<Trus
         }
     }
     if !root.is_null() {
+        let key_attr = root_key_attribute(root, diags);
         let spec = intermediate_spec(config, cluster, namespace, diags);
         // The certificate can be checked on its own while the key is still unknown.
         if let Some(cert) = root.get("cert_pem").as_str() {
@@ -110,18 +147,20 @@ pub(super) fn trust_from(config: &Value, diags: &mut Diagnostics) -> Option<Trus
                 return None;
             }
         }
-        let (cert, key) = (
-            root.get("cert_pem").as_str()?,
-            root.get("private_key_pem").as_str()?,
-        );
+        let key_attr = key_attr?;
+        let (cert, key) = (root.get("cert_pem").as_str()?, root.get(key_attr).as_str()?);
         return match CaSigner::from_pem(cert, key) {
             Ok(signer) => Some(Trust::Root {
                 signer: Box::new(signer),
                 spec: spec?,
             }),
             Err(e) => {
+                let attr = match e.field {
+                    Field::PrivateKeyPem => key_attr,
+                    f => f.name(),
+                };
                 diags.error_at(
-                    field_path("root_ca", e.field),
+                    AttributePath::attrs(&["root_ca", attr]),
                     "Invalid root CA",
                     e.to_string(),
                 );
