@@ -79,6 +79,10 @@ pub struct Settings {
     pub istiod: IstiodSetting,
     /// Seeded random faults on a share of API requests (off by default).
     pub chaos: ChaosSetting,
+    /// Kubernetes' `TranslateStreamingWebsocketRequests` feature gate (on by default since
+    /// 1.30): exec websockets offering `v5.channel.k8s.io` are served by the API server's
+    /// translator. Off, they go to the kubelet, which negotiates v4.
+    pub translate_streaming_websocket_requests: bool,
 }
 
 impl Default for Settings {
@@ -95,6 +99,7 @@ impl Default for Settings {
             bookmark_interval_ms: 2000,
             istiod: IstiodSetting::default(),
             chaos: ChaosSetting::default(),
+            translate_streaming_websocket_requests: true,
         }
     }
 }
@@ -210,7 +215,9 @@ impl Cluster {
                 "kubernetes.io/hostname": format!("{}-control-plane", self.name),
                 "node-role.kubernetes.io/control-plane": ""}},
             "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0", "kubeProxyVersion": "v1.33.0",
+                    "containerRuntimeVersion": "containerd://2.1.0", "operatingSystem": "linux", "architecture": "amd64"}}
         }));
         let _ = self.create_internal(json!({
             "apiVersion": "v1", "kind": "Service",

@@ -84,6 +84,7 @@ fn resource_doc(r: &ResourceInfo) -> Vec<Value> {
             match sub.as_str() {
                 "log" => ("Pod", None, None, vec!["get"]),
                 "portforward" => ("PodPortForwardOptions", None, None, vec!["create", "get"]),
+                "exec" => ("PodExecOptions", None, None, vec!["create", "get"]),
                 "proxy" => (
                     "PodProxyOptions",
                     None,

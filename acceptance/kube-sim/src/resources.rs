@@ -84,7 +84,7 @@ const BUILTINS: &[Builtin] = &[
         "pods",
         true,
         true,
-        &["log", "portforward", "proxy"],
+        &["log", "exec", "portforward", "proxy"],
         &["po"],
     ),
     (

@@ -140,10 +140,83 @@ impl FieldSelector {
     }
 }
 
+/// Whether a `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`) selects these
+/// labels. A missing selector selects everything (as webhooks' namespace/object selectors do);
+/// an unknown operator selects nothing.
+pub fn selector_object_matches(
+    sel: Option<&Value>,
+    labels: Option<&serde_json::Map<String, Value>>,
+) -> bool {
+    let Some(sel) = sel.filter(|s| !s.is_null()) else {
+        return true;
+    };
+    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+    let match_labels = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| get(k) == v.as_str());
+    let exprs = sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|vs| vs.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match e.get("operator").and_then(Value::as_str) {
+                Some("In") => get(key).is_some_and(|v| values.contains(&v)),
+                Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
+                Some("Exists") => get(key).is_some(),
+                Some("DoesNotExist") => get(key).is_none(),
+                _ => false,
+            }
+        });
+    match_labels && exprs
+}
+
+/// Whether a Service-style selector (a plain map) selects these labels; an empty or missing
+/// one selects nothing (a Service without a selector has no managed endpoints).
+pub fn map_selector_matches(
+    sel: Option<&Value>,
+    labels: Option<&serde_json::Map<String, Value>>,
+) -> bool {
+    match sel.and_then(Value::as_object) {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)).and_then(Value::as_str) == v.as_str()),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn selector_objects_match_like_metav1() {
+        let l = json!({"istio-injection": "enabled", "kubernetes.io/metadata.name": "sample"});
+        let l = l.as_object();
+        assert!(selector_object_matches(None, l));
+        let sel = json!({"matchExpressions": [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}]});
+        assert!(selector_object_matches(Some(&sel), l));
+        let sel = json!({"matchExpressions": [{"key": "istio.io/rev", "operator": "DoesNotExist"},
+            {"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}]});
+        assert!(selector_object_matches(Some(&sel), l));
+        let sel = json!({"matchLabels": {"istio-injection": "disabled"}});
+        assert!(!selector_object_matches(Some(&sel), l));
+        assert!(map_selector_matches(
+            Some(&json!({"istio-injection": "enabled"})),
+            l
+        ));
+        assert!(!map_selector_matches(Some(&json!({})), l));
+    }
 
     #[test]
     fn label_selector_forms() {

@@ -86,6 +86,7 @@ async fn serve(
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = api::parse_query(req.uri().query());
+    let raw_query = req.uri().query().unwrap_or("").to_string();
     let header = |k: &str| {
         req.headers()
             .get(k)
@@ -112,6 +113,7 @@ async fn serve(
         method,
         path,
         query,
+        raw_query,
         content_type,
         user_agent,
         body,

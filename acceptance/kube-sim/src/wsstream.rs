@@ -24,8 +24,12 @@ pub const V4_BINARY: &str = "v4.channel.k8s.io";
 pub const V4_BASE64: &str = "v4.base64.channel.k8s.io";
 /// Version 5 adds a CLOSE signal (channel 255) for exec/attach stdin; port-forward does not
 /// offer it.
-#[allow(dead_code)] // offered by exec/attach clients; kept for the exec handler
 pub const V5_BINARY: &str = "v5.channel.k8s.io";
+/// The pre-v4 protocols (the error channel carries plain text).
+pub const V1_BINARY: &str = "channel.k8s.io";
+pub const V1_BASE64: &str = "base64.channel.k8s.io";
+/// Channel 255 of v5: the client closes one of its streams (payload: the channel number).
+pub const CLOSE_CHANNEL: u8 = 255;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -45,6 +49,39 @@ pub const PORT_FORWARD_PROTOCOLS: &[Protocol] = &[
     Protocol {
         name: "",
         encoding: Encoding::Binary,
+    },
+    Protocol {
+        name: V4_BINARY,
+        encoding: Encoding::Binary,
+    },
+    Protocol {
+        name: V4_BASE64,
+        encoding: Encoding::Base64,
+    },
+];
+
+/// What the API server's stream translator accepts for exec (`TranslateStreamingWebsocketRequests`,
+/// on by default since 1.30): a request offering v5 is served by the API server itself, which
+/// speaks v5 only.
+pub const EXEC_TRANSLATOR_PROTOCOLS: &[Protocol] = &[Protocol {
+    name: V5_BINARY,
+    encoding: Encoding::Binary,
+}];
+
+/// What the container runtime's streaming server (`k8s.io/kubelet/pkg/cri/streaming`) accepts
+/// for exec when the API server proxies the websocket through unchanged.
+pub const EXEC_KUBELET_PROTOCOLS: &[Protocol] = &[
+    Protocol {
+        name: "",
+        encoding: Encoding::Binary,
+    },
+    Protocol {
+        name: V1_BINARY,
+        encoding: Encoding::Binary,
+    },
+    Protocol {
+        name: V1_BASE64,
+        encoding: Encoding::Base64,
     },
     Protocol {
         name: V4_BINARY,
@@ -225,6 +262,16 @@ impl ChannelConn {
     /// Close the websocket (normal closure).
     pub async fn close(&mut self) {
         let _ = self.ws.close(None).await;
+    }
+
+    /// Send the close frame and wait (at most `patience`) for the client to close too, as the
+    /// API server's stream translator does so output still in flight is not cut off.
+    pub async fn finish(&mut self, patience: std::time::Duration) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(patience, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
     }
 }
 

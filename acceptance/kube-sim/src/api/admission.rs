@@ -186,6 +186,8 @@ pub(super) fn admit_create(cluster: &Cluster, info: &ResourceInfo, obj: &mut Val
         }
         ("", "pods") => {
             obj["status"] = json!({"phase": "Pending"});
+            // Mutating admission: Istio's sidecar injector webhook.
+            crate::injector::admit(cluster, obj);
         }
         ("", "secrets") => admit_secret(obj),
         ("apps", "deployments") | ("apps", "statefulsets") | ("apps", "replicasets") => {
@@ -222,7 +224,6 @@ pub(super) fn admit_create(cluster: &Cluster, info: &ResourceInfo, obj: &mut Val
         ("apiextensions.k8s.io", "customresourcedefinitions") => resources::establish_crd(obj),
         _ => {}
     }
-    let _ = cluster;
 }
 
 pub(super) fn admit_secret(obj: &mut Value) {

@@ -1,5 +1,5 @@
 //! Request routing and the resource handlers: get, list, watch, create, update, patch, delete,
-//! deletecollection, and the `status`, `log`, `token`, `portforward`, `proxy` subresources.
+//! deletecollection, and the `status`, `log`, `token`, `portforward`, `exec`, `proxy` subresources.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use crate::{discovery, watch};
 
 mod admission;
 mod delete;
+mod exec;
 mod read;
 mod reviews;
 mod stream;
@@ -34,6 +35,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub query: HashMap<String, String>,
+    /// The query string as sent (repeated parameters such as exec's `command`).
+    pub raw_query: String,
     pub content_type: String,
     pub user_agent: String,
     pub body: Bytes,
@@ -47,6 +50,17 @@ impl Request {
             .get(k)
             .map(String::as_str)
             .filter(|s| !s.is_empty())
+    }
+
+    /// Every value of a repeated query parameter, in order (`command=a&command=b`).
+    pub fn q_all(&self, k: &str) -> Vec<String> {
+        self.raw_query
+            .split('&')
+            .filter_map(|p| {
+                let (key, v) = p.split_once('=').unwrap_or((p, ""));
+                (percent_decode(key) == k).then(|| percent_decode(v))
+            })
+            .collect()
     }
 
     fn flag(&self, k: &str) -> bool {
@@ -273,6 +287,7 @@ pub async fn handle(
     if t.info.plural == "pods" && t.info.group.is_empty() {
         match t.sub.as_str() {
             "portforward" => return stream::portforward(cluster, req, t, who).await,
+            "exec" => return exec::exec(cluster, req, t, who).await,
             "proxy" => return stream::proxy(cluster, req, t),
             _ => {}
         }

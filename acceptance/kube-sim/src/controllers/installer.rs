@@ -597,17 +597,52 @@ fn manifests(p: &Plan, ca_pem: &str) -> Vec<Value> {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(ca_pem)
     };
-    let webhook = |name: &str, selector: Value| {
+    let webhook = |name: &str, namespace_selector: Value, object_selector: Value| {
         json!({"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail", "reinvocationPolicy": "Never",
             "clientConfig": {"service": {"name": istiod, "namespace": ns, "path": path, "port": 443}, "caBundle": ca_b64},
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "*"}],
-            "namespaceSelector": selector})
+            "namespaceSelector": namespace_selector, "objectSelector": object_selector})
     };
+    // The selectors of `mutatingwebhook.yaml`: the revision's namespace and object webhooks, and
+    // for the unrevisioned control plane also the legacy `istio-injection` / object-label ones.
+    let rev = if p.revision.is_empty() {
+        "default"
+    } else {
+        p.revision.as_str()
+    };
+    let expr = |key: &str, op: &str, values: &[&str]| {
+        if values.is_empty() {
+            json!({"key": key, "operator": op})
+        } else {
+            json!({"key": key, "operator": op, "values": values})
+        }
+    };
+    let not_disabled = expr("sidecar.istio.io/inject", "NotIn", &["false"]);
+    let mut webhooks = vec![
+        webhook(
+            "rev.namespace.sidecar-injector.istio.io",
+            json!({"matchExpressions": [expr("istio.io/rev", "In", &[rev]), expr("istio-injection", "DoesNotExist", &[])]}),
+            json!({"matchExpressions": [not_disabled.clone()]}),
+        ),
+        webhook(
+            "rev.object.sidecar-injector.istio.io",
+            json!({"matchExpressions": [expr("istio.io/rev", "DoesNotExist", &[]), expr("istio-injection", "DoesNotExist", &[])]}),
+            json!({"matchExpressions": [not_disabled.clone(), expr("istio.io/rev", "In", &[rev])]}),
+        ),
+    ];
+    if p.revision.is_empty() {
+        webhooks.push(webhook(
+            "namespace.sidecar-injector.istio.io",
+            json!({"matchExpressions": [expr("istio-injection", "In", &["enabled"])]}),
+            json!({"matchExpressions": [not_disabled]}),
+        ));
+        webhooks.push(webhook("object.sidecar-injector.istio.io",
+            json!({"matchExpressions": [expr("istio-injection", "DoesNotExist", &[]), expr("istio.io/rev", "DoesNotExist", &[])]}),
+            json!({"matchExpressions": [expr("sidecar.istio.io/inject", "In", &["true"]), expr("istio.io/rev", "DoesNotExist", &[])]})));
+    }
     out.push(json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": p.injector_webhook(), "labels": pl(json!({"app": "sidecar-injector", "release": "istio"}))},
-        "webhooks": [
-            webhook("rev.namespace.sidecar-injector.istio.io", json!({"matchExpressions": [{"key": "istio.io/rev", "operator": "In", "values": [if p.revision.is_empty() { "default" } else { p.revision.as_str() }]}]})),
-            webhook("namespace.sidecar-injector.istio.io", json!({"matchExpressions": [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}]}))]}));
+        "webhooks": webhooks}));
     // Ingress gateways.
     for (name, g) in &p.gateways {
         let gl = |extra: Value| p.labels("IngressGateways", extra);

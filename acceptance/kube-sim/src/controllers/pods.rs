@@ -117,6 +117,34 @@ pub fn running_status(spec: &Value, pod_ip: &str, started: &str, fail: Option<&s
                 .collect()
         })
         .unwrap_or_default();
+    // Init containers ran to completion; restartable ones (native sidecars) keep running and
+    // count for readiness like the app containers.
+    let init_containers: Vec<Value> = spec
+        .get("initContainers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    let sidecar = c.get("restartPolicy").and_then(Value::as_str) == Some("Always");
+                    let (state, ok) = match (sidecar, fail) {
+                        (false, _) => (
+                            json!({"terminated": {"exitCode": 0, "reason": "Completed",
+                                "startedAt": started, "finishedAt": started}}),
+                            false,
+                        ),
+                        (true, None) => (json!({"running": {"startedAt": started}}), true),
+                        (true, Some(why)) => (
+                            json!({"waiting": {"reason": "CrashLoopBackOff", "message": why}}),
+                            false,
+                        ),
+                    };
+                    json!({"name": c.get("name"), "image": c.get("image"), "imageID": "",
+                        "containerID": format!("containerd://{}", object::random_hex(32)),
+                        "ready": ok, "started": ok, "restartCount": 0, "state": state})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let mut conditions = vec![
         json!({"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": started}),
         json!({"type": "Initialized", "status": "True", "lastTransitionTime": started}),
@@ -131,7 +159,7 @@ pub fn running_status(spec: &Value, pod_ip: &str, started: &str, fail: Option<&s
     }
     conditions
         .push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": started}));
-    json!({
+    let mut status = json!({
         "phase": "Running",
         "conditions": conditions,
         "hostIP": "127.0.0.1",
@@ -141,7 +169,11 @@ pub fn running_status(spec: &Value, pod_ip: &str, started: &str, fail: Option<&s
         "startTime": started,
         "qosClass": "BestEffort",
         "containerStatuses": containers,
-    })
+    });
+    if !init_containers.is_empty() {
+        status["initContainerStatuses"] = json!(init_containers);
+    }
+    status
 }
 
 fn pod_ready(pod: &Value) -> bool {
@@ -190,11 +222,8 @@ fn new_pod(cluster: &Cluster, res: &ResKey, owner: &Value, name: &str, hash: &st
         s.entry("terminationGracePeriodSeconds")
             .or_insert(json!(30));
     }
-    let started = object::now_rfc3339();
-    let fail = failure(owner);
-    let status = running_status(&spec, &next_pod_ip(), &started, fail.as_deref());
     let ns = object::namespace(owner);
-    json!({
+    let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
             "name": name, "namespace": ns, "labels": labels,
@@ -204,8 +233,14 @@ fn new_pod(cluster: &Cluster, res: &ResKey, owner: &Value, name: &str, hash: &st
                 "controller": true, "blockOwnerDeletion": true}]
         },
         "spec": spec,
-        "status": status,
-    })
+    });
+    // The controller creates the pod through the API server: mutating admission (Istio's
+    // injector) applies.
+    crate::injector::admit(cluster, &mut pod);
+    let started = object::now_rfc3339();
+    let fail = failure(owner);
+    pod["status"] = running_status(&pod["spec"], &next_pod_ip(), &started, fail.as_deref());
+    pod
 }
 
 fn pod_name(res: &ResKey, owner: &str, hash: &str, ordinal: usize) -> String {
