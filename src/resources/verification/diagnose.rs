@@ -48,7 +48,12 @@ pub(super) async fn explain(
             (Some(c), Some(s)) => causes(c, s, &facts),
             _ => Vec::new(),
         };
-        if found.is_empty() {
+        let heard_nothing = outcome.seen.get(client).is_none_or(|s| s.is_empty());
+        if found.is_empty() && client == server {
+            out.push_str(&format!("\n  The client does not reach HelloWorld in its own cluster, which needs no remote secret, gateway or shared root: the problem is in {client} itself (the client's sidecar, the `helloworld` Service or its endpoints). The last result above says more."));
+        } else if found.is_empty() && heard_nothing {
+            out.push_str(&format!("\n  The client in {client} was answered by no cluster at all, not even its own: look at the client's side first (see its own pair)."));
+        } else if found.is_empty() {
             out.push_str("\n  No cause is visible from here: remote secrets are synced, networks are reachable and the CAs share a root. Check the sidecars' logs and `istioctl proxy-config endpoints` in the client.");
         }
         for cause in found {
