@@ -125,6 +125,8 @@ pub struct Cluster {
     pub pending: Mutex<std::collections::HashSet<String>>,
     /// What the simulated istiods remember (secret first-seen times, completed syncs).
     pub istiod: Mutex<crate::istiod::State>,
+    /// Workload certificates and round-robin positions of the simulated data plane.
+    pub dataplane: Mutex<crate::dataplane::State>,
     /// The network of the `Sim` this cluster belongs to: which server aliases it can reach.
     pub network: u64,
     pub shutdown: CancellationToken,
@@ -158,6 +160,7 @@ impl Cluster {
             settings_changed: tokio::sync::Notify::new(),
             pending: Mutex::new(std::collections::HashSet::new()),
             istiod: Mutex::new(crate::istiod::State::default()),
+            dataplane: Mutex::new(crate::dataplane::State::default()),
             network,
             shutdown,
         });

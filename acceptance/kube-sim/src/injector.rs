@@ -383,12 +383,36 @@ fn mutate(pod: &mut Value, v: &InjectorValues, native: bool) {
         .or_else(|| label("app.kubernetes.io/version"))
         .or_else(|| label("version"))
         .unwrap_or_else(|| "latest".into());
-    let proxy = proxy_container(v, pod, native && !gateway);
+    // A pod that declares its own `istio-proxy` gets the template merged into it (its fields
+    // win), as Istio's "customizing injection" documents; the gateway template always does so.
+    let own_proxy = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_CONTAINER))
+        });
+    let in_place = gateway || own_proxy;
+    let proxy = proxy_container(v, pod, native && !in_place);
     let spec = object::ensure_object(pod, &["spec"]);
     let mut injected_init: Vec<String> = Vec::new();
     let mut injected: Vec<String> = Vec::new();
-    if gateway {
-        // The gateway template fills in the pod's own `istio-proxy` (image `auto`).
+    if !gateway {
+        let mut inits = vec![init_container(v)];
+        injected_init.push(INIT_CONTAINER.into());
+        if native && !in_place {
+            inits.push(proxy.clone());
+            injected_init.push(PROXY_CONTAINER.into());
+        }
+        let existing = spec
+            .get("initContainers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        inits.extend(existing);
+        spec.insert("initContainers".into(), Value::Array(inits));
+    }
+    if in_place || !native {
         let containers = spec.entry("containers").or_insert(json!([]));
         if let Some(cs) = containers.as_array_mut() {
             match cs
@@ -410,26 +434,6 @@ fn mutate(pod: &mut Value, v: &InjectorValues, native: bool) {
             }
         }
         injected.push(PROXY_CONTAINER.into());
-    } else {
-        let mut inits = vec![init_container(v)];
-        injected_init.push(INIT_CONTAINER.into());
-        if native {
-            inits.push(proxy.clone());
-            injected_init.push(PROXY_CONTAINER.into());
-        }
-        let existing = spec
-            .get("initContainers")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        inits.extend(existing);
-        spec.insert("initContainers".into(), Value::Array(inits));
-        if !native {
-            if let Some(cs) = spec.entry("containers").or_insert(json!([])).as_array_mut() {
-                cs.push(proxy.clone());
-            }
-            injected.push(PROXY_CONTAINER.into());
-        }
     }
     let vols = spec.entry("volumes").or_insert(json!([]));
     if let Some(vs) = vols.as_array_mut() {
@@ -613,5 +617,22 @@ mod tests {
             15443
         );
         assert!(gw["spec"].get("initContainers").is_none());
+        // A pod declaring its own istio-proxy gets the template merged into it, once.
+        let mut own = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "x"},
+            {"name": "istio-proxy", "image": "auto", "args": ["proxy", "sidecar", "--concurrency", "1"]}]}});
+        mutate(&mut own, &values(), true);
+        let names: Vec<&str> = own["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["app", "istio-proxy"]);
+        assert_eq!(
+            own["spec"]["containers"][1]["image"],
+            "docker.io/istio/proxyv2:1.30.3"
+        );
+        assert_eq!(own["spec"]["containers"][1]["args"][3], "1");
+        assert_eq!(own["spec"]["initContainers"].as_array().unwrap().len(), 1);
     }
 }

@@ -19,6 +19,7 @@ mod auth;
 mod cluster;
 mod control;
 mod controllers;
+mod dataplane;
 mod discovery;
 mod error;
 mod http;

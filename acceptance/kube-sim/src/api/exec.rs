@@ -221,7 +221,6 @@ pub async fn exec(
     let ctx = programs::Context {
         cluster: cluster.clone(),
         pod,
-        container,
     };
     let shutdown = cluster.shutdown.clone();
     tokio::spawn(async move {

@@ -51,6 +51,7 @@ fn on_event(cluster: &Arc<Cluster>, ev: &Event) {
     deployments::on_event(cluster, ev);
     pods::on_event(cluster, ev);
     istiod::on_event(cluster, ev);
+    crate::dataplane::on_event(cluster, ev);
     jobs::on_event(cluster, ev);
     loadbalancer::on_event(cluster, ev);
 }
@@ -63,6 +64,7 @@ fn resync(cluster: &Arc<Cluster>) {
     jobs::resync(cluster);
     loadbalancer::resync(cluster);
     istiod::resync(cluster);
+    crate::dataplane::issue_missing(cluster);
 }
 
 /// Run `f` after `delay_ms` (inline when 0). A pending action with the same key is not scheduled

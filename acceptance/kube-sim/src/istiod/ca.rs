@@ -31,13 +31,49 @@ const FILES: [&str; 4] = [
 /// Field manager of what istiod writes.
 const MANAGER: &str = "pilot-discovery";
 
+/// The certificate and key an istiod signs workload certificates with, and the chain it
+/// appends to them. `Debug` leaves the key out.
+#[derive(Clone, PartialEq)]
+pub struct Signer {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Appended after every workload certificate (`cert-chain.pem`; empty for a root signer).
+    pub chain_pem: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("cert_pem", &self.cert_pem)
+            .field("chain_pem", &self.chain_pem)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What one istiod pod's CA serves.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CaMode {
-    /// Started with `cacerts`: serves `roots` (PEM) and follows changes that it accepts.
-    PlugIn { roots: String },
-    /// Started without: its own self-signed root, `cacerts` ignored.
-    SelfSigned { root: String },
+    /// Started with `cacerts`: serves `roots` (PEM), signs with `ca-cert.pem`/`ca-key.pem`, and
+    /// follows changes that it accepts.
+    PlugIn { roots: String, signer: Signer },
+    /// Started without: its own self-signed root (which also signs), `cacerts` ignored.
+    SelfSigned { root: String, signer: Signer },
+}
+
+impl CaMode {
+    /// The root bundle it serves (what proxies of its cluster trust).
+    pub fn roots(&self) -> &str {
+        match self {
+            CaMode::PlugIn { roots, .. } => roots,
+            CaMode::SelfSigned { root, .. } => root,
+        }
+    }
+
+    pub fn signer(&self) -> &Signer {
+        match self {
+            CaMode::PlugIn { signer, .. } | CaMode::SelfSigned { signer, .. } => signer,
+        }
+    }
 }
 
 /// The certificates of a PEM bundle, compared by their base64 bodies (order and line breaks
@@ -79,16 +115,31 @@ fn cacerts_files(cluster: &Cluster, namespace: &str) -> Option<[String; 4]> {
     ])
 }
 
-fn self_signed_root(cluster: &Cluster) -> String {
+/// A self-signed root (PEM) and its key, as istiod's self-signed CA makes one (organization =
+/// trust domain; here the cluster name so roots of different clusters differ visibly).
+fn self_signed_root(cluster: &Cluster) -> (String, String) {
     let mut params = rcgen::CertificateParams::default();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
     params
         .distinguished_name
         .push(rcgen::DnType::OrganizationName, cluster.name.clone());
-    rcgen::KeyPair::generate()
-        .and_then(|k| params.self_signed(&k))
-        .map(|c| c.pem())
-        .unwrap_or_default()
+    match rcgen::KeyPair::generate().and_then(|k| params.self_signed(&k).map(|c| (c, k))) {
+        Ok((c, k)) => (c.pem(), k.serialize_pem()),
+        Err(_) => (String::new(), String::new()),
+    }
+}
+
+fn plug_in_signer(files: &[String; 4]) -> Signer {
+    Signer {
+        cert_pem: files[0].clone(),
+        key_pem: files[1].clone(),
+        chain_pem: files[2].clone(),
+    }
 }
 
 /// A pod's CA when it starts: plug-in when a complete `cacerts` is there.
@@ -96,10 +147,19 @@ pub fn on_start(cluster: &Cluster, istiod: &Istiod) {
     let mode = match cacerts_files(cluster, &istiod.namespace) {
         Some(files) => CaMode::PlugIn {
             roots: files[3].clone(),
+            signer: plug_in_signer(&files),
         },
-        None => CaMode::SelfSigned {
-            root: self_signed_root(cluster),
-        },
+        None => {
+            let (root, key) = self_signed_root(cluster);
+            CaMode::SelfSigned {
+                signer: Signer {
+                    cert_pem: root.clone(),
+                    key_pem: key,
+                    chain_pem: String::new(),
+                },
+                root,
+            }
+        }
     };
     let mut st = cluster.istiod.lock().unwrap_or_else(|e| e.into_inner());
     if st.ca.contains_key(&istiod.uid) {
@@ -118,11 +178,12 @@ pub fn on_cacerts_change(cluster: &Cluster, istiods: &[Istiod]) {
             continue;
         };
         let mut st = cluster.istiod.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(CaMode::PlugIn { roots }) = st.ca.get_mut(&istiod.uid) else {
+        let Some(CaMode::PlugIn { roots, signer }) = st.ca.get_mut(&istiod.uid) else {
             continue;
         };
         if accepts(roots, &files[3], istiod.multiroot) {
             *roots = files[3].clone();
+            *signer = plug_in_signer(&files);
         } else {
             st.rejected.insert(istiod.uid.clone());
             continue;
@@ -138,8 +199,7 @@ fn publish(cluster: &Cluster, istiod: &Istiod) {
     let roots = {
         let st = cluster.istiod.lock().unwrap_or_else(|e| e.into_inner());
         match st.ca.get(&istiod.uid) {
-            Some(CaMode::PlugIn { roots }) => roots.clone(),
-            Some(CaMode::SelfSigned { root }) => root.clone(),
+            Some(mode) => mode.roots().to_string(),
             None => return,
         }
     };

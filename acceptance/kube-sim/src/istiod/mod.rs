@@ -120,7 +120,7 @@ pub fn identify(pod: &Value) -> Option<Istiod> {
     })
 }
 
-fn running_and_ready(pod: &Value) -> bool {
+pub fn running_and_ready(pod: &Value) -> bool {
     pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
         && pod
             .pointer("/status/conditions")

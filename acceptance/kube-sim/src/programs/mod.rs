@@ -15,11 +15,11 @@ use serde_json::Value;
 
 use crate::cluster::Cluster;
 
-/// Where a program runs.
+/// Where a program runs (every container of a pod shares its network namespace, so the
+/// container does not matter to the simulated programs).
 pub struct Context {
     pub cluster: Arc<Cluster>,
     pub pod: Arc<Value>,
-    pub container: String,
 }
 
 /// How a program ended.
