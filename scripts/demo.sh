@@ -72,8 +72,8 @@ else
   grep -q "ready" "$work/sim.log" || { cat "$work/sim.log"; fail "kube-sim not ready after 30 s"; }
   python3 -c '
 import json, sys
-for name, c in sorted(json.load(open(sys.argv[1]))["clusters"].items()):
-    print("    {:<16} {}".format(name, c["url"]))
+clusters = json.load(open(sys.argv[1]))["clusters"]
+print("    " + ", ".join(sorted(clusters)) + " (API servers on 127.0.0.1)")
 ' "$work/sim.json"
   clusters='  "cluster-east-1" = { context = "cluster-east-1", network = "network-east" }
   "cluster-east-2" = { context = "cluster-east-2", network = "network-east" }
@@ -169,15 +169,16 @@ if [ -z "${CONTEXTS:-}" ]; then
   python3 - "$work/sim.json" <<'PY'
 import json, ssl, sys, urllib.request
 info = json.load(open(sys.argv[1]))["clusters"]
-left = 0
+left, counts = 0, []
 for name, c in sorted(info.items()):
     ctx = ssl.create_default_context(cadata=c["ca_pem"])
     req = urllib.request.Request(c["url"] + "/_sim/dump", headers={"Authorization": "Bearer " + c["control_token"]})
     objects = json.load(urllib.request.urlopen(req, context=ctx))["objects"]
     ours = [o for o in objects if (o["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") == "terraform-provider-mesh"]
     left += len(ours)
-    print(f"    {name:<16} {len(ours)} objects")
+    counts.append(f"{name} {len(ours)}")
+print("    objects of ours left: " + ", ".join(counts))
 sys.exit(1 if left else 0)
 PY
-  step "stopping kube-sim"
+  # kube-sim stops on exit (the trap above).
 fi

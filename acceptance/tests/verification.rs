@@ -160,13 +160,22 @@ fn unwrapped(text: &str) -> String {
 }
 
 fn failed_check(ws: &Workspace, run: &str) -> String {
-    let out = ws.run(&["apply", "-auto-approve", "-no-color", "-var", &format!("run={run}")]);
+    let out = ws.run(&[
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-var",
+        &format!("run={run}"),
+    ]);
     let text = unwrapped(&format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     ));
-    assert!(!out.status.success(), "the check should have failed: {text}");
+    assert!(
+        !out.status.success(),
+        "the check should have failed: {text}"
+    );
     text
 }
 
@@ -192,7 +201,13 @@ fn swap_west_root(sim: &Clusters, ws: &Workspace, root: &str) {
     );
     sim.kubectl(
         WEST1,
-        &["-n", "istio-system", "rollout", "restart", "deployment/istiod"],
+        &[
+            "-n",
+            "istio-system",
+            "rollout",
+            "restart",
+            "deployment/istiod",
+        ],
     );
     mesh_apply(ws, &[&var]);
 }
@@ -267,11 +282,13 @@ fn verification_proves_traffic_and_names_what_breaks_it() {
     // 1. East-1's istiod does not read west-1: only that pair fails, for that reason.
     mesh_apply(&mesh_ws, &[&format!("skip_secret={EAST1}/{WEST1}")]);
     let text = failed_check(&check_ws, "2");
-    assert_eq!(failing_pairs(&text), [format!("{EAST1} → {WEST1}")], "{text}");
+    assert_eq!(
+        failing_pairs(&text),
+        [format!("{EAST1} → {WEST1}")],
+        "{text}"
+    );
     assert!(
-        text.contains(&format!(
-            "there is no remote secret for {WEST1} in {EAST1}"
-        )),
+        text.contains(&format!("there is no remote secret for {WEST1} in {EAST1}")),
         "{text}"
     );
     assert!(text.contains("(1 of 9 pairs failed)"), "{text}");
