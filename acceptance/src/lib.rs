@@ -24,6 +24,25 @@ pub fn enabled(test: &str) -> bool {
     on
 }
 
+/// True on the second acceptance run of `make test`, with the oldest supported client
+/// (`MESH_ACC_SECOND_CLIENT=1`): there, scenarios whose outcome cannot depend on the client
+/// (the cluster-side and fault-injection ones) are not run again.
+pub fn second_client_run() -> bool {
+    std::env::var("MESH_ACC_SECOND_CLIENT").is_ok_and(|v| v == "1")
+}
+
+/// [`enabled`], and not on the second client's run (see [`second_client_run`]): for scenarios
+/// whose outcome cannot depend on the Terraform client.
+pub fn enabled_on_one_client(test: &str) -> bool {
+    if second_client_run() {
+        eprintln!(
+            "skipping {test} on the second client: its outcome does not depend on the client"
+        );
+        return false;
+    }
+    enabled(test)
+}
+
 /// The Terraform CLI to use: `TF_ACC_TERRAFORM_PATH`, else `terraform` or `tofu` on PATH.
 pub fn terraform_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("TF_ACC_TERRAFORM_PATH").filter(|p| !p.is_empty()) {
