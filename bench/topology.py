@@ -14,7 +14,7 @@ the count and server-side time of plan, apply and re-plan, the share of the wall
 was in flight, the waits on the apply path, and the state bytes per resource type.
 --without-sync-wait: also the same graph with wait_for_sync = false on the remote secrets.
 --baseline DIR: also run the provider and kube-sim built in DIR (e.g. a build from before a
-change) before this build's, in the same session. --repeat R: every run R times.
+change; with DIR/examples/topology, that module) before this build's, in the same session. --repeat R: every run R times.
 
 --chaos: the chaos soak. kube-sim gives a share (5 % and 20 %) of every cluster's API requests
 a seeded random fault (500/503, 429 with Retry-After as Status or plain text, connection reset,
@@ -244,7 +244,11 @@ def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
     """One run of examples/topology at N clusters with the provider (and kube-sim) of
     `bin_dir` (default: BIN); `label` names that build in the output."""
     work = tempfile.mkdtemp(prefix=f"mesh-bench-{n}-")
-    shutil.copytree(os.path.join(ROOT, "examples", "topology"), work, dirs_exist_ok=True)
+    # A baseline directory may bring the examples/topology of its own version.
+    example = os.path.join(bin_dir or "", "examples", "topology")
+    if not (bin_dir and os.path.isdir(example)):
+        example = os.path.join(ROOT, "examples", "topology")
+    shutil.copytree(example, work, dirs_exist_ok=True)
     if not sync_wait:
         # The same graph without the product's wait for istiod (wait_for_sync = false).
         module = os.path.join(work, "modules", "mesh", "main.tf")
@@ -336,16 +340,22 @@ resource "terraform_data" "cluster" {
   input    = { root = terraform_data.root_ca.id, name = each.key, network = each.value.network }
 }
 
+# As examples/topology reads the clusters: through one small local, not each instance
+# referencing the whole resource with a dynamic key.
+locals {
+  joined = { for name, c in terraform_data.cluster : name => c.id }
+}
+
 resource "terraform_data" "gateway" {
   for_each = var.clusters
-  input    = { cluster = terraform_data.cluster[each.key].id, network = each.value.network }
+  input    = { cluster = local.joined[each.key], network = each.value.network }
 }
 
 resource "terraform_data" "remote_secret" {
   for_each = local.pairs
   input = {
-    target = terraform_data.cluster[each.value.target].id
-    remote = terraform_data.cluster[each.value.remote].id
+    target = local.joined[each.value.target]
+    remote = local.joined[each.value.remote]
   }
 }
 
