@@ -116,7 +116,8 @@ impl Env {
 /// is read again.
 fn read_kubeconfig(path: &Path) -> Result<Arc<Kubeconfig>, kube::config::KubeconfigError> {
     type Stamp = (u64, Option<SystemTime>);
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (Stamp, Arc<Kubeconfig>)>>> = OnceLock::new();
+    type Parsed = HashMap<PathBuf, (Stamp, Arc<Kubeconfig>)>;
+    static CACHE: OnceLock<Mutex<Parsed>> = OnceLock::new();
     let stamp = std::fs::metadata(path)
         .ok()
         .map(|m| (m.len(), m.modified().ok()));
