@@ -4,9 +4,17 @@ with and without injected API latency, with the provider's API request counts, p
 and CPU next to Terraform's; and the same graph's Terraform floor: the same nodes and edges
 made of `terraform_data` (no provider process, no cluster), planned and applied the same way.
 
-Usage: bench/topology.py [N ...] [--latency-ms 50] [--no-floor]   (run `make build` first)
+Usage: bench/topology.py [N ...] [--latency-ms 50] [--no-floor] [--details] [--without-sync-wait]
+                        [--baseline DIR] [--repeat R]   (run `make build` first)
        bench/topology.py --chaos [N ...] [--seed S] [--share 0.05 ...]
 Prints one line per run; see bench/README.md for recorded figures.
+
+--details: also the provider's own records (MESH_PROVIDER_TIMINGS): per RPC and resource type
+the count and server-side time of plan, apply and re-plan, the share of the wall time any RPC
+was in flight, the waits on the apply path, and the state bytes per resource type.
+--without-sync-wait: also the same graph with wait_for_sync = false on the remote secrets.
+--baseline DIR: also run the provider and kube-sim built in DIR (e.g. a build from before a
+change; with DIR/examples/topology, that module) before this build's, in the same session. --repeat R: every run R times.
 
 --chaos: the chaos soak. kube-sim gives a share (5 % and 20 %) of every cluster's API requests
 a seeded random fault (500/503, 429 with Retry-After as Status or plain text, connection reset,
@@ -115,9 +123,14 @@ class Run:
         return self.tf_cpu / self.wall, self.provider_cpu / self.wall
 
 
-def tf(work, *args):
+def tf(work, *args, timings=None):
+    """Runs one Terraform command and measures it; `timings` names the file the provider
+    appends its per-RPC and wait records to (MESH_PROVIDER_TIMINGS), None for none."""
     env = dict(os.environ, TF_CLI_CONFIG_FILE=os.path.join(work, "dev.tfrc"), TF_IN_AUTOMATION="1",
                TF_INPUT="0", CHECKPOINT_DISABLE="1")
+    env.pop("MESH_PROVIDER_TIMINGS", None)
+    if timings:
+        env["MESH_PROVIDER_TIMINGS"] = timings
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     proc = subprocess.Popen([TF, *args, "-no-color"], cwd=work, env=env,
@@ -137,26 +150,122 @@ def tf(work, *args):
     return Run(wall, max(total - provider, 0.0), provider, sampler.tf_rss, sampler.provider_rss)
 
 
-def dev_tfrc(work):
+def load_timings(path):
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except OSError:
+        return []
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else 0
+
+
+def rpc_summary(path, wall):
+    """Per RPC and resource type: count, total server-side time, median and p90, mean request
+    size; then the time the provider served nothing while Terraform ran (Terraform's own work
+    and the gaps between provider processes)."""
+    lines = []
+    records = [r for r in load_timings(path) if "rpc" in r]
+    groups = {}
+    for r in records:
+        groups.setdefault((r["rpc"], r["type"]), []).append(r)
+    for (rpc, ty), rs in sorted(groups.items(), key=lambda kv: -sum(r["us"] for r in kv[1])):
+        us = [r["us"] for r in rs]
+        lines.append(f"      {rpc:<27} {ty or '-':<22} n={len(rs):<5} total={sum(us) / 1e6:7.2f}s "
+                     f"median={pct(us, 0.5) / 1e3:7.2f}ms p90={pct(us, 0.9) / 1e3:8.2f}ms "
+                     f"request={sum(r['req_bytes'] for r in rs) / len(rs) / 1024:6.1f} KiB")
+    if records:
+        # Wall time with at least one RPC in flight in any provider process.
+        spans = sorted((r["start_us"], r["start_us"] + r["us"]) for r in records)
+        busy, end = 0, 0
+        for a, b in spans:
+            if b > end:
+                busy += b - max(a, end)
+                end = b
+        lines.append(f"      at least one RPC in flight {busy / 1e6:.2f}s of {wall:.2f}s "
+                     f"({busy / 1e6 / wall:.0%}); RPCs: {len(records)}")
+    return lines
+
+
+def wait_summary(path):
+    """The waits on the apply path by kind (watches by what they wait for)."""
+    groups = {}
+    for r in load_timings(path):
+        if "wait" not in r:
+            continue
+        what = r["what"]
+        if r["wait"] == "watch":
+            # "the token controller to populate Secret ns/name" -> its first words.
+            what = " ".join(w for w in what.split()[:6] if "/" not in w)
+        else:
+            what = ""
+        groups.setdefault((r["wait"], what), []).append(r)
+    lines = []
+    for (kind, what), rs in sorted(groups.items(), key=lambda kv: -sum(r["us"] for r in kv[1])):
+        us = [r["us"] for r in rs]
+        polls = [r["polls"] for r in rs if r.get("polls") is not None]
+        extra = f" polls: median {pct(polls, 0.5)}, max {max(polls)}" if polls else ""
+        lines.append(f"      wait {kind:<12} {what[:48]:<48} n={len(rs):<4} total={sum(us) / 1e6:7.2f}s "
+                     f"median={pct(us, 0.5) / 1e3:7.1f}ms max={max(us) / 1e3:7.1f}ms{extra}")
+    return lines
+
+
+def state_summary(work):
+    """Bytes of state per resource instance, by type, as Terraform writes them (the file is
+    rewritten whole after every resource an apply completes), and the file's size."""
+    path = os.path.join(work, "terraform.tfstate")
+    try:
+        with open(path) as f:
+            raw = f.read()
+    except OSError:
+        return "state: none"
+    groups = {}
+    for r in json.loads(raw).get("resources", []):
+        for inst in r["instances"]:
+            key = ("data." if r["mode"] == "data" else "") + r["type"]
+            groups.setdefault(key, []).append(len(json.dumps(inst, indent=2)))
+    per = ", ".join(f"{k} {sum(v) // len(v):,} B (n={len(v)})" for k, v in sorted(groups.items()))
+    return f"state file {len(raw) / 1024:,.0f} KiB; per instance: {per}"
+
+
+def dev_tfrc(work, bin_dir=None):
     with open(os.path.join(work, "dev.tfrc"), "w") as f:
-        f.write('provider_installation {\n  dev_overrides {\n    "registry.terraform.io/tfmesh/mesh" = "%s"\n  }\n  direct {}\n}\n' % BIN)
+        f.write('provider_installation {\n  dev_overrides {\n    "registry.terraform.io/tfmesh/mesh" = "%s"\n  }\n  direct {}\n}\n' % (bin_dir or BIN))
 
 
 def resources(n):
     return 1 + 2 * n + n * (n - 1)
 
 
-def run(n, latency_ms):
+def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
+    """One run of examples/topology at N clusters with the provider (and kube-sim) of
+    `bin_dir` (default: BIN); `label` names that build in the output."""
     work = tempfile.mkdtemp(prefix=f"mesh-bench-{n}-")
-    shutil.copytree(os.path.join(ROOT, "examples", "topology"), work, dirs_exist_ok=True)
+    # A baseline directory may bring the examples/topology of its own version.
+    example = os.path.join(bin_dir or "", "examples", "topology")
+    if not (bin_dir and os.path.isdir(example)):
+        example = os.path.join(ROOT, "examples", "topology")
+    shutil.copytree(example, work, dirs_exist_ok=True)
+    if not sync_wait:
+        # The same graph without the product's wait for istiod (wait_for_sync = false).
+        module = os.path.join(work, "modules", "mesh", "main.tf")
+        with open(module) as f:
+            text = f.read()
+        marker = 'resource "mesh_remote_secret" "this" {\n  for_each = local.pairs\n'
+        assert marker in text, "the remote secret block of examples/topology changed"
+        with open(module, "w") as f:
+            f.write(text.replace(marker, marker + "  wait_for_sync = false\n"))
     names = [f"c{i:02d}" for i in range(n)]
-    sim = subprocess.Popen([os.path.join(BIN, "kube-sim"), "--clusters", ",".join(names),
+    sim = subprocess.Popen([os.path.join(bin_dir or BIN, "kube-sim"), "--clusters", ",".join(names),
                             "--kubeconfig", os.path.join(work, "kubeconfig"), "--info", os.path.join(work, "sim.json")],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         sim.stdout.readline()  # the "ready" line
         info = json.load(open(os.path.join(work, "sim.json")))["clusters"]
-        dev_tfrc(work)
+        dev_tfrc(work, bin_dir)
         clusters = "".join(f'  "{c}" = {{ context = "{c}", network = "net{i % 2}" }}\n' for i, c in enumerate(names))
         with open(os.path.join(work, "terraform.tfvars"), "w") as f:
             f.write(f'kubeconfig_path = "{work}/kubeconfig"\nkey_algorithm = "ECDSA"\nclusters = {{\n{clusters}}}\n')
@@ -166,26 +275,39 @@ def run(n, latency_ms):
                 control(info, c, "POST", "/_sim/faults", {"path": "*", "latency_ms": latency_ms})
         for c in names:
             control(info, c, "POST", "/_sim/counters/reset", {})
-        plan = tf(work, "plan", "-out", "plan.bin")
+        timings = {step: os.path.join(work, f"timings-{step}.jsonl") if details else None
+                   for step in ("plan", "apply", "replan")}
+        plan = tf(work, "plan", "-out", "plan.bin", timings=timings["plan"])
         plan_requests = sum(control(info, c, "GET", "/_sim/counters")["total"] for c in names)
         sim_before = proc_stat(sim.pid)[1]
-        apply = tf(work, "apply", "-auto-approve", "plan.bin")
+        apply = tf(work, "apply", "-auto-approve", "plan.bin", timings=timings["apply"])
         # The clusters' side of the apply: kube-sim serving all N API servers on this machine.
         sim_cores = (proc_stat(sim.pid)[1] - sim_before) / apply.wall
         apply_requests = sum(control(info, c, "GET", "/_sim/counters")["total"] for c in names) - plan_requests
         for c in names:
             control(info, c, "POST", "/_sim/counters/reset", {})
-        replan = tf(work, "plan", "-detailed-exitcode")
+        replan = tf(work, "plan", "-detailed-exitcode", timings=timings["replan"])
         replan_requests = sum(control(info, c, "GET", "/_sim/counters")["total"] for c in names)
         tf_cores, provider_cores = apply.cores()
-        print(f"N={n:<3} latency={latency_ms:>3}ms resources={resources(n):<4} plan={plan.wall:6.2f}s "
+        variant = (f" [{label}]" if label else "") + ("" if sync_wait else " wait_for_sync=false")
+        print(f"N={n:<3} latency={latency_ms:>3}ms{variant} resources={resources(n):<4} plan={plan.wall:6.2f}s "
               f"(requests {plan_requests})  apply={apply.wall:6.2f}s (requests {apply_requests}, "
               f"{apply_requests / resources(n):.1f}/resource)  re-plan with refresh={replan.wall:6.2f}s "
               f"(requests {replan_requests})  "
               f"apply CPU: terraform {apply.tf_cpu:.1f}s ({tf_cores:.2f} cores, peak RSS {apply.tf_rss:.0f} MB), "
               f"provider {apply.provider_cpu:.1f}s ({provider_cores:.2f} cores, peak RSS {apply.provider_rss:.0f} MB), "
               f"kube-sim {sim_cores:.2f} cores  "
+              f"plan CPU: terraform {plan.tf_cpu:.1f}s (peak RSS {plan.tf_rss:.0f} MB), "
+              f"provider {plan.provider_cpu:.1f}s (peak RSS {plan.provider_rss:.0f} MB)  "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
+        if details:
+            print(f"    {state_summary(work)}", flush=True)
+            for step, r in (("plan", plan), ("apply", apply), ("re-plan", replan)):
+                print(f"    {step}: provider RPCs (server-side time)", flush=True)
+                for line in rpc_summary(timings[step.replace("-", "")], r.wall):
+                    print(line, flush=True)
+            for line in wait_summary(timings["apply"]):
+                print(line, flush=True)
         tf(work, "destroy", "-auto-approve")
     finally:
         sim.send_signal(signal.SIGTERM)
@@ -218,19 +340,51 @@ resource "terraform_data" "cluster" {
   input    = { root = terraform_data.root_ca.id, name = each.key, network = each.value.network }
 }
 
+# As examples/topology reads the clusters: through one small local, not each instance
+# referencing the whole resource with a dynamic key.
+locals {
+  joined = { for name, c in terraform_data.cluster : name => c.id }
+}
+
 resource "terraform_data" "gateway" {
   for_each = var.clusters
-  input    = { cluster = terraform_data.cluster[each.key].id, network = each.value.network }
+  input    = { cluster = local.joined[each.key], network = each.value.network }
 }
 
 resource "terraform_data" "remote_secret" {
   for_each = local.pairs
   input = {
-    target = terraform_data.cluster[each.value.target].id
-    remote = terraform_data.cluster[each.value.remote].id
+    target = local.joined[each.value.target]
+    remote = local.joined[each.value.remote]
+  }
+}
+
+# The per-cluster status read (data.mesh_status): a data node per cluster read after every
+# remote secret and gateway, and an output over all nodes, as in examples/topology.
+data "terraform_remote_state" "status" {
+  for_each = var.clusters
+  backend  = "local"
+  config = {
+    path = "${path.module}/status.tfstate"
+  }
+  depends_on = [terraform_data.remote_secret, terraform_data.gateway]
+}
+
+output "clusters" {
+  value = {
+    for name, c in terraform_data.cluster : name => {
+      gateway        = terraform_data.gateway[name].id
+      remote_secrets = sort([for k, s in terraform_data.remote_secret : k if split("/", k)[0] == name])
+      status         = data.terraform_remote_state.status[name].outputs
+    }
   }
 }
 """
+
+# The state file the floor's status nodes read: no outputs.
+FLOOR_STATUS_STATE = json.dumps({"version": 4, "terraform_version": "1.4.0", "serial": 1,
+                                 "lineage": "00000000-0000-0000-0000-000000000000",
+                                 "outputs": {}, "resources": []})
 
 
 def tf_version():
@@ -242,7 +396,7 @@ def tf_version():
     return tuple(int(x) for x in v.split("-")[0].split(".")[:2]), v
 
 
-def floor(n):
+def floor(n, details=False):
     version, text = tf_version()
     if version is None or version < (1, 4):
         print(f"N={n:<3} floor: skipped, terraform_data needs Terraform 1.4+ (this is {text})", flush=True)
@@ -252,9 +406,12 @@ def floor(n):
         os.makedirs(os.path.join(work, "modules", "floor"))
         with open(os.path.join(work, "modules", "floor", "main.tf"), "w") as f:
             f.write(FLOOR_MODULE)
+        with open(os.path.join(work, "modules", "floor", "status.tfstate"), "w") as f:
+            f.write(FLOOR_STATUS_STATE)
         clusters = "".join(f'    "c{i:02d}" = {{ network = "net{i % 2}" }}\n' for i in range(n))
         with open(os.path.join(work, "main.tf"), "w") as f:
-            f.write(f'module "mesh" {{\n  source = "./modules/floor"\n  clusters = {{\n{clusters}  }}\n}}\n')
+            f.write(f'module "mesh" {{\n  source = "./modules/floor"\n  clusters = {{\n{clusters}  }}\n}}\n'
+                    'output "clusters" {\n  value = module.mesh.clusters\n}\n')
         dev_tfrc(work)
         tf(work, "init", "-input=false")
         plan = tf(work, "plan", "-out", "plan.bin")
@@ -264,7 +421,10 @@ def floor(n):
         print(f"N={n:<3} floor (terraform_data) resources={resources(n):<4} plan={plan.wall:6.2f}s  "
               f"apply={apply.wall:6.2f}s  re-plan with refresh={replan.wall:6.2f}s  "
               f"apply CPU: terraform {apply.tf_cpu:.1f}s ({tf_cores:.2f} cores, peak RSS {apply.tf_rss:.0f} MB)  "
+              f"plan CPU: terraform {plan.tf_cpu:.1f}s (peak RSS {plan.tf_rss:.0f} MB)  "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
+        if details:
+            print(f"    {state_summary(work)}", flush=True)
         tf(work, "destroy", "-auto-approve")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -451,15 +611,35 @@ if __name__ == "__main__":
         sys.exit(0)
     latencies = [0, 50]
     with_floor = "--no-floor" not in args
-    args = [a for a in args if a != "--no-floor"]
+    details = "--details" in args
+    # Also the graph without the sync wait (wait_for_sync = false), to show what it costs.
+    no_sync_too = "--without-sync-wait" in args
+    args = [a for a in args if a not in ("--no-floor", "--details", "--without-sync-wait")]
     if "--latency-ms" in args:
         i = args.index("--latency-ms")
         latencies = [int(args[i + 1])]
         del args[i:i + 2]
+    baseline = None
+    if "--baseline" in args:
+        # Another build (e.g. before a change), run next to this one in the same session.
+        i = args.index("--baseline")
+        baseline = os.path.abspath(args[i + 1])
+        del args[i:i + 2]
+    repeat = 1
+    if "--repeat" in args:
+        i = args.index("--repeat")
+        repeat = int(args[i + 1])
+        del args[i:i + 2]
     print(f"{subprocess.run([TF, 'version'], capture_output=True, text=True).stdout.splitlines()[0]}, "
-          f"provider from {BIN}, {os.cpu_count()} CPUs", flush=True)
+          f"provider from {BIN}{f', baseline from {baseline}' if baseline else ''}, {os.cpu_count()} CPUs",
+          flush=True)
     for n in [int(a) for a in args] or [3, 10, 30]:
-        for lat in latencies:
-            run(n, lat)
-        if with_floor:
-            floor(n)
+        for _ in range(repeat):
+            for lat in latencies:
+                if baseline:
+                    run(n, lat, details=details, bin_dir=baseline, label="baseline")
+                run(n, lat, details=details, label="this build" if baseline else "")
+                if no_sync_too:
+                    run(n, lat, sync_wait=False, details=details)
+            if with_floor:
+                floor(n, details=details)

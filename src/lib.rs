@@ -10,6 +10,7 @@ pub mod kube;
 pub mod pki;
 pub mod plugin;
 pub mod resources;
+pub mod timing;
 
 use std::sync::Arc;
 

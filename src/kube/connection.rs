@@ -1,10 +1,12 @@
 //! How to reach a cluster: inline settings over a kubeconfig (file, context), the same meaning
 //! as in the hashicorp/kubernetes and helm providers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
 
 use kube::config::{
     AuthInfo, Cluster as KcCluster, Context, ExecConfig, KubeConfigOptions, Kubeconfig,
@@ -75,7 +77,7 @@ impl Env {
 
     /// The kubeconfig `KUBECONFIG` names, its files merged as kubectl does; `None` when unset
     /// or empty.
-    fn kubeconfig(&self) -> Result<Option<Kubeconfig>, String> {
+    fn kubeconfig(&self) -> Result<Option<Arc<Kubeconfig>>, String> {
         let Some(value) = &self.kubeconfig else {
             return Ok(None);
         };
@@ -85,14 +87,19 @@ impl Env {
         if paths.is_empty() {
             return Ok(None);
         }
+        if let [one] = paths.as_slice() {
+            return read_kubeconfig(one)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", one.display()));
+        }
         let mut merged = Kubeconfig::default();
         for p in &paths {
-            let next = Kubeconfig::read_from(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let next = read_kubeconfig(p).map_err(|e| format!("{}: {e}", p.display()))?;
             merged = merged
-                .merge(next)
+                .merge(Kubeconfig::clone(&next))
                 .map_err(|e| format!("{}: {e}", p.display()))?;
         }
-        Ok(Some(merged))
+        Ok(Some(Arc::new(merged)))
     }
 
     fn expand_home(&self, path: &str) -> PathBuf {
@@ -101,6 +108,36 @@ impl Env {
             _ => PathBuf::from(path),
         }
     }
+}
+
+/// A kubeconfig file, parsed once per content: every resource of a plan names the same file,
+/// often a large one (one context per cluster), and each of them resolves its connections
+/// several times per operation. Keyed by path, size and modification time, so an edited file
+/// is read again.
+fn read_kubeconfig(path: &Path) -> Result<Arc<Kubeconfig>, kube::config::KubeconfigError> {
+    type Stamp = (u64, Option<SystemTime>);
+    type Parsed = HashMap<PathBuf, (Stamp, Arc<Kubeconfig>)>;
+    static CACHE: OnceLock<Mutex<Parsed>> = OnceLock::new();
+    let stamp = std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.len(), m.modified().ok()));
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(stamp) = stamp {
+        let map = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, kc)) = map.get(path) {
+            if *at == stamp {
+                return Ok(kc.clone());
+            }
+        }
+    }
+    let kc = Arc::new(Kubeconfig::read_from(path)?);
+    if let Some(stamp) = stamp {
+        cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_path_buf(), (stamp, kc.clone()));
+    }
+    Ok(kc)
 }
 
 /// A connection's effective settings and the name to use for it in messages.
@@ -139,10 +176,10 @@ impl Connection {
 
     /// Reads the kubeconfig this connection refers to, if any: `config_path`, or (when no
     /// inline host is given, or a context is named) `KUBECONFIG` / `~/.kube/config`.
-    fn base_kubeconfig(&self, env: &Env) -> Result<Option<Kubeconfig>, KubeError> {
+    fn base_kubeconfig(&self, env: &Env) -> Result<Option<Arc<Kubeconfig>>, KubeError> {
         if let Some(path) = &self.config_path {
             let path = env.expand_home(path);
-            return Kubeconfig::read_from(&path).map(Some).map_err(|e| {
+            return read_kubeconfig(&path).map(Some).map_err(|e| {
                 KubeError::config(
                     self,
                     format!("cannot read kubeconfig {}: {e}", path.display()),
@@ -164,7 +201,7 @@ impl Connection {
         }
         let default = env.home.as_ref().map(|h| h.join(".kube").join("config"));
         match default {
-            Some(p) if p.exists() => Kubeconfig::read_from(&p)
+            Some(p) if p.exists() => read_kubeconfig(&p)
                 .map(Some)
                 .map_err(|e| KubeError::config(self, format!("cannot read kubeconfig {}: {e}", p.display()))),
             _ if self.has_inline_target() => Ok(None),

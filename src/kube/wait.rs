@@ -65,7 +65,10 @@ where
             }
         };
         match result {
-            Ok(obj) => return Ok(obj),
+            Ok(obj) => {
+                crate::timing::wait("watch", what, started.elapsed(), None);
+                return Ok(obj);
+            }
             Err(e) => {
                 // A list or watch the server refuses for good (401, 403, 404 of the kind) is
                 // reported at once with the same advice as any other call, not retried and

@@ -275,6 +275,9 @@ impl ProviderRpc for ProviderService {
         &self,
         _req: Request<pb::get_provider_schema::Request>,
     ) -> Result<Response<pb::get_provider_schema::Response>, Status> {
+        let _timing = crate::timing::rpc("GetProviderSchema", "", || {
+            prost::Message::encoded_len(_req.get_ref())
+        });
         Ok(Response::new(pb::get_provider_schema::Response {
             provider: Some(self.provider_schema().to_proto()),
             resource_schemas: self
@@ -299,6 +302,9 @@ impl ProviderRpc for ProviderService {
         &self,
         req: Request<pb::validate_provider_config::Request>,
     ) -> Result<Response<pb::validate_provider_config::Response>, Status> {
+        let _timing = crate::timing::rpc("ValidateProviderConfig", "", || {
+            prost::Message::encoded_len(req.get_ref())
+        });
         let ty = self.provider_schema().value_type();
         let diags = decode(req.get_ref().config.as_ref(), &ty, "provider configuration")
             .err()
@@ -312,6 +318,10 @@ impl ProviderRpc for ProviderService {
         &self,
         req: Request<pb::validate_resource_config::Request>,
     ) -> Result<Response<pb::validate_resource_config::Response>, Status> {
+        let _timing =
+            crate::timing::rpc("ValidateResourceConfig", &req.get_ref().type_name, || {
+                prost::Message::encoded_len(req.get_ref())
+            });
         let req = req.into_inner();
         let r = match self.resource(&req.type_name) {
             Ok(r) => r,
@@ -341,6 +351,11 @@ impl ProviderRpc for ProviderService {
         &self,
         req: Request<pb::validate_data_resource_config::Request>,
     ) -> Result<Response<pb::validate_data_resource_config::Response>, Status> {
+        let _timing = crate::timing::rpc(
+            "ValidateDataResourceConfig",
+            &req.get_ref().type_name,
+            || prost::Message::encoded_len(req.get_ref()),
+        );
         let req = req.into_inner();
         let diagnostics = match self.data_source(&req.type_name) {
             Ok(ds) => match ds.decode(req.config.as_ref(), "configuration") {
@@ -364,6 +379,9 @@ impl ProviderRpc for ProviderService {
         &self,
         req: Request<pb::upgrade_resource_state::Request>,
     ) -> Result<Response<pb::upgrade_resource_state::Response>, Status> {
+        let _timing = crate::timing::rpc("UpgradeResourceState", &req.get_ref().type_name, || {
+            prost::Message::encoded_len(req.get_ref())
+        });
         let req = req.into_inner();
         let r = match self.resource(&req.type_name) {
             Ok(r) => r,
@@ -431,6 +449,9 @@ impl ProviderRpc for ProviderService {
         &self,
         req: Request<pb::configure_provider::Request>,
     ) -> Result<Response<pb::configure_provider::Response>, Status> {
+        let _timing = crate::timing::rpc("ConfigureProvider", "", || {
+            prost::Message::encoded_len(req.get_ref())
+        });
         let req = req.into_inner();
         let ty = self.provider_schema().value_type();
         if let Err(d) = decode(req.config.as_ref(), &ty, "provider configuration") {
@@ -455,6 +476,9 @@ impl ProviderRpc for ProviderService {
         &self,
         req: Request<pb::read_resource::Request>,
     ) -> Result<Response<pb::read_resource::Response>, Status> {
+        let _timing = crate::timing::rpc("ReadResource", &req.get_ref().type_name, || {
+            prost::Message::encoded_len(req.get_ref())
+        });
         let req = req.into_inner();
         let r = match self.resource(&req.type_name) {
             Ok(r) => r,
@@ -502,6 +526,9 @@ impl ProviderRpc for ProviderService {
         &self,
         req: Request<pb::plan_resource_change::Request>,
     ) -> Result<Response<pb::plan_resource_change::Response>, Status> {
+        let _timing = crate::timing::rpc("PlanResourceChange", &req.get_ref().type_name, || {
+            prost::Message::encoded_len(req.get_ref())
+        });
         let req = req.into_inner();
         let decoded = self.resource(&req.type_name).and_then(|r| {
             Ok::<_, Diagnostics>((
@@ -545,6 +572,9 @@ impl ProviderRpc for ProviderService {
         &self,
         req: Request<pb::apply_resource_change::Request>,
     ) -> Result<Response<pb::apply_resource_change::Response>, Status> {
+        let _timing = crate::timing::rpc("ApplyResourceChange", &req.get_ref().type_name, || {
+            prost::Message::encoded_len(req.get_ref())
+        });
         let req = req.into_inner();
         let decoded = self.resource(&req.type_name).and_then(|r| {
             Ok::<_, Diagnostics>((
@@ -652,6 +682,9 @@ impl ProviderRpc for ProviderService {
         &self,
         req: Request<pb::read_data_source::Request>,
     ) -> Result<Response<pb::read_data_source::Response>, Status> {
+        let _timing = crate::timing::rpc("ReadDataSource", &req.get_ref().type_name, || {
+            prost::Message::encoded_len(req.get_ref())
+        });
         let req = req.into_inner();
         let ds = match self.data_source(&req.type_name) {
             Ok(ds) => ds,

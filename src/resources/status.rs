@@ -196,31 +196,45 @@ async fn observe(
             ));
         }
     }
-    // Gateways: every replica that answers clusterz is asked for networkz too.
-    for v in views.iter().filter(|v| v.clusters.is_ok()) {
-        match istiod::networkz(cluster, namespace, &v.pod.name, deadline).await {
+    // Gateways: every replica that answers clusterz is asked for networkz too; meanwhile the
+    // remote secrets' credentials are checked. Both are one round of requests in parallel,
+    // not one request after another: the read sits at the end of every apply and refresh.
+    let serves = report.istiod.iter().any(|p| p.serves_remotes);
+    let gateways = futures::future::join_all(views.iter().filter(|v| v.clusters.is_ok()).map(
+        |v| async move {
+            (
+                &v.pod.name,
+                istiod::networkz(cluster, namespace, &v.pod.name, deadline).await,
+            )
+        },
+    ));
+    let credentials = check_remote_credentials(cluster, namespace, serves, deadline);
+    let (gateways, credentials) = futures::future::join(gateways, credentials).await;
+    for (pod, answer) in gateways {
+        match answer {
             Ok(gws) => report.gateways.extend(
                 gws.into_iter()
                     .map(|g| (g.network, g.cluster, g.addr, g.port)),
             ),
             Err(e) => report.problems.push(format!(
-                "istiod pod {} could not be asked for its network gateways: {e}",
-                v.pod.name
+                "istiod pod {pod} could not be asked for its network gateways: {e}"
             )),
         }
     }
-    check_remote_credentials(cluster, namespace, &mut report, deadline).await?;
+    report.problems.extend(credentials?);
     Ok(report)
 }
 
-/// Presents each remote secret's kubeconfig to the API server it names. istiod latches
-/// `synced` after its first read, so a token revoked later shows only this way.
+/// Presents each remote secret's kubeconfig to the API server it names, all at once, and
+/// returns the problems found. istiod latches `synced` after its first read, so a token revoked
+/// later shows only this way. `serves`: an istiod here serves remotes (then a remote without
+/// istiod of its own is no problem, and is not asked).
 async fn check_remote_credentials(
     cluster: &Cluster,
     namespace: &str,
-    report: &mut Report,
+    serves: bool,
     deadline: &Deadline,
-) -> Result<(), KubeError> {
+) -> Result<Vec<String>, KubeError> {
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), namespace);
     let selector = format!("{}=true", rs::MULTICLUSTER_LABEL);
     let listed = cluster
@@ -237,31 +251,38 @@ async fn check_remote_credentials(
             let (name, cluster_id) = (name.clone(), cluster_id.clone());
             checks.push(async move {
                 let probe = probe_kubeconfig(&yaml, PROBE_TIMEOUT).await;
-                (name, cluster_id, probe)
+                // Asked with the same client, right after: one round trip more per remote.
+                let own_istiod = match &probe {
+                    Probe::Accepted(remote) if !serves => {
+                        Some(runs_istiod(remote.clone(), namespace).await)
+                    }
+                    _ => None,
+                };
+                (name, cluster_id, probe, own_istiod)
             });
         }
     }
-    for (secret, cluster_id, probe) in futures::future::join_all(checks).await {
+    let mut problems = Vec::new();
+    for (secret, cluster_id, probe, own_istiod) in futures::future::join_all(checks).await {
         match probe {
-            Probe::Accepted(remote) => {
-                let serves = report.istiod.iter().any(|p| p.serves_remotes);
-                if !serves && !runs_istiod(remote, namespace).await {
-                    report.problems.push(format!(
+            Probe::Accepted(_) => {
+                if own_istiod == Some(false) {
+                    problems.push(format!(
                         "Cluster {cluster_id} runs no istiod of its own (a remote), but no istiod here serves remotes (EXTERNAL_ISTIOD): its sidecars cannot get injected or certificates. Install this cluster's control plane with external_istiod = true."
                     ));
                 }
             }
-            Probe::Refused(401) => report.problems.push(format!(
+            Probe::Refused(401) => problems.push(format!(
                 "The remote API server of cluster {cluster_id} rejects the reader token in secret {namespace}/{secret} (401): the token was revoked or its ServiceAccount deleted. Mint a new one (mesh_remote_secret: change token_rotation, or verify_token = true)."
             )),
-            Probe::Refused(403) => report.problems.push(format!(
+            Probe::Refused(403) => problems.push(format!(
                 "The reader token in secret {namespace}/{secret} authenticates to cluster {cluster_id} but may not list namespaces there (403): its ServiceAccount lacks Istio's reader ClusterRole."
             )),
             // Overload or a server fault says nothing about the credentials: not checked.
             Probe::Refused(code @ (429 | 500..=599)) => tracing::debug!(
                 "remote credentials of {cluster_id} in {namespace}/{secret} not checked: the server answered {code}"
             ),
-            Probe::Refused(code) => report.problems.push(format!(
+            Probe::Refused(code) => problems.push(format!(
                 "The remote API server of cluster {cluster_id} (secret {namespace}/{secret}) answered {code} to the reader token."
             )),
             Probe::Unreachable(why) => tracing::debug!(
@@ -269,7 +290,7 @@ async fn check_remote_credentials(
             ),
         }
     }
-    Ok(())
+    Ok(problems)
 }
 
 /// Whether a remote cluster runs an istiod in `namespace` (asked with the reader's own

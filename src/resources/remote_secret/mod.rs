@@ -217,16 +217,22 @@ struct Private {
     token_namespace: Option<String>,
     token_name: Option<String>,
     /// Refresh found the token no longer authenticates (verify_token): mint it again.
-    #[serde(default)]
+    // Defaults are left out: Terraform rewrites the whole state file after every resource it
+    // applies, so each byte here is written N² times in a mesh of N clusters.
+    #[serde(default, skip_serializing_if = "is_false")]
     token_invalid: bool,
     /// Token secrets replaced by a rotation whose deletion has not succeeded yet.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     stale_tokens: Vec<(String, String)>,
     /// The ServiceAccount and reader RBAC were created by this resource.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     created_service_account: bool,
     /// SHA-256 of the kubeconfig the target should hold now (computed at apply and refresh).
     desired_sha256: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl Private {

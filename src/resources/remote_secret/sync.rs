@@ -65,6 +65,12 @@ pub(super) async fn wait_for_sync(
             )
             .collect();
         if synced {
+            crate::timing::wait(
+                "istiod_sync",
+                remote.cluster_name,
+                started.elapsed(),
+                Some(polls),
+            );
             tracing::info!(
                 cluster = %target.name,
                 remote = remote.cluster_name,

@@ -101,14 +101,29 @@ resource "mesh_cluster" "this" {
   }
 }
 
+# What the gateways, remote secrets and status reads take from each cluster's resource: one
+# small map, built once. (A reference like `mesh_cluster.this[each.key].namespace` hands every
+# instance that makes it the whole `mesh_cluster.this` map, every cluster's full object decoded
+# from state, so N² remote secrets would decode N² · N cluster objects.) Depending on it orders
+# them after the clusters exactly as that reference did.
+locals {
+  joined = {
+    for name, c in mesh_cluster.this : name => {
+      namespace    = c.namespace
+      network      = c.network
+      cluster_name = c.cluster_name
+    }
+  }
+}
+
 resource "mesh_eastwest_gateway" "this" {
   # A filtered for, not `cond ? local.clusters : {}`: Terraform 1.0 cannot unify an
   # object with {} in a conditional.
   for_each = { for name, c in local.clusters : name => c if local.multi_network }
 
-  # Referencing the cluster orders the gateway after its control plane.
-  namespace        = mesh_cluster.this[each.key].namespace
-  network          = mesh_cluster.this[each.key].network
+  # Referencing the cluster (through local.joined) orders the gateway after its control plane.
+  namespace        = local.joined[each.key].namespace
+  network          = local.joined[each.key].network
   service_type     = var.gateway_service_type
   wait_for_address = var.gateway_wait_for_address
 
@@ -139,7 +154,7 @@ resource "mesh_eastwest_gateway" "this" {
 resource "mesh_remote_secret" "this" {
   for_each = local.pairs
 
-  namespace = mesh_cluster.this[each.value.target].namespace
+  namespace = local.joined[each.value.target].namespace
 
   kubernetes {
     host                   = local.clusters[each.value.target].connection.host
@@ -165,7 +180,7 @@ resource "mesh_remote_secret" "this" {
   }
 
   remote {
-    cluster_name = mesh_cluster.this[each.value.remote].cluster_name
+    cluster_name = local.joined[each.value.remote].cluster_name
     # The address the target's istiod dials; null: the remote connection's host.
     server = local.clusters[each.value.remote].server
 
@@ -200,7 +215,7 @@ resource "mesh_remote_secret" "this" {
 data "mesh_status" "this" {
   for_each = local.clusters
 
-  namespace = mesh_cluster.this[each.key].namespace
+  namespace = local.joined[each.key].namespace
 
   kubernetes {
     host                   = each.value.connection.host
