@@ -256,8 +256,8 @@ resource "mesh_verification" "this" {
   dynamic "cluster" {
     for_each = local.clusters
     content {
-      name            = mesh_cluster.this[cluster.key].cluster_name
-      istio_namespace = mesh_cluster.this[cluster.key].namespace
+      name            = local.joined[cluster.key].cluster_name
+      istio_namespace = local.joined[cluster.key].namespace
 
       kubernetes {
         host                   = cluster.value.connection.host
