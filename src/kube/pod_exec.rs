@@ -9,7 +9,7 @@ use tokio::io::AsyncReadExt;
 
 use super::client::Cluster;
 use super::error::KubeError;
-use super::retry::{retry, Deadline};
+use super::retry::{bounded, retry, Deadline};
 
 /// Largest stdout or stderr kept; the commands we run print a line or two.
 const MAX_OUTPUT: u64 = 1 << 20;
@@ -55,20 +55,7 @@ pub async fn run(
         .map_err(with_permission_hint)?;
         Ok::<_, KubeError>(collect(process).await)
     };
-    tokio::select! {
-        r = tokio::time::timeout(deadline.remaining(), session) => match r {
-            Ok(r) => r,
-            Err(_) => Err(KubeError::Timeout {
-                cluster: cluster.name.clone(),
-                action,
-                waited: deadline.elapsed(),
-            }),
-        },
-        () = deadline.cancel.cancelled() => Err(KubeError::Cancelled {
-            cluster: cluster.name.clone(),
-            action,
-        }),
-    }
+    bounded(&cluster.name, &action, deadline, session).await
 }
 
 /// The API server refused to open the session: a 403 names what exec needs.

@@ -10,7 +10,7 @@ use kube::Api;
 
 use super::client::Cluster;
 use super::error::KubeError;
-use super::retry::{retry, Deadline};
+use super::retry::{bounded, retry, Deadline};
 
 /// Largest response body read; debug endpoints answer a few KiB.
 const MAX_BODY: usize = 8 << 20;
@@ -43,21 +43,12 @@ pub async fn get(
     })
     .await
     .map_err(with_permission_hint)?;
-    let request = exchange(forwarder, port, path);
-    tokio::select! {
-        r = tokio::time::timeout(deadline.remaining(), request) => match r {
-            Ok(r) => r.map_err(|e| e.into_kube(cluster, &action)),
-            Err(_) => Err(KubeError::Timeout {
-                cluster: cluster.name.clone(),
-                action,
-                waited: deadline.elapsed(),
-            }),
-        },
-        () = deadline.cancel.cancelled() => Err(KubeError::Cancelled {
-            cluster: cluster.name.clone(),
-            action,
-        }),
-    }
+    let request = async {
+        exchange(forwarder, port, path)
+            .await
+            .map_err(|e| e.into_kube(cluster, &action))
+    };
+    bounded(&cluster.name, &action, deadline, request).await
 }
 
 /// The API server refused to open the port-forward: a 403 names what it needs.

@@ -47,6 +47,30 @@ impl Deadline {
     }
 }
 
+/// Runs `work` (one step of `action` in `cluster`) until it ends or `deadline` passes;
+/// running out of time or a StopProvider ends it with the matching error.
+pub async fn bounded<T>(
+    cluster: &str,
+    action: &str,
+    deadline: &Deadline,
+    work: impl Future<Output = Result<T, KubeError>>,
+) -> Result<T, KubeError> {
+    tokio::select! {
+        r = tokio::time::timeout(deadline.remaining(), work) => match r {
+            Ok(r) => r,
+            Err(_) => Err(KubeError::Timeout {
+                cluster: cluster.to_string(),
+                action: action.to_string(),
+                waited: deadline.elapsed(),
+            }),
+        },
+        () = deadline.cancel.cancelled() => Err(KubeError::Cancelled {
+            cluster: cluster.to_string(),
+            action: action.to_string(),
+        }),
+    }
+}
+
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
