@@ -1737,7 +1737,10 @@ fn root_rotation_in_three_applies_keeps_trust_at_every_step() {
         plan.contains("Plan: 1 to add, 1 to change, 0 to destroy"),
         "{plan}"
     );
+    sim.reset_requests("c1");
     ws.apply();
+    // A figure for the closing notes and the guide, not an assertion: run with --nocapture.
+    eprintln!("rotation step 1: {} API requests", sim.requests("c1"));
     let b = roots_in(ws.output("next").as_str().unwrap());
     let step1 = cacerts(&sim);
     assert_eq!(roots_in(&step1.root), [a.clone(), b.clone()].concat());
@@ -1755,7 +1758,9 @@ fn root_rotation_in_three_applies_keeps_trust_at_every_step() {
         true,
         true,
     ));
+    sim.reset_requests("c1");
     ws.apply();
+    eprintln!("rotation step 2: {} API requests", sim.requests("c1"));
     let step2 = cacerts(&sim);
     assert_eq!(roots_in(&step2.root), [b.clone(), a.clone()].concat());
     assert_ne!(
@@ -1772,7 +1777,9 @@ fn root_rotation_in_three_applies_keeps_trust_at_every_step() {
 
     // 3. Drop the old root: the bundle shrinks to B.
     ws.config(&rotation_config(&kc, "next", "", false, true));
+    sim.reset_requests("c1");
     ws.apply();
+    eprintln!("rotation step 3: {} API requests", sim.requests("c1"));
     let step3 = cacerts(&sim);
     assert_eq!(roots_in(&step3.root), b);
     assert_eq!(step3.ca, step2.ca, "step 3 keeps the intermediate");
