@@ -81,7 +81,7 @@ async fn run(
     if missing.is_empty() {
         return Ok(outcome.seen);
     }
-    let diagnosis = diagnose::explain(config, &sites, &outcome, &missing).await;
+    let diagnosis = diagnose::explain(config, &sites, &outcome, &missing, deadline).await;
     let mut d = Diagnostics::new();
     d.error(
         format!(

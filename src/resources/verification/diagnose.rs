@@ -27,8 +27,11 @@ pub(super) async fn explain(
     sites: &[Site],
     outcome: &Outcome,
     missing: &[(String, String)],
+    operation: &Deadline,
 ) -> String {
-    let deadline = Deadline::new(READ_FOR, Default::default());
+    // Its own bound (the probing may have used the operation's time), but the same
+    // StopProvider cancellation.
+    let deadline = Deadline::new(READ_FOR, operation.cancel.clone());
     let facts: Vec<ClusterFacts> =
         futures::future::join_all(sites.iter().map(|s| read_facts(s, &deadline))).await;
     let by_name: BTreeMap<&str, &ClusterFacts> =
