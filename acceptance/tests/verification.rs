@@ -379,6 +379,52 @@ fn verification_proves_traffic_and_names_what_breaks_it() {
         );
     }
 
+    // A namespace that exists already is used, and given back as it was: its own label
+    // stays, the check's objects and labels go; where the check created it, it is deleted.
+    sim.kubectl(EAST1, &["create", "namespace", "team-a"]);
+    sim.kubectl(EAST1, &["label", "namespace", "team-a", "owner=team-a"]);
+    check_ws.config(&check(&kc).replace(
+        "triggers = { run = var.run }",
+        "triggers = { run = var.run }\n  namespace = \"team-a\"",
+    ));
+    check_ws.apply();
+    assert_eq!(check_ws.output("reachability")[EAST1], all);
+    let ns = sim
+        .find(EAST1, "Namespace", "", "team-a")
+        .expect("the existing namespace stays");
+    let labels = &ns["metadata"]["labels"];
+    assert_eq!(labels["owner"], "team-a", "{ns}");
+    for gone in ["istio-injection", "app.kubernetes.io/managed-by"] {
+        assert!(labels[gone].is_null(), "{gone} left on the namespace: {ns}");
+    }
+    // Deleted with background propagation: the garbage collector removes the pods after.
+    sim.wait_until(
+        EAST1,
+        "the check's objects to leave team-a",
+        std::time::Duration::from_secs(10),
+        |objects| {
+            !objects.iter().any(|o| {
+                o["metadata"]["namespace"] == "team-a"
+                    && (o["metadata"]["labels"]["app.kubernetes.io/managed-by"]
+                        == "terraform-provider-mesh"
+                        || ["helloworld", "curl"]
+                            .contains(&o["metadata"]["labels"]["app"].as_str().unwrap_or("")))
+            })
+        },
+    );
+    for c in [EAST2, WEST1] {
+        sim.wait_until(
+            c,
+            "team-a to be gone",
+            std::time::Duration::from_secs(10),
+            |objects| {
+                !objects
+                    .iter()
+                    .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "team-a")
+            },
+        );
+    }
+
     // keep_workloads leaves them for a look; destroy removes them.
     let kept = check(&kc).replace(
         "triggers = { run = var.run }",

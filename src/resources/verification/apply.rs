@@ -398,6 +398,16 @@ async fn remove_from(
     cluster
         .delete(&services, hello::SERVICE, false, deadline)
         .await?;
+    // Give back the labels we set: an apply that owns nothing releases them (a label someone
+    // else set too, such as their own injection label, stays).
+    let bare = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(ns.to_string()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    cluster.apply(&namespaces, &bare, deadline).await?;
     Ok(())
 }
 

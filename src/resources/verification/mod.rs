@@ -26,7 +26,7 @@ const DESCRIPTION: &str = "Proves the mesh carries traffic: the last step of Ist
 
 `reachability` records which versions each client saw. When a client never hears from a cluster, the apply fails and names each failing pair with the likely cause the provider can see: no remote secret for that pair, or istiod has not synced it; the server's network has no east-west gateway, the gateway has no address or does not expose services; the two clusters' CAs do not chain to a root both trust.
 
-The workloads are removed once the check has run (also when it fails), unless `keep_workloads = true`; destroy removes whatever is left. A namespace the check created is deleted; an existing one keeps its other objects and its injection label. Changing any argument, or `triggers`, runs the check again. Refresh does not run it: the result is that of the last apply.";
+The workloads are removed once the check has run (also when it fails), unless `keep_workloads = true`; destroy removes whatever is left. A namespace the check created is deleted; in an existing one only the check's objects are removed, and the labels it added (injection included) are given back. Changing any argument, or `triggers`, runs the check again. Refresh does not run it: the result is that of the last apply.";
 
 const DEFAULT_NAMESPACE: &str = "sample";
 const DEFAULT_ISTIO_NAMESPACE: &str = "istio-system";
