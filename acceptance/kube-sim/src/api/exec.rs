@@ -20,8 +20,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::stream::{authorize_upgrade, require_host};
 use super::{Request, Target};
-use crate::auth::{Attributes, Identity};
+use crate::auth::Identity;
 use crate::cluster::Cluster;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{self, Resp};
@@ -137,35 +138,13 @@ pub async fn exec(
     t: &Target,
     who: &Identity,
 ) -> ApiResult<Resp> {
-    // As for port-forward: the websocket GET passed the `get` check, and (Kubernetes 1.35's
-    // AuthorizePodWebsocketUpgradeCreatePermission) it must also be allowed to `create`.
-    cluster.auth.authorize(
-        who,
-        &Attributes {
-            verb: "create",
-            group: "",
-            resource: "pods/exec",
-            namespace: &t.ns,
-            name: &t.name,
-            non_resource: false,
-        },
-        &cluster.store,
-    )?;
+    authorize_upgrade(cluster, who, t, "pods/exec")?;
     let pod = cluster
         .store
         .get(&crate::store::ResKey::new("", "pods"), &t.ns, &t.name)
         .ok_or_else(|| ApiError::not_found("", "pods", &t.name))?;
     let container = choose_container(&pod, req.q("container")).map_err(ApiError::bad_request)?;
-    if pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        return Err(ApiError::bad_request(format!(
-            "pod {} does not have a host assigned",
-            t.name
-        )));
-    }
+    require_host(&pod, &t.name)?;
     let Some(hs) = req.websocket.as_ref() else {
         return Err(ApiError::bad_request(
             "Upgrade request required: kube-sim serves exec over websockets (v5.channel.k8s.io, v4.channel.k8s.io) only, not SPDY",

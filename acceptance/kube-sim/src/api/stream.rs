@@ -18,6 +18,45 @@ use crate::http::{self, Resp};
 use crate::wsstream::{self, ChannelConn, Received};
 use crate::{istiod, object};
 
+/// The `create` check every websocket upgrade to a pod subresource (`pods/portforward`,
+/// `pods/exec`) gets on top of the GET's `get`: Kubernetes 1.35's
+/// AuthorizePodWebsocketUpgradeCreatePermission (on by default), which the SPDY POST always
+/// had to pass.
+pub fn authorize_upgrade(
+    cluster: &Cluster,
+    who: &Identity,
+    t: &Target,
+    subresource: &str,
+) -> ApiResult<()> {
+    cluster.auth.authorize(
+        who,
+        &Attributes {
+            verb: "create",
+            group: "",
+            resource: subresource,
+            namespace: &t.ns,
+            name: &t.name,
+            non_resource: false,
+        },
+        &cluster.store,
+    )
+}
+
+/// The API server streams to a pod only through the kubelet of its node: a pod the scheduler
+/// has not placed is refused.
+pub fn require_host(pod: &Value, name: &str) -> ApiResult<()> {
+    if pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    Ok(())
+}
+
 fn pods_key() -> crate::store::ResKey {
     crate::store::ResKey::new("", "pods")
 }
@@ -62,21 +101,7 @@ pub async fn portforward(
     t: &Target,
     who: &Identity,
 ) -> ApiResult<Resp> {
-    // The websocket GET passed the `get` check; since Kubernetes 1.35
-    // (AuthorizePodWebsocketUpgradeCreatePermission, on by default) it must also be allowed to
-    // `create` the subresource, as the SPDY POST always had to be.
-    cluster.auth.authorize(
-        who,
-        &Attributes {
-            verb: "create",
-            group: "",
-            resource: "pods/portforward",
-            namespace: &t.ns,
-            name: &t.name,
-            non_resource: false,
-        },
-        &cluster.store,
-    )?;
+    authorize_upgrade(cluster, who, t, "pods/portforward")?;
     let Some(hs) = req.websocket.as_ref() else {
         return Err(ApiError::bad_request(
             "Upgrade request required: kube-sim serves port-forward over websockets (v4.channel.k8s.io) only, not SPDY",
@@ -87,16 +112,7 @@ pub async fn portforward(
         .get(&pods_key(), &t.ns, &t.name)
         .ok_or_else(|| ApiError::not_found("", "pods", &t.name))?;
     let ports = parse_ports(req.q("ports")).map_err(ApiError::bad_request)?;
-    if pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        return Err(ApiError::bad_request(format!(
-            "pod {} does not have a host assigned",
-            t.name
-        )));
-    }
+    require_host(&pod, &t.name)?;
     if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
         // The kubelet only forwards to pods with a running sandbox.
         return Ok(http::plain_error(
