@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde::Deserialize;
 
-use crate::kube::{portforward, Cluster, Deadline, KubeError};
+use crate::kube::{pod, portforward, Cluster, Deadline, KubeError};
 
 /// istiod's monitoring port, where the debug endpoints are served.
 pub const MONITORING_PORT: u16 = 15014;
@@ -124,15 +124,6 @@ impl PodView {
     }
 }
 
-fn pod_ready(p: &Pod) -> bool {
-    let status = p.status.as_ref();
-    status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        && p.metadata.deletion_timestamp.is_none()
-}
-
 fn image_tag(image: &str) -> String {
     // `hub/pilot:1.30.3`, possibly with a registry port or a digest.
     let image = image.split('@').next().unwrap_or(image);
@@ -152,7 +143,7 @@ fn describe_pod(p: &Pod) -> IstiodPod {
     });
     IstiodPod {
         name: p.metadata.name.clone().unwrap_or_default(),
-        ready: pod_ready(p),
+        ready: pod::is_ready(p),
         version: container
             .and_then(|c| c.image.as_deref())
             .map(image_tag)

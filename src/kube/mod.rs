@@ -9,6 +9,7 @@ pub mod connection;
 pub mod error;
 pub mod exec;
 pub mod namespace;
+pub mod pod;
 pub mod pod_exec;
 pub mod portforward;
 pub mod retry;

@@ -258,18 +258,10 @@ async fn wait_for_workloads(
     Ok(client_pod.unwrap_or_default())
 }
 
-fn pod_ready(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// The most recently created Ready pod (a rollout may leave an older one terminating).
 fn newest_ready(pods: &[Pod]) -> Option<&Pod> {
     pods.iter()
-        .filter(|p| pod_ready(p))
+        .filter(|p| crate::kube::pod::is_ready(p))
         .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
