@@ -236,6 +236,27 @@ def dev_tfrc(work, bin_dir=None):
         f.write('provider_installation {\n  dev_overrides {\n    "registry.terraform.io/tfmesh/mesh" = "%s"\n  }\n  direct {}\n}\n' % (bin_dir or BIN))
 
 
+def start_topology(work, names, bin_dir=None):
+    """kube-sim serving clusters `names`, and `work` (a copy of examples/topology) set up to
+    apply them on two networks: the dev overrides and terraform.tfvars. Returns the kube-sim
+    process (stop it with SIGTERM) and its clusters' info."""
+    sim = subprocess.Popen([os.path.join(bin_dir or BIN, "kube-sim"), "--clusters", ",".join(names),
+                            "--kubeconfig", os.path.join(work, "kubeconfig"), "--info", os.path.join(work, "sim.json")],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        sim.stdout.readline()  # the "ready" line
+        info = json.load(open(os.path.join(work, "sim.json")))["clusters"]
+        dev_tfrc(work, bin_dir)
+        clusters = "".join(f'  "{c}" = {{ context = "{c}", network = "net{i % 2}" }}\n' for i, c in enumerate(names))
+        with open(os.path.join(work, "terraform.tfvars"), "w") as f:
+            f.write(f'kubeconfig_path = "{work}/kubeconfig"\nkey_algorithm = "ECDSA"\nclusters = {{\n{clusters}}}\n')
+    except BaseException:
+        sim.send_signal(signal.SIGTERM)
+        sim.wait()
+        raise
+    return sim, info
+
+
 def resources(n):
     return 1 + 2 * n + n * (n - 1)
 
@@ -259,16 +280,8 @@ def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
         with open(module, "w") as f:
             f.write(text.replace(marker, marker + "  wait_for_sync = false\n"))
     names = [f"c{i:02d}" for i in range(n)]
-    sim = subprocess.Popen([os.path.join(bin_dir or BIN, "kube-sim"), "--clusters", ",".join(names),
-                            "--kubeconfig", os.path.join(work, "kubeconfig"), "--info", os.path.join(work, "sim.json")],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    sim, info = start_topology(work, names, bin_dir)
     try:
-        sim.stdout.readline()  # the "ready" line
-        info = json.load(open(os.path.join(work, "sim.json")))["clusters"]
-        dev_tfrc(work, bin_dir)
-        clusters = "".join(f'  "{c}" = {{ context = "{c}", network = "net{i % 2}" }}\n' for i, c in enumerate(names))
-        with open(os.path.join(work, "terraform.tfvars"), "w") as f:
-            f.write(f'kubeconfig_path = "{work}/kubeconfig"\nkey_algorithm = "ECDSA"\nclusters = {{\n{clusters}}}\n')
         tf(work, "get")
         if latency_ms:
             for c in names:
@@ -532,16 +545,8 @@ def chaos_run(n, share, seed):
     work = tempfile.mkdtemp(prefix=f"mesh-chaos-{n}-")
     shutil.copytree(os.path.join(ROOT, "examples", "topology"), work, dirs_exist_ok=True)
     names = [f"c{i:02d}" for i in range(n)]
-    sim = subprocess.Popen([os.path.join(BIN, "kube-sim"), "--clusters", ",".join(names),
-                            "--kubeconfig", os.path.join(work, "kubeconfig"), "--info", os.path.join(work, "sim.json")],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    sim, info = start_topology(work, names)
     try:
-        sim.stdout.readline()  # the "ready" line
-        info = json.load(open(os.path.join(work, "sim.json")))["clusters"]
-        dev_tfrc(work)
-        clusters = "".join(f'  "{c}" = {{ context = "{c}", network = "net{i % 2}" }}\n' for i, c in enumerate(names))
-        with open(os.path.join(work, "terraform.tfvars"), "w") as f:
-            f.write(f'kubeconfig_path = "{work}/kubeconfig"\nkey_algorithm = "ECDSA"\nclusters = {{\n{clusters}}}\n')
         code, output, _ = tf_try(work, "get")
         if code != 0:
             sys.exit(f"terraform get failed:\n{output}")

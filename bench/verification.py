@@ -7,10 +7,10 @@ HelloWorld and curl everywhere, wait for them, N x N pairs probed through pod ex
 Usage: bench/verification.py [N ...]   (run `make build` first; default N = 3 10)
 Prints one line per N; see bench/README.md for recorded figures.
 """
-import json, os, signal, shutil, subprocess, sys, tempfile, time
+import json, os, signal, shutil, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from topology import BIN, ROOT, TF, control, dev_tfrc, tf  # noqa: E402
+from topology import ROOT, TF, control, start_topology, tf  # noqa: E402
 
 
 def execs(info, name):
@@ -23,16 +23,8 @@ def run(n):
     work = tempfile.mkdtemp(prefix=f"mesh-bench-verify-{n}-")
     shutil.copytree(os.path.join(ROOT, "examples", "topology"), work, dirs_exist_ok=True)
     names = [f"c{i:02d}" for i in range(n)]
-    sim = subprocess.Popen([os.path.join(BIN, "kube-sim"), "--clusters", ",".join(names),
-                            "--kubeconfig", os.path.join(work, "kubeconfig"), "--info", os.path.join(work, "sim.json")],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    sim, info = start_topology(work, names)
     try:
-        sim.stdout.readline()  # the "ready" line
-        info = json.load(open(os.path.join(work, "sim.json")))["clusters"]
-        dev_tfrc(work)
-        clusters = "".join(f'  "{c}" = {{ context = "{c}", network = "net{i % 2}" }}\n' for i, c in enumerate(names))
-        with open(os.path.join(work, "terraform.tfvars"), "w") as f:
-            f.write(f'kubeconfig_path = "{work}/kubeconfig"\nkey_algorithm = "ECDSA"\nclusters = {{\n{clusters}}}\n')
         tf(work, "get")
         tf(work, "apply", "-auto-approve")
         for c in names:
