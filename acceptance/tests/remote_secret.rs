@@ -825,3 +825,153 @@ fn failed_create_is_destroyed_without_leftovers() {
     assert_eq!(sim.ours(REMOTE), Vec::<String>::new());
     assert_eq!(sim.ours(TARGET), Vec::<String>::new());
 }
+
+/// Two `mesh_cluster`s and the secret between them, whose connections are `kubernetes` blocks
+/// (`blocks = true`) or the clusters' `connection` outputs.
+fn connection_config(kc: &str, blocks: bool) -> String {
+    let (target, remote) = if blocks {
+        (
+            format!("kubernetes {{\n    config_path    = \"{kc}\"\n    config_context = \"{TARGET}\"\n  }}"),
+            format!("kubernetes {{\n      config_path    = \"{kc}\"\n      config_context = \"{REMOTE}\"\n    }}"),
+        )
+    } else {
+        (
+            format!("connection = mesh_cluster.{TARGET}.connection"),
+            format!("connection = mesh_cluster.{REMOTE}.connection"),
+        )
+    };
+    let cluster = |name: &str| {
+        format!(
+            r#"
+resource "mesh_cluster" "{name}" {{
+  cluster_name = "{name}"
+  mesh_id      = "mesh1"
+  network      = "net1"
+  kubernetes {{
+    config_path    = "{kc}"
+    config_context = "{name}"
+  }}
+}}
+"#
+        )
+    };
+    format!(
+        r#"{}{}
+resource "mesh_remote_secret" "c2_in_c1" {{
+  namespace = mesh_cluster.{TARGET}.namespace
+  {target}
+  remote {{
+    cluster_name           = mesh_cluster.{REMOTE}.cluster_name
+    create_service_account = true
+    {remote}
+  }}
+}}
+
+output "token_secret_name" {{
+  value = mesh_remote_secret.c2_in_c1.token_secret_name
+}}
+
+output "kubeconfig_sha256" {{
+  value = mesh_remote_secret.c2_in_c1.kubeconfig_sha256
+}}
+
+output "target_connection" {{
+  value     = mesh_cluster.{TARGET}.connection
+  sensitive = true
+}}
+"#,
+        cluster(TARGET),
+        cluster(REMOTE)
+    )
+}
+
+/// `connection = mesh_cluster.x.connection` in place of the blocks: an in-place update that
+/// mints nothing and rewrites nothing; a state written before `connection` existed re-plans
+/// empty; a bad or doubled connection fails the plan naming the attribute.
+#[test]
+fn connection_outputs_replace_blocks_in_place() {
+    if !enabled("connection_outputs_replace_blocks_in_place") {
+        return;
+    }
+    let ws = Workspace::new("remote-secret-connection");
+    let sim = Clusters::start(&[TARGET, REMOTE], &ws.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    ws.config(&connection_config(&kc, true));
+    ws.apply();
+    let before = ws.outputs();
+    let token = written(&sim, &ws).token();
+    assert_eq!(status_with_token(&sim, &ws, &token), 200);
+    // The cluster's output is its block as the JSON the argument takes.
+    let conn: Value =
+        serde_json::from_str(before["target_connection"]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        conn,
+        serde_json::json!({"config_path": kc, "config_context": TARGET})
+    );
+
+    ws.config(&connection_config(&kc, false));
+    let plan = plan_shows_changes(&ws);
+    assert!(
+        plan.contains("mesh_remote_secret.c2_in_c1 will be updated in-place"),
+        "{plan}"
+    );
+    assert!(!plan.contains("must be replaced"), "{plan}");
+    assert!(
+        plan.contains("Plan: 0 to add, 1 to change, 0 to destroy."),
+        "{plan}"
+    );
+    ws.apply();
+    let after = ws.outputs();
+    assert_eq!(after["token_secret_name"], before["token_secret_name"]);
+    assert_eq!(after["kubeconfig_sha256"], before["kubeconfig_sha256"]);
+    assert_eq!(written(&sim, &ws).token(), token);
+    ws.assert_empty_plan();
+
+    // State from before the attribute existed: refresh fills it in, the plan stays empty.
+    let path = ws.dir.join("terraform.tfstate");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut removed = 0;
+    for r in state["resources"].as_array_mut().unwrap() {
+        if r["type"] == "mesh_cluster" {
+            for i in r["instances"].as_array_mut().unwrap() {
+                let attrs = i["attributes"].as_object_mut().unwrap();
+                removed += usize::from(attrs.remove("connection").is_some());
+            }
+        }
+    }
+    assert_eq!(removed, 2);
+    state["serial"] = serde_json::json!(state["serial"].as_u64().unwrap() + 1);
+    std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    ws.assert_empty_plan();
+
+    // Bad input fails the plan on the attribute.
+    let good = connection_config(&kc, false);
+    for (bad, want) in [
+        (
+            good.replace(
+                &format!("connection = mesh_cluster.{REMOTE}.connection"),
+                "connection = \"{\\\"config_context\\\": 1}\"",
+            ),
+            "`config_context` must be a string",
+        ),
+        (
+            good.replace(
+                &format!("connection = mesh_cluster.{TARGET}.connection"),
+                &format!("connection = mesh_cluster.{TARGET}.connection\n  kubernetes {{\n    config_context = \"{TARGET}\"\n  }}"),
+            ),
+            "Conflicting connection settings",
+        ),
+    ] {
+        ws.config(&bad);
+        let out = ws.run(&["plan", "-no-color"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(err.contains("connection ="), "the diagnostic points at the attribute: {err}");
+    }
+
+    ws.config(&good);
+    ws.destroy();
+    assert_eq!(status_with_token(&sim, &ws, &token), 401);
+    assert!(sim.find(TARGET, "Secret", "istio-system", SECRET).is_none());
+}

@@ -73,6 +73,7 @@ fn schema() -> Schema {
             .attr(Attribute::string("address", "The gateway's address: the first IP or hostname of the load balancer (`status.loadBalancer.ingress`), else the first of the Service's `externalIPs`; null when it has none. Use it as a remote cluster's `remote_pilot_address`.").computed().stable())
             .attr(Attribute::string_list("addresses", "All load-balancer addresses of the gateway Service (IPs or hostnames).").computed().stable())
             .attr(Attribute::string_map("objects", "The objects this resource manages, as `<Kind>/<name>`, each `\"in-sync\"` after apply. A refresh that finds one deleted or edited out of band marks it `\"missing\"` or `\"modified\"`, and the next apply puts it back.").computed().stable())
+            .attr(kubernetes::connection_attribute())
             .block(kubernetes::block())
             .block(timeouts_block(&[("create", "15m"), ("update", "15m"), ("delete", "15m")])),
     )
@@ -192,7 +193,7 @@ fn validate_config(config: &Value, diags: &mut Diagnostics) {
     {
         diags.warning_at(at("expose_istiod"), "istiod exposed on a ClusterIP Service", "With service_type = \"ClusterIP\" the gateway is not reachable from other clusters, so remote clusters cannot reach istiod through it. Use \"LoadBalancer\" (or \"NodePort\" with a reachable node address).");
     }
-    kubernetes::validate(config.get("kubernetes"), &at("kubernetes"), diags);
+    kubernetes::validate_choice(config, &AttributePath::root(), diags);
     validate_timeouts(config, diags);
 }
 
@@ -552,7 +553,7 @@ async fn converge(
         return Err(d.into());
     };
     let deadline = Deadline::new(timeout(config, op, DEFAULT_TIMEOUT), ctx.cancel.clone());
-    let cluster = connect(&kubernetes::connection(config.get("kubernetes")))
+    let cluster = async { connect(&kubernetes::connection_of(config)?).await }
         .await
         .map_err(kube_failure)?;
     let want = objects(&spec);
@@ -735,7 +736,7 @@ async fn remove(ctx: &Ctx, prior: &Value) -> Result<(), KubeError> {
         timeout(prior, "delete", DEFAULT_TIMEOUT),
         ctx.cancel.clone(),
     );
-    let cluster = connect(&kubernetes::connection(prior.get("kubernetes"))).await?;
+    let cluster = connect(&kubernetes::connection_of(prior)?).await?;
     let all = objects(&spec);
     // Gateway CRs first, then the workload, then the Service (waited until gone, so the load
     // balancer is released), then RBAC and the ServiceAccount.
@@ -770,7 +771,7 @@ async fn observe(ctx: &Ctx, state: &Value) -> Result<Option<Applied>, KubeError>
         return Ok(Some(Applied::new(state.clone())));
     };
     let deadline = Deadline::new(READ_TIMEOUT, ctx.cancel.clone());
-    let cluster = connect(&kubernetes::connection(state.get("kubernetes"))).await?;
+    let cluster = connect(&kubernetes::connection_of(state)?).await?;
     let all = objects(&spec);
     let lives = join_all(all.iter().map(|o| o.live(&cluster, &deadline))).await;
     let mut status = BTreeMap::new();

@@ -2,8 +2,15 @@
 //! to a `kube::Connection`. Same meaning as in the hashicorp/kubernetes and helm providers.
 //! Changing it never replaces a resource: it says how to reach the cluster, not what is in it.
 
-use crate::kube::{Connection, Exec};
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value as Json};
+
+use crate::kube::{Connection, Exec, KubeError};
 use crate::plugin::{Attribute, AttributePath, Block, Diagnostics, NestedBlock, Value};
+
+/// The one-value form of the block, taken wherever the block is, and given by `mesh_cluster`.
+pub const CONNECTION: &str = "connection";
 
 /// The block, named `name` (`kubernetes`, or `kubernetes` inside `remote`).
 pub fn block() -> NestedBlock {
@@ -75,47 +82,278 @@ pub fn connection(block: &Value) -> Connection {
 /// Static checks of what is known (unknown values are skipped: they come from resources
 /// created in the same apply).
 pub fn validate(block: &Value, path: &AttributePath, diags: &mut Diagnostics) {
-    let at = |name: &str| path.clone().attr(name);
+    for p in problems(block) {
+        let at = p.field.iter().fold(path.clone(), |at, f| at.attr(f));
+        diags.error_at(at, p.summary, p.detail);
+    }
+}
+
+/// One problem `validate` finds: the attribute (path inside the block), what, and why.
+struct Problem {
+    field: &'static [&'static str],
+    summary: &'static str,
+    detail: String,
+}
+
+fn problems(block: &Value) -> Vec<Problem> {
+    let mut found = Vec::new();
     if let Some(host) = block.get("host").as_str() {
         if !(host.starts_with("https://") || host.starts_with("http://")) {
-            diags.error_at(
-                at("host"),
-                "Invalid host",
-                format!("{host:?} must be a URL such as https://1.2.3.4:6443."),
-            );
+            found.push(Problem {
+                field: &["host"],
+                summary: "Invalid host",
+                detail: format!("{host:?} must be a URL such as https://1.2.3.4:6443."),
+            });
         }
     }
-    for pem_attr in ["cluster_ca_certificate", "client_certificate"] {
-        if let Some(pem) = block.get(pem_attr).as_str() {
+    for field in [&["cluster_ca_certificate"], &["client_certificate"]] {
+        if let Some(pem) = block.get(field[0]).as_str() {
             if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                diags.error_at(
-                    at(pem_attr),
-                    "Invalid certificate",
-                    "Expected a PEM certificate (-----BEGIN CERTIFICATE-----).",
-                );
+                found.push(Problem {
+                    field,
+                    summary: "Invalid certificate",
+                    detail: "Expected a PEM certificate (-----BEGIN CERTIFICATE-----).".into(),
+                });
             }
         }
     }
     let cert = block.get("client_certificate");
     let key = block.get("client_key");
     if !cert.is_unknown() && !key.is_unknown() && cert.is_null() != key.is_null() {
-        diags.error_at(
-            at(if cert.is_null() {
-                "client_certificate"
+        found.push(Problem {
+            field: if cert.is_null() {
+                &["client_certificate"]
             } else {
-                "client_key"
-            }),
-            "Incomplete client certificate",
-            "client_certificate and client_key go together: set both or neither.",
-        );
+                &["client_key"]
+            },
+            summary: "Incomplete client certificate",
+            detail: "client_certificate and client_key go together: set both or neither.".into(),
+        });
     }
     if let Some(v) = block.get("exec").get("api_version").as_str() {
         if !v.starts_with("client.authentication.k8s.io/") {
-            diags.error_at(
-                path.clone().attr("exec").attr("api_version"),
-                "Invalid exec api_version",
-                format!("{v:?} is not a client.authentication.k8s.io version (use v1 or v1beta1)."),
-            );
+            found.push(Problem {
+                field: &["exec", "api_version"],
+                summary: "Invalid exec api_version",
+                detail: format!(
+                    "{v:?} is not a client.authentication.k8s.io version (use v1 or v1beta1)."
+                ),
+            });
+        }
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------------------------
+// `connection`: the block as one JSON string. A full mesh of N clusters has N·(N−1) remote
+// secrets with two connections each, and Terraform rewrites its whole state file after every
+// resource it applies: a reference to one string per connection keeps each of them a few bytes
+// instead of eleven attributes, most of them null, and four sensitive paths.
+
+/// The argument, beside the block, on every resource that takes one.
+pub fn connection_attribute() -> Attribute {
+    Attribute::string(CONNECTION, "How to reach the cluster, as one value instead of a `kubernetes` block: usually `mesh_cluster`'s `connection` output (`connection = mesh_cluster.east.connection`), or a JSON object with the block's attribute names (`jsonencode({ config_path = \"~/.kube/config\", config_context = \"east\" })`; `exec` as an object with `api_version`, `command`, `args`, `env`). Same meaning as the block; set one or the other. In a large mesh it keeps Terraform's state small: each remote secret holds two connections. Changing it never replaces the resource.").optional().sensitive()
+}
+
+/// `mesh_cluster`'s `connection` output: its block as the JSON `connection` takes, the set
+/// attributes only (so equal blocks give equal strings). Unknown until the block is known.
+pub fn encode(block: &Value) -> Value {
+    if !block.is_wholly_known() {
+        return Value::Unknown;
+    }
+    let c = connection(block);
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Option<Json>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), v);
+        }
+    };
+    put("host", c.host.map(Json::from));
+    put(
+        "cluster_ca_certificate",
+        c.cluster_ca_certificate.map(Json::from),
+    );
+    put("token", c.token.map(Json::from));
+    put("client_certificate", c.client_certificate.map(Json::from));
+    put("client_key", c.client_key.map(Json::from));
+    put("insecure", c.insecure.map(Json::from));
+    put("tls_server_name", c.tls_server_name.map(Json::from));
+    put("proxy_url", c.proxy_url.map(Json::from));
+    put("config_path", c.config_path.map(Json::from));
+    put("config_context", c.config_context.map(Json::from));
+    put(
+        "exec",
+        c.exec.map(|e| {
+            let mut x = Map::new();
+            x.insert("api_version".into(), e.api_version.into());
+            x.insert("command".into(), e.command.into());
+            if !e.args.is_empty() {
+                x.insert("args".into(), e.args.into());
+            }
+            if !e.env.is_empty() {
+                x.insert(
+                    "env".into(),
+                    Json::Object(e.env.into_iter().map(|(k, v)| (k, v.into())).collect()),
+                );
+            }
+            Json::Object(x)
+        }),
+    );
+    Value::from(Json::Object(m).to_string())
+}
+
+/// A `connection` string as the block's value, or why it is not one. The messages name keys
+/// and expected types, never a value: a connection may hold a token or a key.
+fn parse(text: &str) -> Result<Value, String> {
+    let json: Json = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "not JSON ({}, line {} column {})",
+            classify(&e),
+            e.line(),
+            e.column()
+        )
+    })?;
+    let Json::Object(fields) = json else {
+        return Err("not a JSON object".into());
+    };
+    let string = |k: &str, v: &Json| match v {
+        Json::String(s) => Ok(Value::from(s.as_str())),
+        Json::Null => Ok(Value::Null),
+        _ => Err(format!("`{k}` must be a string")),
+    };
+    let mut block = BTreeMap::new();
+    for (k, v) in &fields {
+        let value = match k.as_str() {
+            "host" | "cluster_ca_certificate" | "token" | "client_certificate" | "client_key"
+            | "tls_server_name" | "proxy_url" | "config_path" | "config_context" => string(k, v)?,
+            "insecure" => match v {
+                Json::Bool(b) => Value::Bool(*b),
+                Json::Null => Value::Null,
+                _ => return Err("`insecure` must be a bool".into()),
+            },
+            "exec" => parse_exec(v)?,
+            other => {
+                return Err(format!(
+                    "unknown key `{other}` (the keys are the kubernetes block's: host, cluster_ca_certificate, token, client_certificate, client_key, insecure, tls_server_name, proxy_url, config_path, config_context, exec)"
+                ))
+            }
+        };
+        block.insert(k.clone(), value);
+    }
+    Ok(Value::Map(block))
+}
+
+fn parse_exec(v: &Json) -> Result<Value, String> {
+    let fields = match v {
+        Json::Null => return Ok(Value::Null),
+        Json::Object(fields) => fields,
+        _ => return Err("`exec` must be an object".into()),
+    };
+    let mut exec = BTreeMap::new();
+    for (k, v) in fields {
+        let value = match (k.as_str(), v) {
+            ("api_version" | "command", Json::String(s)) => Value::from(s.as_str()),
+            ("args", Json::Array(items)) => Value::List(
+                items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .map(Value::from)
+                            .ok_or("`exec.args` must be a list of strings")
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            ("env", Json::Object(env)) => Value::Map(
+                env.iter()
+                    .map(|(k, v)| {
+                        Ok((
+                            k.clone(),
+                            v.as_str()
+                                .map(Value::from)
+                                .ok_or("`exec.env` must be a map of strings")?,
+                        ))
+                    })
+                    .collect::<Result<_, &str>>()?,
+            ),
+            ("args" | "env", Json::Null) => Value::Null,
+            ("api_version" | "command" | "args" | "env", _) => {
+                return Err(format!("`exec.{k}` has the wrong type"))
+            }
+            (other, _) => {
+                return Err(format!(
+                    "unknown key `exec.{other}` (the keys are api_version, command, args, env)"
+                ))
+            }
+        };
+        exec.insert(k.clone(), value);
+    }
+    for required in ["api_version", "command"] {
+        if exec.get(required).is_none_or(Value::is_null) {
+            return Err(format!("`exec.{required}` is required"));
+        }
+    }
+    Ok(Value::Map(exec))
+}
+
+/// serde_json's own message may quote the input; say only what kind of error it is.
+fn classify(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Eof => "it ends early",
+        serde_json::error::Category::Syntax => "a syntax error",
+        serde_json::error::Category::Data | serde_json::error::Category::Io => "unreadable",
+    }
+}
+
+/// The connection settings of a resource (or nested block) that takes `connection` or a
+/// `kubernetes` block, as block-shaped values: the parsed `connection` when it is set, else
+/// the block. `Ok(Value::Unknown)` while the connection is unknown.
+pub fn settings(v: &Value) -> Result<Value, String> {
+    match v.get(CONNECTION) {
+        Value::Unknown => Ok(Value::Unknown),
+        Value::Null => Ok(v.get("kubernetes").clone()),
+        c => parse(c.as_str().unwrap_or_default()),
+    }
+}
+
+/// The connection of a resource (or nested block) with `connection` or a `kubernetes` block.
+/// Call it at apply/read time only (values known).
+pub fn connection_of(v: &Value) -> Result<Connection, KubeError> {
+    settings(v)
+        .map(|block| connection(&block))
+        .map_err(|message| KubeError::Config {
+            cluster: "(connection)".into(),
+            message: format!("connection: {message}"),
+        })
+}
+
+/// Checks of `connection` and the block of `v`, the object holding them at `path`: one or the
+/// other, and what either says checked as `validate` checks the block.
+pub fn validate_choice(v: &Value, path: &AttributePath, diags: &mut Diagnostics) {
+    let at = path.clone().attr(CONNECTION);
+    match v.get(CONNECTION) {
+        Value::Null => validate(v.get("kubernetes"), &path.clone().attr("kubernetes"), diags),
+        Value::Unknown => {}
+        c => {
+            if !v.get("kubernetes").is_null() {
+                diags.error_at(
+                    at,
+                    "Conflicting connection settings",
+                    "Set either `connection` or a `kubernetes` block, not both.",
+                );
+                return;
+            }
+            match parse(c.as_str().unwrap_or_default()) {
+                Err(why) => diags.error_at(at, "Invalid connection", format!("The connection is {why}. It takes a JSON object of the kubernetes block's attributes, as `mesh_cluster`'s `connection` output gives.")),
+                Ok(block) => {
+                    for p in problems(&block) {
+                        diags.error_at(
+                            at.clone(),
+                            p.summary,
+                            format!("`{}` in the connection: {}", p.field.join("."), p.detail),
+                        );
+                    }
+                }
+            }
         }
     }
 }
@@ -162,6 +400,135 @@ mod tests {
         let exec = c.exec.unwrap();
         assert_eq!(exec.args, ["eks", "get-token"]);
         assert_eq!(exec.env["AWS_PROFILE"], "prod");
+    }
+
+    fn with_connection(c: Value) -> Value {
+        Value::object([(CONNECTION, c)])
+    }
+
+    fn problems_at(v: &Value) -> Vec<(String, String)> {
+        let mut d = Diagnostics::new();
+        validate_choice(v, &AttributePath::attrs(&["remote"]), &mut d);
+        d.0.iter()
+            .map(|x| {
+                (
+                    x.path.as_ref().unwrap().to_string(),
+                    format!("{}: {}", x.summary, x.detail),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_block_and_its_connection_string_reach_the_same_cluster() {
+        let block = Value::object([
+            ("host", Value::from("https://10.0.0.1:6443")),
+            ("token", Value::from("s3cr3t")),
+            ("insecure", Value::from(true)),
+            ("client_certificate", Value::Null),
+            (
+                "exec",
+                Value::object([
+                    (
+                        "api_version",
+                        Value::from("client.authentication.k8s.io/v1"),
+                    ),
+                    ("command", Value::from("aws")),
+                    ("args", Value::List(vec![Value::from("eks")])),
+                    ("env", Value::Null),
+                ]),
+            ),
+        ]);
+        let encoded = encode(&block);
+        let text = encoded.as_str().unwrap();
+        // The set attributes only, keys sorted: equal blocks give equal strings.
+        assert_eq!(
+            text,
+            r#"{"exec":{"api_version":"client.authentication.k8s.io/v1","args":["eks"],"command":"aws"},"host":"https://10.0.0.1:6443","insecure":true,"token":"s3cr3t"}"#
+        );
+        let from_string = connection_of(&with_connection(encoded.clone())).unwrap();
+        assert!(from_string == connection(&block), "{from_string:?}");
+        // With neither, the block (here absent: the default kubeconfig).
+        assert!(connection_of(&Value::Null).unwrap() == Connection::default());
+        // No block means the default context; unknown until every value is known.
+        assert_eq!(encode(&Value::Null).as_str(), Some("{}"));
+        assert!(encode(&Value::object([("host", Value::Unknown)])).is_unknown());
+        assert_eq!(
+            settings(&with_connection(Value::Unknown)),
+            Ok(Value::Unknown)
+        );
+    }
+
+    #[test]
+    fn a_bad_connection_is_named_without_echoing_its_values() {
+        let cases = [
+            (
+                r#"{"host": "https://a:6443", "token": "s3cr3t""#,
+                "not JSON (it ends early",
+            ),
+            (r#"["s3cr3t"]"#, "not a JSON object"),
+            (r#"{"tokn": "s3cr3t"}"#, "unknown key `tokn`"),
+            (r#"{"token": ["s3cr3t"]}"#, "`token` must be a string"),
+            (r#"{"insecure": "s3cr3t"}"#, "`insecure` must be a bool"),
+            (
+                r#"{"exec": {"command": "s3cr3t"}}"#,
+                "`exec.api_version` is required",
+            ),
+            (
+                r#"{"exec": {"api_version": "client.authentication.k8s.io/v1", "command": "x", "args": [1]}}"#,
+                "`exec.args` must be a list of strings",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = problems_at(&with_connection(Value::from(text)));
+            assert_eq!(got.len(), 1, "{text}: {got:?}");
+            assert_eq!(got[0].0, "remote.connection");
+            assert!(got[0].1.contains(want), "{text}: {}", got[0].1);
+            assert!(!got[0].1.contains("s3cr3t"), "{text}: {}", got[0].1);
+            let err = connection_of(&with_connection(Value::from(text))).unwrap_err();
+            assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_connection_is_checked_as_the_block_is_and_conflicts_with_it() {
+        let got = problems_at(&with_connection(Value::from(
+            r#"{"host": "1.2.3.4", "client_key": "k"}"#,
+        )));
+        let summaries: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            summaries[0].starts_with("Invalid host: `host` in the connection"),
+            "{got:?}"
+        );
+        assert!(
+            summaries[1].starts_with(
+                "Incomplete client certificate: `client_certificate` in the connection"
+            ),
+            "{got:?}"
+        );
+        assert!(got.iter().all(|(p, _)| p == "remote.connection"));
+
+        let mut both = with_connection(Value::from(r#"{"config_context": "east"}"#));
+        both.set(
+            "kubernetes",
+            Value::object([("config_context", Value::from("east"))]),
+        );
+        let got = problems_at(&both);
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].1.starts_with("Conflicting connection settings"),
+            "{got:?}"
+        );
+        // The block alone is still checked on its own paths; an unknown connection waits.
+        let block_only =
+            Value::object([("kubernetes", Value::object([("host", Value::from("x"))]))]);
+        assert_eq!(problems_at(&block_only)[0].0, "remote.kubernetes.host");
+        assert!(problems_at(&with_connection(Value::Unknown)).is_empty());
+        assert!(problems_at(&with_connection(Value::from(
+            r#"{"config_context": "east"}"#
+        )))
+        .is_empty());
     }
 
     #[test]

@@ -88,17 +88,14 @@ fn schema() -> Schema {
             .attr(Attribute::object_list("eastwest_gateways", &gateway_row(), "The cross-network gateways istiod routes through (its `/debug/networkz`), this cluster's and those it learned from remote clusters: `network`, `cluster`, `address`, `port`.").computed())
             .attr(Attribute::bool("healthy", "True when `problems` is empty: istiod runs, every replica is Ready and answered, every remote is `synced` on every replica, and no remote secret's token is rejected.").computed())
             .attr(Attribute::string_list("problems", "What is wrong, as plain sentences naming the pod, remote or secret; empty when healthy.").computed())
+            .attr(kubernetes::connection_attribute())
             .block(kubernetes::block())
             .block(timeouts_block(&[("read", "1m")])),
     )
 }
 
 fn validate(config: &Value, diags: &mut Diagnostics) {
-    kubernetes::validate(
-        config.get("kubernetes"),
-        &AttributePath::attrs(&["kubernetes"]),
-        diags,
-    );
+    kubernetes::validate_choice(config, &AttributePath::root(), diags);
     for name in ["namespace", "revision"] {
         if let Some(v) = config.get(name).as_str() {
             if !crate::istio::is_dns1123_label(v) {
@@ -131,9 +128,8 @@ async fn read(ctx: &Ctx, config: &Value) -> Result<Value, Diagnostics> {
         .to_string();
     let revision = config.get("revision").as_str();
     let deadline = Deadline::new(timeout(config, "read", DEFAULT_TIMEOUT), ctx.cancel.clone());
-    let conn = kubernetes::connection(config.get("kubernetes"));
     let report = async {
-        let cluster = connect(&conn).await?;
+        let cluster = connect(&kubernetes::connection_of(config)?).await?;
         let report = observe(&cluster, &namespace, revision, &deadline).await?;
         tracing::info!(
             cluster = %cluster.name,

@@ -83,6 +83,10 @@ pub(super) async fn converge(
     let ours = labels(&instance(planned));
     let mut state = planned.clone();
     state.set("id", Value::from(cluster_name.clone()));
+    state.set(
+        kubernetes::CONNECTION,
+        kubernetes::encode(config.get("kubernetes")),
+    );
 
     // Namespace first: create it, marked as created by this instance, or adopt it with our
     // labels only. The mark lives in the cluster, so a namespace made by an apply that was

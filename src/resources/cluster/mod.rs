@@ -82,6 +82,7 @@ fn schema() -> Schema {
             .attr(Attribute::string("control_plane_version", "The Istio version running, as observed on istiod: its `operator.istio.io/version` label, else its image tag, else the configured version (on a remote, the injector webhook's label). Null without `control_plane`, or when istiod is missing.").computed().stable())
             .attr(Attribute::string_list("additional_roots_pem", "Extra root certificates (PEM, one per element) appended to `root-cert.pem`: trusted, never used to sign. The tool of a staged root rotation (see the root-rotation guide): first add the next root here, then switch `root_ca` to it and list the old one here, then drop it. Changing it rewrites `cacerts` without reissuing the intermediate.").optional())
             .attr(Attribute::bool("allow_trust_break", "Allow a change of the trust bundle (`root-cert.pem`) that is neither a superset nor a subset of the current one, e.g. replacing the root in one apply. Workloads holding certificates from the old root and those trusting only the new one cannot talk until every certificate has rotated: for throw-away meshes only. Default false: such a plan is refused, naming the staged procedure.").default(false))
+            .attr(Attribute::string(kubernetes::CONNECTION, "This cluster's `kubernetes` block as one value, for the `connection` argument of the other resources (`mesh_eastwest_gateway`, `mesh_remote_secret` and its `remote`, `mesh_status`, `mesh_verification`'s `cluster`): `connection = mesh_cluster.east.connection` instead of repeating the block. A JSON object of the block's attributes that are set; sensitive, since the block may hold a token or a key. Unknown at plan while the block is.").computed().sensitive())
             .block(kubernetes::block())
             .block(NestedBlock::single(
                 "root_ca",
@@ -206,6 +207,8 @@ impl Resource for MeshCluster {
         if let Some(name) = plan.config.get("cluster_name").as_str() {
             plan.planned.set("id", Value::from(name));
         }
+        let connection = kubernetes::encode(plan.planned.get("kubernetes"));
+        plan.planned.set(kubernetes::CONNECTION, connection);
         plan_control_plane(plan);
         plan_trust_mode_change(plan);
         let has_trust = !plan.planned.get("root_ca").is_null() || !plan.planned.get("ca").is_null();

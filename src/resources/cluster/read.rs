@@ -20,6 +20,11 @@ pub(super) async fn observe(
         return Ok(None);
     };
     let mut state = state.clone();
+    // Filled in for state written before the attribute existed, so that no plan shows it.
+    state.set(
+        kubernetes::CONNECTION,
+        kubernetes::encode(state.get("kubernetes")),
+    );
     let live_network = ns
         .metadata
         .labels

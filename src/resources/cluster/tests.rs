@@ -539,3 +539,31 @@ fn how_the_root_key_is_given_is_no_trust_change() {
         &state(&other.cert_pem, &[(ROOT_KEY_WO_VERSION, Value::from(1))])
     ));
 }
+
+#[test]
+fn the_connection_output_is_the_block_as_one_value_and_unknown_with_it() {
+    let s = schema();
+    assert!(s.block.attribute(kubernetes::CONNECTION).unwrap().sensitive);
+    let plan_of = |kube: Value| {
+        let mut config = Value::object(base());
+        config.set("kubernetes", kube);
+        let mut plan = Plan::new(&s, &Value::Null, config.clone(), &config, &[]);
+        MeshCluster.modify_plan(&mut plan);
+        plan.planned.get(kubernetes::CONNECTION).clone()
+    };
+    let known = plan_of(Value::object([
+        ("config_path", Value::from("/kc")),
+        ("config_context", Value::from("east")),
+    ]));
+    assert_eq!(
+        known.as_str(),
+        Some(r#"{"config_context":"east","config_path":"/kc"}"#)
+    );
+    // What a consumer given this string connects to is what the block says.
+    let consumer = Value::object([(kubernetes::CONNECTION, known)]);
+    let conn = kubernetes::connection_of(&consumer).unwrap();
+    assert_eq!(conn.config_context.as_deref(), Some("east"));
+    assert_eq!(conn.config_path.as_deref(), Some("/kc"));
+    // A cluster created in the same apply: unknown until then.
+    assert!(plan_of(Value::object([("host", Value::Unknown)])).is_unknown());
+}

@@ -66,15 +66,16 @@ pub(super) struct Conns {
     pub remote_conn: Connection,
 }
 
-pub(super) fn conns(v: &Value) -> Conns {
-    Conns {
-        target_conn: kubernetes::connection(v.get("kubernetes")),
-        remote_conn: kubernetes::connection(v.get("remote").get("kubernetes")),
-    }
+/// Both connections of `v`, from `connection` or the `kubernetes` block at either level.
+pub(super) fn conns(v: &Value) -> Result<Conns, KubeError> {
+    Ok(Conns {
+        target_conn: kubernetes::connection_of(v)?,
+        remote_conn: kubernetes::connection_of(v.get("remote"))?,
+    })
 }
 
 /// Errors when both connections resolve to the same API server with the same CA.
-pub(super) fn check_distinct(c: &Conns) -> Result<(), Failure> {
+pub(super) fn check_distinct(v: &Value, c: &Conns) -> Result<(), Failure> {
     let (t, r) = (
         resolved_endpoint(&c.target_conn).map_err(kube_failure)?,
         resolved_endpoint(&c.remote_conn).map_err(kube_failure)?,
@@ -85,7 +86,7 @@ pub(super) fn check_distinct(c: &Conns) -> Result<(), Failure> {
     };
     if norm_server(&t.0) == norm_server(&r.0) && same_ca {
         let mut d = Diagnostics::new();
-        d.error_at(at(&["remote", "kubernetes"]), "Remote and target are the same cluster", format!("Both connections reach {} with the same CA. A remote secret lets istiod in the target read a *different* cluster; istiod ignores a secret for its own cluster.", t.0));
+        d.error_at(remote_connection_path(v), "Remote and target are the same cluster", format!("Both connections reach {} with the same CA. A remote secret lets istiod in the target read a *different* cluster; istiod ignores a secret for its own cluster.", t.0));
         return Err(d.into());
     }
     Ok(())
@@ -210,7 +211,7 @@ async fn mint_token(
 /// The owner annotation of the token secrets resource value `v` mints (see
 /// [`rs::token_owner`]); it needs the target's API server, resolved from `v`'s connection.
 pub(super) fn token_owner_of(v: &Value) -> Result<String, KubeError> {
-    let (target_server, _) = resolved_endpoint(&conns(v).target_conn)?;
+    let (target_server, _) = resolved_endpoint(&conns(v)?.target_conn)?;
     Ok(rs::token_owner(&rs::TokenKey {
         target_server: &norm_server(&target_server),
         target_namespace: str_of(v, &["namespace"]),
@@ -273,8 +274,8 @@ pub(super) async fn converge(
     let config = planned;
     let mut private = Private::load(private);
     let deadline = Deadline::new(timeout(config, op, DEFAULT_TIMEOUT), ctx.cancel.clone());
-    let c = conns(config);
-    check_distinct(&c)?;
+    let c = conns(config).map_err(kube_failure)?;
+    check_distinct(config, &c)?;
     let server = effective_server(config, &c.remote_conn).map_err(kube_failure)?;
     if planned.get("server").is_unknown() && rs::is_loopback_server(&server) {
         loopback_warning(
@@ -475,7 +476,7 @@ pub(super) async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(
         timeout(prior, "delete", DEFAULT_TIMEOUT),
         ctx.cancel.clone(),
     );
-    let c = conns(prior);
+    let c = conns(prior).map_err(kube_failure)?;
     // The target secret first: istiod drops the cluster, then the credential is revoked.
     let target = connect(&c.target_conn).await.map_err(kube_failure)?;
     let namespace = str_of(prior, &["namespace"]);
@@ -534,8 +535,11 @@ async fn release_remote(
 /// `prior` (whose token and reader objects then live in a cluster this resource no longer
 /// points at). `Err` when the prior connection no longer resolves (its context is gone).
 fn remote_moved(prior: &Value, planned: &Value) -> Result<Result<bool, KubeError>, Failure> {
-    let new = resolved_endpoint(&conns(planned).remote_conn).map_err(kube_failure)?;
-    Ok(resolved_endpoint(&conns(prior).remote_conn)
+    let new = conns(planned)
+        .and_then(|c| resolved_endpoint(&c.remote_conn))
+        .map_err(kube_failure)?;
+    Ok(conns(prior)
+        .and_then(|c| resolved_endpoint(&c.remote_conn))
         .map(|old| norm_server(&old.0) != norm_server(&new.0) || old.1 != new.1))
 }
 
@@ -557,7 +561,7 @@ pub(super) async fn update(ctx: &Ctx, change: Change<'_>) -> Result<Applied, Fai
         ctx.cancel.clone(),
     );
     let patience = remote_patience(&deadline);
-    let old_conn = conns(change.prior).remote_conn;
+    let old_conn = conns(change.prior).map_err(kube_failure)?.remote_conn;
     match release_remote(&old_conn, change.prior, &mut private, &patience).await {
         Ok(()) => {}
         Err(e) if tolerable_on_destroy(&e) => {

@@ -64,6 +64,7 @@ fn remote_block() -> NestedBlock {
             .attr(Attribute::string("service_account", "ServiceAccount the token is minted for.").default(rs::DEFAULT_SERVICE_ACCOUNT))
             .attr(Attribute::string("service_account_namespace", "Namespace of the ServiceAccount (and of the token secret): the remote cluster's istiod namespace.").default("istio-system"))
             .attr(Attribute::bool("create_service_account", "Create the ServiceAccount, with Istio's reader ClusterRole and ClusterRoleBinding, when it does not exist (for remotes whose control plane is installed later, or not by Istio's charts). Destroy removes what it created. When `false`, a missing ServiceAccount is an error: install Istio in the remote cluster first.").default(false))
+            .attr(kubernetes::connection_attribute())
             .block(kubernetes::block()),
     );
     b.min_items = 1;
@@ -85,6 +86,7 @@ fn schema() -> Schema {
             .attr(Attribute::string("token_secret_name", "Name of the token secret in the remote cluster (in `remote.service_account_namespace`). One per target cluster and rotation.").computed().stable())
             .attr(Attribute::string("server", "The API server URL written into the kubeconfig (`remote.server`, else the remote connection's host).").computed().stable())
             .attr(Attribute::string("kubeconfig_sha256", "SHA-256 (hex) of the kubeconfig held in the target secret. The kubeconfig itself, which contains the token, is never stored in state.").computed().stable())
+            .attr(kubernetes::connection_attribute())
             .block(kubernetes::block())
             .block(remote_block())
             .block(timeouts_block(&[("create", "5m"), ("update", "5m"), ("delete", "5m")])),
@@ -98,7 +100,8 @@ fn at(names: &[&str]) -> AttributePath {
     AttributePath::attrs(names)
 }
 
-/// Whether two known `kubernetes` blocks certainly point at the same cluster.
+/// Whether two known connection settings (block-shaped, see `kubernetes::settings`) certainly
+/// point at the same cluster.
 fn same_cluster_statically(a: &Value, b: &Value) -> bool {
     if !a.is_wholly_known() || !b.is_wholly_known() || a.is_null() && b.is_null() {
         // Two empty blocks both mean "the current context": that is the same cluster too.
@@ -173,18 +176,28 @@ fn validate_config(config: &Value, diags: &mut Diagnostics) {
             );
         }
     }
-    kubernetes::validate(config.get("kubernetes"), &at(&["kubernetes"]), diags);
-    kubernetes::validate(
-        remote.get("kubernetes"),
-        &at(&["remote", "kubernetes"]),
-        diags,
-    );
-    if !remote.is_null()
-        && same_cluster_statically(config.get("kubernetes"), remote.get("kubernetes"))
-    {
-        diags.error_at(at(&["remote", "kubernetes"]), "Remote and target are the same cluster", "The remote block connects to the same cluster as the top-level kubernetes block. A remote secret lets istiod in the target read a *different* cluster; istiod ignores a secret for its own cluster.");
+    kubernetes::validate_choice(config, &AttributePath::root(), diags);
+    kubernetes::validate_choice(remote, &at(&["remote"]), diags);
+    if let (false, Ok(target), Ok(other)) = (
+        remote.is_null(),
+        kubernetes::settings(config),
+        kubernetes::settings(remote),
+    ) {
+        if same_cluster_statically(&target, &other) {
+            diags.error_at(remote_connection_path(config), "Remote and target are the same cluster", "The remote connection reaches the same cluster as the target's. A remote secret lets istiod in the target read a *different* cluster; istiod ignores a secret for its own cluster.");
+        }
     }
     validate_timeouts(config, diags);
+}
+
+/// Where the remote's connection is set: `remote.connection` or `remote.kubernetes`.
+fn remote_connection_path(v: &Value) -> AttributePath {
+    let field = if v.get("remote").get(kubernetes::CONNECTION).is_null() {
+        "kubernetes"
+    } else {
+        kubernetes::CONNECTION
+    };
+    at(&["remote", field])
 }
 
 /// The server as configuration alone says it: a string, unknown, or null (it then comes from
@@ -195,9 +208,10 @@ fn configured_server(v: &Value) -> Value {
         Value::Null => {}
         other => return other.clone(),
     }
-    match remote.get("kubernetes") {
-        Value::Unknown => Value::Unknown,
-        k => k.get("host").clone(),
+    match kubernetes::settings(remote) {
+        Ok(Value::Unknown) => Value::Unknown,
+        Ok(k) => k.get("host").clone(),
+        Err(_) => Value::Null,
     }
 }
 

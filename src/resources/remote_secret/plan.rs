@@ -27,11 +27,13 @@ pub(super) fn plan_remote_secret(plan: &mut Plan<'_>) {
     }
     let configured = configured_server(config);
     // Which cluster the remote connection reaches can change with these (or be unknown).
+    // (Whether it is given as `connection` or as the block does not matter.)
+    let settings = |v: &Value| kubernetes::settings(v.get("remote")).unwrap_or(Value::Unknown);
+    let (new, old) = (settings(&plan.planned), settings(plan.prior));
     let remote_retargeted = !plan.is_create()
-        && ["host", "config_path", "config_context"].iter().any(|k| {
-            let new = plan.planned.get("remote").get("kubernetes").get(k);
-            new.is_unknown() || new != plan.prior.get("remote").get("kubernetes").get(k)
-        });
+        && ["host", "config_path", "config_context"]
+            .iter()
+            .any(|k| new.is_unknown() || new.get(k).is_unknown() || new.get(k) != old.get(k));
     let server = match configured {
         // From the remote connection's kubeconfig: known once applied, unless the server
         // was configured before or the connection was pointed elsewhere (then the

@@ -40,7 +40,7 @@ pub(super) async fn observe(
 ) -> Result<Option<Applied>, KubeError> {
     let mut private = Private::load(private_bytes);
     let deadline = Deadline::new(READ_TIMEOUT, ctx.cancel.clone());
-    let c = conns(state);
+    let c = conns(state)?;
     let target = connect(&c.target_conn).await?;
     let namespace = str_of(state, &["namespace"]);
     let cluster_name = str_of(state, &["remote", "cluster_name"]).to_string();

@@ -185,3 +185,75 @@ fn plan_mints_rewrites_and_warns_as_needed() {
     let (p, _) = planned(&revoked, &cfg, &private);
     assert!(p.get("token_secret_name").is_unknown());
 }
+
+/// The same configuration with both connections given as `connection` strings.
+fn with_connections(mut c: Value, target: &str, remote: &str) -> Value {
+    c.set("kubernetes", Value::Null);
+    c.set(kubernetes::CONNECTION, Value::from(target));
+    let mut r = c.get("remote").clone();
+    r.set("kubernetes", Value::Null);
+    r.set(kubernetes::CONNECTION, Value::from(remote));
+    c.set("remote", r);
+    c
+}
+
+#[test]
+fn connections_are_checked_like_blocks() {
+    let c1 = r#"{"config_path":"/kc","config_context":"c1"}"#;
+    let c2 = r#"{"config_path":"/kc","config_context":"c2"}"#;
+    let base = config("west", kube("c1"), kube("c2"));
+    assert!(error_paths(&with_connections(base.clone(), c1, c2)).is_empty());
+    assert_eq!(
+        error_paths(&with_connections(base.clone(), c1, c1)),
+        ["remote.connection"]
+    );
+    // One side a block, the other a string, same cluster: still seen.
+    let mut mixed = base.clone();
+    let mut r = mixed.get("remote").clone();
+    r.set("kubernetes", Value::Null);
+    r.set(kubernetes::CONNECTION, Value::from(c1));
+    mixed.set("remote", r);
+    assert_eq!(error_paths(&mixed), ["remote.connection"]);
+    assert_eq!(
+        error_paths(&with_connections(base, "{", c2)),
+        ["connection"]
+    );
+}
+
+#[test]
+fn switching_a_block_to_the_same_connection_string_mints_nothing() {
+    let mut cfg = config("west", kube("c1"), kube("c2"));
+    cfg.set("token_rotation", Value::Null);
+    cfg.set("verify_token", Value::from(false));
+    cfg.set("wait_for_sync", Value::from(true));
+    let mut remote = cfg.get("remote").clone();
+    remote.set("server", Value::from("https://10.1.2.3:6443"));
+    cfg.set("remote", remote);
+    let mut prior = cfg.clone();
+    prior.set("id", Value::from("istio-system/istio-remote-secret-west"));
+    prior.set("secret_name", Value::from("istio-remote-secret-west"));
+    prior.set("token_secret_name", Value::from("tok"));
+    prior.set("server", Value::from("https://10.1.2.3:6443"));
+    prior.set("kubeconfig_sha256", Value::from("aaa"));
+    prior.set("sync_status", Value::from("synced"));
+    let private = Private {
+        desired_sha256: Some("aaa".into()),
+        ..Default::default()
+    };
+    let same = with_connections(
+        cfg.clone(),
+        r#"{"config_path":"/kc","config_context":"c1"}"#,
+        r#"{"config_path":"/kc","config_context":"c2"}"#,
+    );
+    let (p, _) = planned(&prior, &same, &private);
+    assert_eq!(p.get("token_secret_name").as_str(), Some("tok"));
+    assert_eq!(p.get("kubeconfig_sha256").as_str(), Some("aaa"));
+    // Pointed at another context: a new token there.
+    let moved = with_connections(
+        cfg,
+        r#"{"config_path":"/kc","config_context":"c1"}"#,
+        r#"{"config_path":"/kc","config_context":"c3"}"#,
+    );
+    let (p, _) = planned(&prior, &moved, &private);
+    assert!(p.get("token_secret_name").is_unknown());
+}

@@ -45,6 +45,7 @@ fn cluster_block() -> NestedBlock {
             .attr(Attribute::string("name", "The cluster's name in the mesh: its `mesh_cluster` `cluster_name` (istiod's `CLUSTER_ID`). Its HelloWorld answers with it as its version, and the diagnosis looks it up in the other clusters' remote secrets. A DNS-1123 label, unique among the blocks.").required())
             .attr(Attribute::string("revision", "The control plane revision whose injector should give the workloads their sidecars: the namespace gets `istio.io/rev=<revision>`. Default: the default revision (`istio-injection=enabled`).").optional())
             .attr(Attribute::string("istio_namespace", "Namespace of istiod and `cacerts` in this cluster, read when diagnosing a failure.").default(DEFAULT_ISTIO_NAMESPACE))
+            .attr(kubernetes::connection_attribute())
             .block(kubernetes::block()),
         1,
     )
@@ -90,25 +91,32 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    pub fn decode(v: &Value) -> Config {
+    /// Fails only on a `connection` that validation would have refused (a hand-edited state).
+    pub fn decode(v: &Value) -> Result<Config, Failure> {
         let s = |k: &str| v.get(k).as_str().map(str::to_string);
         let clusters = v
             .get("cluster")
             .as_list()
             .unwrap_or_default()
             .iter()
-            .map(|c| ClusterConfig {
-                name: c.get("name").as_str().unwrap_or_default().to_string(),
-                revision: c.get("revision").as_str().map(str::to_string),
-                istio_namespace: c
-                    .get("istio_namespace")
-                    .as_str()
-                    .unwrap_or(DEFAULT_ISTIO_NAMESPACE)
-                    .to_string(),
-                connection: kubernetes::connection(c.get("kubernetes")),
+            .map(|c| {
+                Ok(ClusterConfig {
+                    name: c.get("name").as_str().unwrap_or_default().to_string(),
+                    revision: c.get("revision").as_str().map(str::to_string),
+                    istio_namespace: c
+                        .get("istio_namespace")
+                        .as_str()
+                        .unwrap_or(DEFAULT_ISTIO_NAMESPACE)
+                        .to_string(),
+                    connection: kubernetes::connection_of(c).map_err(|e| {
+                        let mut d = Diagnostics::new();
+                        d.error("Invalid connection", e.to_string());
+                        Failure::from(d)
+                    })?,
+                })
             })
-            .collect();
-        Config {
+            .collect::<Result<_, Failure>>()?;
+        Ok(Config {
             namespace: s("namespace").unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
             images: Images::resolve(
                 s("hub").as_deref(),
@@ -122,7 +130,7 @@ impl Config {
                 .clamp(1, MAX_REQUESTS) as u32,
             keep_workloads: v.get("keep_workloads").as_bool().unwrap_or(false),
             clusters,
-        }
+        })
     }
 
     /// The instance label of everything this check creates.
@@ -207,7 +215,9 @@ fn validate_config(config: &Value, diags: &mut Diagnostics) {
                 }
             }
         }
-        kubernetes::validate(c.get("kubernetes"), &path("kubernetes"), diags);
+        let mut at = AttributePath::attrs(&["cluster"]);
+        at.push_index(i as i64);
+        kubernetes::validate_choice(c, &at, diags);
     }
     validate_timeouts(config, diags);
 }
@@ -295,7 +305,7 @@ impl Resource for MeshVerification {
 
     async fn create(&self, ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {
         let timeout = timeout(change.planned, "create", DEFAULT_TIMEOUT);
-        let config = Config::decode(change.planned);
+        let config = Config::decode(change.planned)?;
         let seen = apply::check(ctx, &config, timeout).await?;
         Ok(Applied::new(state_with(change.planned, &seen)))
     }
@@ -306,8 +316,8 @@ impl Resource for MeshVerification {
             return Ok(Applied::new(change.planned.clone()));
         }
         let timeout = timeout(change.planned, "update", DEFAULT_TIMEOUT);
-        let config = Config::decode(change.planned);
-        let prior = Config::decode(change.prior);
+        let config = Config::decode(change.planned)?;
+        let prior = Config::decode(change.prior)?;
         apply::remove_dropped(ctx, &prior, &config, timeout).await?;
         let seen = apply::check(ctx, &config, timeout).await?;
         Ok(Applied::new(state_with(change.planned, &seen)))
@@ -315,7 +325,7 @@ impl Resource for MeshVerification {
 
     async fn delete(&self, ctx: &Ctx, prior: &Value, _private: &[u8]) -> Result<(), Failure> {
         let timeout = timeout(prior, "delete", DELETE_TIMEOUT);
-        apply::remove_all(ctx, &Config::decode(prior), timeout).await
+        apply::remove_all(ctx, &Config::decode(prior)?, timeout).await
     }
 
     async fn read(

@@ -76,7 +76,7 @@ fn bad_input_names_the_attribute() {
 fn config_decodes_once_with_defaults() {
     let mut v = config(&["east", "west"]);
     v.set("hub", Value::from("mirror.local/istio"));
-    let c = Config::decode(&v);
+    let c = Config::decode(&v).unwrap_or_else(|_| panic!("decodes"));
     assert_eq!(c.clusters.len(), 2);
     assert_eq!(c.clusters[1].name, "west");
     assert_eq!(c.requests, 10);

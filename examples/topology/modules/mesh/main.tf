@@ -2,7 +2,8 @@
 # one root CA, then per cluster its trust and control plane, an east-west gateway when
 # the mesh spans networks, and a full mesh of remote secrets (every istiod reads every
 # other cluster's API server). One provider block serves all clusters: each resource
-# carries its own connection.
+# carries its own connection, written once in the cluster's `kubernetes` block and handed to
+# the others as `mesh_cluster`'s `connection` output.
 
 terraform {
   required_providers {
@@ -105,13 +106,16 @@ resource "mesh_cluster" "this" {
 # small map, built once. (A reference like `mesh_cluster.this[each.key].namespace` hands every
 # instance that makes it the whole `mesh_cluster.this` map, every cluster's full object decoded
 # from state, so N² remote secrets would decode N² · N cluster objects.) Depending on it orders
-# them after the clusters exactly as that reference did.
+# them after the clusters exactly as that reference did. `connection` is the cluster's
+# `kubernetes` block as one value: each of the N·(N−1) remote secrets stores two of them, a
+# few bytes each instead of two blocks of eleven attributes.
 locals {
   joined = {
     for name, c in mesh_cluster.this : name => {
       namespace    = c.namespace
       network      = c.network
       cluster_name = c.cluster_name
+      connection   = c.connection
     }
   }
 }
@@ -126,86 +130,20 @@ resource "mesh_eastwest_gateway" "this" {
   network          = local.joined[each.key].network
   service_type     = var.gateway_service_type
   wait_for_address = var.gateway_wait_for_address
-
-  kubernetes {
-    host                   = each.value.connection.host
-    cluster_ca_certificate = each.value.connection.cluster_ca_certificate
-    token                  = each.value.connection.token
-    client_certificate     = each.value.connection.client_certificate
-    client_key             = each.value.connection.client_key
-    insecure               = each.value.connection.insecure
-    tls_server_name        = each.value.connection.tls_server_name
-    proxy_url              = each.value.connection.proxy_url
-    config_path            = each.value.connection.config_path
-    config_context         = each.value.connection.config_context
-
-    dynamic "exec" {
-      for_each = each.value.connection.exec == null ? [] : [each.value.connection.exec]
-      content {
-        api_version = exec.value.api_version
-        command     = exec.value.command
-        args        = try(exec.value.args, null)
-        env         = try(exec.value.env, null)
-      }
-    }
-  }
+  connection       = local.joined[each.key].connection
 }
 
 resource "mesh_remote_secret" "this" {
   for_each = local.pairs
 
-  namespace = local.joined[each.value.target].namespace
-
-  kubernetes {
-    host                   = local.clusters[each.value.target].connection.host
-    cluster_ca_certificate = local.clusters[each.value.target].connection.cluster_ca_certificate
-    token                  = local.clusters[each.value.target].connection.token
-    client_certificate     = local.clusters[each.value.target].connection.client_certificate
-    client_key             = local.clusters[each.value.target].connection.client_key
-    insecure               = local.clusters[each.value.target].connection.insecure
-    tls_server_name        = local.clusters[each.value.target].connection.tls_server_name
-    proxy_url              = local.clusters[each.value.target].connection.proxy_url
-    config_path            = local.clusters[each.value.target].connection.config_path
-    config_context         = local.clusters[each.value.target].connection.config_context
-
-    dynamic "exec" {
-      for_each = local.clusters[each.value.target].connection.exec == null ? [] : [local.clusters[each.value.target].connection.exec]
-      content {
-        api_version = exec.value.api_version
-        command     = exec.value.command
-        args        = try(exec.value.args, null)
-        env         = try(exec.value.env, null)
-      }
-    }
-  }
+  namespace  = local.joined[each.value.target].namespace
+  connection = local.joined[each.value.target].connection
 
   remote {
     cluster_name = local.joined[each.value.remote].cluster_name
     # The address the target's istiod dials; null: the remote connection's host.
-    server = local.clusters[each.value.remote].server
-
-    kubernetes {
-      host                   = local.clusters[each.value.remote].connection.host
-      cluster_ca_certificate = local.clusters[each.value.remote].connection.cluster_ca_certificate
-      token                  = local.clusters[each.value.remote].connection.token
-      client_certificate     = local.clusters[each.value.remote].connection.client_certificate
-      client_key             = local.clusters[each.value.remote].connection.client_key
-      insecure               = local.clusters[each.value.remote].connection.insecure
-      tls_server_name        = local.clusters[each.value.remote].connection.tls_server_name
-      proxy_url              = local.clusters[each.value.remote].connection.proxy_url
-      config_path            = local.clusters[each.value.remote].connection.config_path
-      config_context         = local.clusters[each.value.remote].connection.config_context
-
-      dynamic "exec" {
-        for_each = local.clusters[each.value.remote].connection.exec == null ? [] : [local.clusters[each.value.remote].connection.exec]
-        content {
-          api_version = exec.value.api_version
-          command     = exec.value.command
-          args        = try(exec.value.args, null)
-          env         = try(exec.value.env, null)
-        }
-      }
-    }
+    server     = local.clusters[each.value.remote].server
+    connection = local.joined[each.value.remote].connection
   }
 }
 
@@ -215,30 +153,8 @@ resource "mesh_remote_secret" "this" {
 data "mesh_status" "this" {
   for_each = local.clusters
 
-  namespace = local.joined[each.key].namespace
-
-  kubernetes {
-    host                   = each.value.connection.host
-    cluster_ca_certificate = each.value.connection.cluster_ca_certificate
-    token                  = each.value.connection.token
-    client_certificate     = each.value.connection.client_certificate
-    client_key             = each.value.connection.client_key
-    insecure               = each.value.connection.insecure
-    tls_server_name        = each.value.connection.tls_server_name
-    proxy_url              = each.value.connection.proxy_url
-    config_path            = each.value.connection.config_path
-    config_context         = each.value.connection.config_context
-
-    dynamic "exec" {
-      for_each = each.value.connection.exec == null ? [] : [each.value.connection.exec]
-      content {
-        api_version = exec.value.api_version
-        command     = exec.value.command
-        args        = try(exec.value.args, null)
-        env         = try(exec.value.env, null)
-      }
-    }
-  }
+  namespace  = local.joined[each.key].namespace
+  connection = local.joined[each.key].connection
 
   depends_on = [mesh_remote_secret.this, mesh_eastwest_gateway.this]
 }
@@ -258,29 +174,7 @@ resource "mesh_verification" "this" {
     content {
       name            = local.joined[cluster.key].cluster_name
       istio_namespace = local.joined[cluster.key].namespace
-
-      kubernetes {
-        host                   = cluster.value.connection.host
-        cluster_ca_certificate = cluster.value.connection.cluster_ca_certificate
-        token                  = cluster.value.connection.token
-        client_certificate     = cluster.value.connection.client_certificate
-        client_key             = cluster.value.connection.client_key
-        insecure               = cluster.value.connection.insecure
-        tls_server_name        = cluster.value.connection.tls_server_name
-        proxy_url              = cluster.value.connection.proxy_url
-        config_path            = cluster.value.connection.config_path
-        config_context         = cluster.value.connection.config_context
-
-        dynamic "exec" {
-          for_each = cluster.value.connection.exec == null ? [] : [cluster.value.connection.exec]
-          content {
-            api_version = exec.value.api_version
-            command     = exec.value.command
-            args        = try(exec.value.args, null)
-            env         = try(exec.value.env, null)
-          }
-        }
-      }
+      connection      = local.joined[cluster.key].connection
     }
   }
 
