@@ -1,6 +1,8 @@
-//! The `kubernetes { ... }` block every cluster-touching resource carries, and its conversion
-//! to a `kube::Connection`. Same meaning as in the hashicorp/kubernetes and helm providers.
-//! Changing it never replaces a resource: it says how to reach the cluster, not what is in it.
+//! The `kubernetes { ... }` block every cluster-touching resource carries, its one-value form
+//! `connection` (a JSON string, as `mesh_cluster` exports it), and their conversion to a
+//! `kube::Connection`. Same meaning as in the hashicorp/kubernetes and helm providers.
+//! Changing either never replaces a resource: it says how to reach the cluster, not what is in
+//! it.
 
 use std::collections::BTreeMap;
 
