@@ -263,16 +263,16 @@ async fn delete_stale(remote: &Cluster, private: &mut Private, deadline: &Deadli
     private.stale_tokens = left;
 }
 
+/// Creates or updates to `planned`, from the private state the prior state was saved with.
 pub(super) async fn converge(
     ctx: &Ctx,
     planned: &Value,
-    private: &[u8],
+    mut private: Private,
     op: &str,
 ) -> Result<Applied, Failure> {
     // The planned state has the defaults filled in; at apply time all of it is known but the
     // computed attributes.
     let config = planned;
-    let mut private = Private::load(private);
     let deadline = Deadline::new(timeout(config, op, DEFAULT_TIMEOUT), ctx.cancel.clone());
     let c = conns(config).map_err(kube_failure)?;
     check_distinct(config, &c)?;
@@ -326,9 +326,10 @@ pub(super) async fn converge(
             // partial state naming them, so destroy (or the replacement) removes them.
             let keep = |mut f: Failure, state: &Value, private: &Private| {
                 if op == "create" {
+                    let state = state.known_or_null();
                     f.partial = Some(Applied {
-                        state: state.known_or_null(),
-                        private: private.store(),
+                        private: private.store(&state),
+                        state,
                     });
                 }
                 f
@@ -397,7 +398,7 @@ pub(super) async fn converge(
     state.set("token_secret_name", Value::from(token_name.as_str()));
     let partial = |state: &Value, private: &Private| Applied {
         state: state.clone(),
-        private: private.store(),
+        private: private.store(state),
     };
 
     // The target secret, then (rotation) the old token.
@@ -471,7 +472,7 @@ pub(super) fn tolerable_on_destroy(e: &KubeError) -> bool {
 }
 
 pub(super) async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), Failure> {
-    let mut private = Private::load(private);
+    let mut private = Private::load(private, prior);
     let deadline = Deadline::new(
         timeout(prior, "delete", DEFAULT_TIMEOUT),
         ctx.cancel.clone(),
@@ -547,15 +548,16 @@ fn remote_moved(prior: &Value, planned: &Value) -> Result<Result<bool, KubeError
 /// effort: an unreachable old cluster is a warning, as on destroy), then converge on the new
 /// one as if creating.
 pub(super) async fn update(ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {
+    let prior_private = Private::load(change.private, change.prior);
     match remote_moved(change.prior, change.planned)? {
         Ok(true) => {}
-        Ok(false) => return converge(ctx, change.planned, change.private, "update").await,
+        Ok(false) => return converge(ctx, change.planned, prior_private, "update").await,
         Err(e) => {
             ctx.warn(None, "Previous remote connection no longer resolves", &format!("Cannot tell whether remote.kubernetes now reaches another cluster ({e}); the token is kept if it is still there. If the remote cluster did change, delete the old token secret there by hand."));
-            return converge(ctx, change.planned, change.private, "update").await;
+            return converge(ctx, change.planned, prior_private, "update").await;
         }
     }
-    let mut private = Private::load(change.private);
+    let mut private = prior_private;
     let deadline = Deadline::new(
         timeout(change.planned, "update", DEFAULT_TIMEOUT),
         ctx.cancel.clone(),
@@ -574,7 +576,7 @@ pub(super) async fn update(ctx: &Ctx, change: Change<'_>) -> Result<Applied, Fai
         desired_sha256: private.desired_sha256.take(),
         ..Private::default()
     };
-    converge(ctx, change.planned, &fresh.store(), "update").await
+    converge(ctx, change.planned, fresh, "update").await
 }
 
 /// Removes the ServiceAccount and reader RBAC this resource created, unless someone else

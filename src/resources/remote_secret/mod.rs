@@ -224,15 +224,19 @@ fn loopback_warning(ctx_or_plan: &mut dyn FnMut(&str, &str), server: &str) {
 
 // ---------------------------------------------------------------------------------------------
 // Private state: where our token lives, what we created, and what the target should hold.
+//
+// Terraform rewrites the whole state file after every resource it applies, so each byte here is
+// written N² times in a mesh of N clusters. Three fields usually repeat an attribute of the
+// state stored beside them (token name and namespace, the kubeconfig's digest): they are left
+// out when they do, and an absent field reads as that attribute. A field that differs from it
+// is written, `null` included, so nothing is lost.
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default, Clone, PartialEq, Debug, Serialize, Deserialize)]
 struct Private {
     /// Namespace and name of our current token secret in the remote cluster.
     token_namespace: Option<String>,
     token_name: Option<String>,
     /// Refresh found the token no longer authenticates (verify_token): mint it again.
-    // Defaults are left out: Terraform rewrites the whole state file after every resource it
-    // applies, so each byte here is written N² times in a mesh of N clusters.
     #[serde(default, skip_serializing_if = "is_false")]
     token_invalid: bool,
     /// Token secrets replaced by a rotation whose deletion has not succeeded yet.
@@ -249,13 +253,49 @@ fn is_false(b: &bool) -> bool {
     !b
 }
 
+/// The fields of [`Private`] that usually equal an attribute of the state stored with it.
+const MIRRORED: [(&str, &[&str]); 3] = [
+    ("token_name", &["token_secret_name"]),
+    ("token_namespace", &["remote", "service_account_namespace"]),
+    ("desired_sha256", &["kubeconfig_sha256"]),
+];
+
+fn attribute<'a>(state: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(state, |v, k| v.get(k))
+}
+
 impl Private {
-    fn load(bytes: &[u8]) -> Self {
-        serde_json::from_slice(bytes).unwrap_or_default()
+    /// The private state saved beside `state`.
+    fn load(bytes: &[u8], state: &Value) -> Self {
+        let mut fields = match serde_json::from_slice(bytes) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => serde_json::Map::new(),
+        };
+        for (field, path) in MIRRORED {
+            if !fields.contains_key(field) {
+                let value = attribute(state, path).as_str().map(serde_json::Value::from);
+                fields.insert(field.into(), value.unwrap_or_default());
+            }
+        }
+        serde_json::from_value(serde_json::Value::Object(fields)).unwrap_or_default()
     }
 
-    fn store(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The bytes to save beside `state`: empty when every field is its default or mirrored.
+    fn store(&self, state: &Value) -> Vec<u8> {
+        let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(self) else {
+            return Vec::new();
+        };
+        for (field, path) in MIRRORED {
+            let same =
+                fields.get(field).and_then(|v| v.as_str()) == attribute(state, path).as_str();
+            if same {
+                fields.remove(field);
+            }
+        }
+        if fields.is_empty() {
+            return Vec::new();
+        }
+        serde_json::to_vec(&fields).unwrap_or_default()
     }
     /// "namespace/name" of the current token secret, for messages.
     fn token_ref(&self) -> String {
@@ -299,7 +339,8 @@ impl Resource for MeshRemoteSecret {
     }
 
     async fn create(&self, ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {
-        converge(ctx, change.planned, change.private, "create").await
+        let private = Private::load(change.private, &Value::Null);
+        converge(ctx, change.planned, private, "create").await
     }
 
     async fn update(&self, ctx: &Ctx, change: Change<'_>) -> Result<Applied, Failure> {

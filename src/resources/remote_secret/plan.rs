@@ -53,7 +53,7 @@ pub(super) fn plan_remote_secret(plan: &mut Plan<'_>) {
         plan.planned.set("token_secret_name", Value::Unknown);
         plan.planned.set("kubeconfig_sha256", Value::Unknown);
     } else {
-        let private = Private::load(plan.prior_private);
+        let private = Private::load(plan.prior_private, plan.prior);
         let (prior, planned) = (plan.prior, &plan.planned);
         let changed = |path: &[&str]| {
             let (mut a, mut b) = (prior, planned);

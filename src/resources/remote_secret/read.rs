@@ -38,7 +38,7 @@ pub(super) async fn observe(
     state: &Value,
     private_bytes: &[u8],
 ) -> Result<Option<Applied>, KubeError> {
-    let mut private = Private::load(private_bytes);
+    let mut private = Private::load(private_bytes, state);
     let deadline = Deadline::new(READ_TIMEOUT, ctx.cancel.clone());
     let c = conns(state)?;
     let target = connect(&c.target_conn).await?;
@@ -147,7 +147,7 @@ pub(super) async fn observe(
         state.set("sync_status", status);
     }
     Ok(Some(Applied {
+        private: private.store(&state),
         state,
-        private: private.store(),
     }))
 }

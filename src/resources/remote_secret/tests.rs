@@ -100,7 +100,7 @@ fn same_cluster_is_an_error_when_known() {
 
 fn planned(prior: &Value, config: &Value, private: &Private) -> (Value, Vec<String>) {
     let s = schema();
-    let bytes = private.store();
+    let bytes = private.store(prior);
     let mut proposed = config.clone();
     for k in [
         "id",
@@ -256,4 +256,41 @@ fn switching_a_block_to_the_same_connection_string_mints_nothing() {
     );
     let (p, _) = planned(&prior, &moved, &private);
     assert!(p.get("token_secret_name").is_unknown());
+}
+
+#[test]
+fn private_state_leaves_out_what_the_state_beside_it_says() {
+    let mut state = config("west", kube("c1"), kube("c2"));
+    state.set("token_secret_name", Value::from("tok-1"));
+    state.set("kubeconfig_sha256", Value::from("aaa"));
+    let usual = Private {
+        token_namespace: Some("istio-system".into()),
+        token_name: Some("tok-1".into()),
+        desired_sha256: Some("aaa".into()),
+        ..Default::default()
+    };
+    // Everything mirrored: nothing stored at all, and it reads back the same.
+    assert!(usual.store(&state).is_empty());
+    assert_eq!(Private::load(&usual.store(&state), &state), usual);
+
+    // What differs from the state is kept, a None included (here the state still names a
+    // token the private state no longer holds, and the target drifted).
+    let differs = Private {
+        token_namespace: Some("other-ns".into()),
+        token_name: None,
+        desired_sha256: Some("bbb".into()),
+        stale_tokens: vec![("istio-system".into(), "tok-0".into())],
+        created_service_account: true,
+        ..Default::default()
+    };
+    let bytes = differs.store(&state);
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(text.contains("\"token_name\":null"), "{text}");
+    assert_eq!(Private::load(&bytes, &state), differs);
+
+    // Private state written before (every field spelled out) reads the same whatever the state.
+    let legacy = serde_json::to_vec(&usual).unwrap();
+    assert_eq!(Private::load(&legacy, &Value::Null), usual);
+    // Nothing stored beside an empty state: nothing known.
+    assert_eq!(Private::load(&[], &Value::Null), Private::default());
 }
