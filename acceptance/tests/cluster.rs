@@ -3,7 +3,7 @@
 //! openssl, in-place network change, drift repair, adoption of an existing namespace, destroy.
 
 use mesh_acceptance::sim::{secret_data, Clusters};
-use mesh_acceptance::{enabled, openssl, Workspace};
+use mesh_acceptance::{enabled, enabled_on_one_client, openssl, Workspace};
 
 fn config(kubeconfig: &str, network: &str) -> String {
     config_with(kubeconfig, network, "")
@@ -400,7 +400,7 @@ fn cluster_with_root_ca_in_one_plan() {
 
 #[test]
 fn cluster_adopts_an_existing_namespace_and_gives_it_back() {
-    if !enabled("cluster_adopts_an_existing_namespace_and_gives_it_back") {
+    if !enabled_on_one_client("cluster_adopts_an_existing_namespace_and_gives_it_back") {
         return;
     }
     let ws = Workspace::new("cluster-adopt");
@@ -764,7 +764,7 @@ fn control_plane_primary_and_remote_install_upgrade_repair_uninstall() {
 
 #[test]
 fn installer_failure_shows_the_log_and_cleans_up() {
-    if !enabled("installer_failure_shows_the_log_and_cleans_up") {
+    if !enabled_on_one_client("installer_failure_shows_the_log_and_cleans_up") {
         return;
     }
     let ws = Workspace::new("control-plane-fail");
@@ -840,7 +840,7 @@ resource "mesh_cluster" "primary" {{
 
 #[test]
 fn install_wait_honours_the_timeout_and_cleans_up() {
-    if !enabled("install_wait_honours_the_timeout_and_cleans_up") {
+    if !enabled_on_one_client("install_wait_honours_the_timeout_and_cleans_up") {
         return;
     }
     let ws = Workspace::new("control-plane-timeout");
@@ -946,7 +946,7 @@ fn destroy_after_a_failed_install_removes_what_it_made() {
 /// one is removed; destroy removes the new one.
 #[test]
 fn revision_change_installs_the_new_and_removes_the_old() {
-    if !enabled("revision_change_installs_the_new_and_removes_the_old") {
+    if !enabled_on_one_client("revision_change_installs_the_new_and_removes_the_old") {
         return;
     }
     let ws = Workspace::new("control-plane-revision");
@@ -1077,7 +1077,7 @@ fn stop_during_the_install_wait_ends_it_promptly() {
 /// exactly it; a key that does not match is refused at plan, naming the attribute.
 #[test]
 fn cluster_with_its_own_intermediate_ca() {
-    if !enabled("cluster_with_its_own_intermediate_ca") {
+    if !enabled_on_one_client("cluster_with_its_own_intermediate_ca") {
         return;
     }
     let ws = Workspace::new("cluster-byo");
@@ -1305,7 +1305,9 @@ resource "mesh_remote_secret" "c2_in_c1" {{
 /// the rules Istio's reader gets on a remote, which the primary's EXTERNAL_ISTIOD uses.
 #[test]
 fn remote_in_its_own_namespace_installs_and_its_reader_can_serve_the_primary() {
-    if !enabled("remote_in_its_own_namespace_installs_and_its_reader_can_serve_the_primary") {
+    if !enabled_on_one_client(
+        "remote_in_its_own_namespace_installs_and_its_reader_can_serve_the_primary",
+    ) {
         return;
     }
     let ws = Workspace::new("remote-namespace");
@@ -1494,7 +1496,7 @@ fn release_namespace(sim: &Clusters, ns: &str) {
 /// wait is logged, the namespace is released, and the apply creates it anew and installs.
 #[test]
 fn apply_waits_out_a_terminating_namespace_and_says_so() {
-    if !enabled("apply_waits_out_a_terminating_namespace_and_says_so") {
+    if !enabled_on_one_client("apply_waits_out_a_terminating_namespace_and_says_so") {
         return;
     }
     let ws = Workspace::new("namespace-terminating");

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use mesh_acceptance::sim::Clusters;
-use mesh_acceptance::{enabled, Workspace};
+use mesh_acceptance::{enabled, enabled_on_one_client, Workspace};
 use serde_json::{json, Value};
 
 const NS: &str = "istio-system";
@@ -385,7 +385,7 @@ fn eastwest_gateway_lifecycle() {
 
 #[test]
 fn eastwest_gateway_address_timeout_then_resume() {
-    if !enabled("eastwest_gateway_address_timeout_then_resume") {
+    if !enabled_on_one_client("eastwest_gateway_address_timeout_then_resume") {
         return;
     }
     let (ws, sim) = setup("eastwest-timeout");
@@ -511,7 +511,7 @@ fn delete_all_ours(sim: &Clusters) {
 /// again; a destroy that skips the refresh finds nothing to delete and still succeeds.
 #[test]
 fn eastwest_gateway_deleted_out_of_band() {
-    if !enabled("eastwest_gateway_deleted_out_of_band") {
+    if !enabled_on_one_client("eastwest_gateway_deleted_out_of_band") {
         return;
     }
     let (ws, sim) = setup("eastwest-gone");
@@ -660,7 +660,7 @@ fn eastwest_gateway_failed_update_is_applied_again() {
 /// in `istiod_namespace`; without it, apply warns that the route leads to no Service.
 #[test]
 fn eastwest_gateway_outside_istiods_namespace_routes_to_istiod() {
-    if !enabled("eastwest_gateway_outside_istiods_namespace_routes_to_istiod") {
+    if !enabled_on_one_client("eastwest_gateway_outside_istiods_namespace_routes_to_istiod") {
         return;
     }
     let (ws, sim) = setup("eastwest-istiod-namespace");
@@ -723,7 +723,9 @@ fn flat(out: &std::process::Output) -> String {
 /// waiting for the deletion as long as the timeout allows.
 #[test]
 fn eastwest_gateway_in_a_terminating_namespace_says_it_is_being_deleted() {
-    if !enabled("eastwest_gateway_in_a_terminating_namespace_says_it_is_being_deleted") {
+    if !enabled_on_one_client(
+        "eastwest_gateway_in_a_terminating_namespace_says_it_is_being_deleted",
+    ) {
         return;
     }
     let (ws, sim) = setup("eastwest-terminating");

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine;
-use mesh_acceptance::{enabled, provider_dir, Workspace, PROVIDER_SOURCE};
+use mesh_acceptance::{enabled, enabled_on_one_client, provider_dir, Workspace, PROVIDER_SOURCE};
 
 const ROOT_CA: &str = r#"
 resource "mesh_root_ca" "root" {
@@ -215,7 +215,7 @@ fn terraform_init_installs_the_release_from_the_local_mirror() {
 /// is given. A small stand-in binary keeps this quick.
 #[test]
 fn release_files_are_complete_reproducible_and_signed() {
-    if !enabled("release_files_are_complete_reproducible_and_signed") {
+    if !enabled_on_one_client("release_files_are_complete_reproducible_and_signed") {
         return;
     }
     let version = cargo_version();

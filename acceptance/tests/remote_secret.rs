@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use mesh_acceptance::sim::{secret_data, Clusters};
-use mesh_acceptance::{enabled, Workspace};
+use mesh_acceptance::{enabled, enabled_on_one_client, Workspace};
 use serde_json::Value;
 
 const TARGET: &str = "c1";
@@ -672,7 +672,7 @@ resource "mesh_remote_secret" "early" {{
 
 #[test]
 fn two_targets_get_their_own_token_and_share_the_reader() {
-    if !enabled("two_targets_get_their_own_token_and_share_the_reader") {
+    if !enabled_on_one_client("two_targets_get_their_own_token_and_share_the_reader") {
         return;
     }
     let ws = Workspace::new("remote-secret-two-targets");
@@ -746,7 +746,7 @@ output "token_{target}" {{
 /// and the old remote's token and reader objects removed.
 #[test]
 fn retargeting_the_remote_moves_the_token() {
-    if !enabled("retargeting_the_remote_moves_the_token") {
+    if !enabled_on_one_client("retargeting_the_remote_moves_the_token") {
         return;
     }
     let ws = Workspace::new("remote-secret-retarget");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mesh_acceptance::hcl;
 use mesh_acceptance::sim::Clusters;
-use mesh_acceptance::{enabled, Workspace};
+use mesh_acceptance::{enabled, enabled_on_one_client, Workspace};
 use serde_json::{json, Value};
 
 const TARGET: &str = "c1";
@@ -273,7 +273,7 @@ fn remote_secret_waits_for_istiod_and_mesh_status_reports_it() {
 /// primary's istiod syncs it, yet the remote's sidecars could never start. mesh_status says so.
 #[test]
 fn mesh_status_diagnoses_a_remote_whose_primary_does_not_serve_it() {
-    if !enabled("mesh_status_diagnoses_a_remote_whose_primary_does_not_serve_it") {
+    if !enabled_on_one_client("mesh_status_diagnoses_a_remote_whose_primary_does_not_serve_it") {
         return;
     }
     let ws = Workspace::new("status-remote");

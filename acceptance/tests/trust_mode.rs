@@ -3,7 +3,7 @@
 //! of its Deployment) and the plan says so.
 
 use mesh_acceptance::sim::{secret_data, Clusters};
-use mesh_acceptance::{enabled, openssl, Workspace};
+use mesh_acceptance::{enabled, enabled_on_one_client, openssl, Workspace};
 
 fn config(kubeconfig: &str, trust: &str) -> String {
     format!(
@@ -114,7 +114,7 @@ fn trust_mode_change_restarts_istiod_and_the_plan_says_so() {
 /// istiod reads, and the next plan is empty.
 #[test]
 fn ca_bundle_is_written_normalised() {
-    if !enabled("ca_bundle_is_written_normalised") {
+    if !enabled_on_one_client("ca_bundle_is_written_normalised") {
         return;
     }
     let ws = Workspace::new("ca-normalised");
