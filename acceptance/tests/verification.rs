@@ -309,19 +309,47 @@ fn break_and_repair(sim: &Clusters, mesh_ws: &Workspace, check_ws: &Workspace) {
     swap_west_root(sim, mesh_ws, "root");
 }
 
+/// The seed's three clusters with the mesh applied, and the check's workspace configured
+/// (not applied). Each test gets its own, so the two run side by side.
+struct Scene {
+    sim: Clusters,
+    kc: String,
+    mesh_ws: Workspace,
+    check_ws: Workspace,
+    // kube-sim's files: bind it (not `..`), or it is removed at once.
+    _sim_dir: Workspace,
+}
+
+fn scene(name: &str) -> Scene {
+    let sim_dir = Workspace::new(&format!("{name}-sim"));
+    let sim = Clusters::start(&ALL, &sim_dir.dir);
+    let kc = sim.kubeconfig.display().to_string();
+    let mesh_ws = Workspace::new(&format!("{name}-mesh"));
+    mesh_ws.config(&mesh(&kc));
+    mesh_ws.apply();
+    let check_ws = Workspace::new(&format!("{name}-check"));
+    check_ws.config(&check(&kc));
+    Scene {
+        sim,
+        kc,
+        mesh_ws,
+        check_ws,
+        _sim_dir: sim_dir,
+    }
+}
+
 #[test]
 fn verification_proves_traffic_and_names_what_breaks_it() {
     if !enabled("verification_proves_traffic_and_names_what_breaks_it") {
         return;
     }
-    let sim_dir = Workspace::new("verification-sim");
-    let sim = Clusters::start(&ALL, &sim_dir.dir);
-    let kc = sim.kubeconfig.display().to_string();
-    let mesh_ws = Workspace::new("verification-mesh");
-    mesh_ws.config(&mesh(&kc));
-    mesh_ws.apply();
-    let check_ws = Workspace::new("verification-check");
-    check_ws.config(&check(&kc));
+    let Scene {
+        sim,
+        mesh_ws,
+        check_ws,
+        _sim_dir: _kept,
+        ..
+    } = scene("verification");
 
     // The whole mesh works: every client hears every cluster's HelloWorld.
     check_ws.apply();
@@ -351,6 +379,29 @@ fn verification_proves_traffic_and_names_what_breaks_it() {
     // A changed trigger runs the check again, in place.
     check_ws.ok(&["apply", "-auto-approve", "-no-color", "-var", "run=5"]);
     assert_eq!(check_ws.output("reachability")[WEST1], all);
+    check_ws.destroy();
+    mesh_ws.destroy();
+    for c in ALL {
+        assert_eq!(sim.ours(c), Vec::<String>::new(), "{c} not clean");
+    }
+}
+
+/// The staged root rotation keeps traffic flowing at every step; an existing namespace is
+/// given back as it was; `keep_workloads` leaves them until destroy.
+#[test]
+fn verification_through_a_root_rotation_and_in_an_existing_namespace() {
+    if !enabled("verification_through_a_root_rotation_and_in_an_existing_namespace") {
+        return;
+    }
+    let Scene {
+        sim,
+        kc,
+        mesh_ws,
+        check_ws,
+        _sim_dir: _kept,
+        ..
+    } = scene("verification-rotation");
+    let all = json!([EAST1, EAST2, WEST1]);
 
     // The staged root rotation (docs/guides/root-rotation.md) keeps traffic flowing at every
     // step: trust both roots, sign with the new one, drop the old one.
