@@ -167,6 +167,11 @@ resource "mesh_root_ca" "bad" {
 /// Ctrl-C reaches every process of the foreground group, the provider included. Terraform
 /// answers it by stopping gracefully; the provider must not die under it, or the in-flight
 /// create is lost from state.
+///
+/// "Creating..." does not prove the create reached the provider: Terraform prints it from its
+/// UI hook and only then runs its stop hook, which halts the instance ("execution halted")
+/// when the interrupt landed in between. So the provider itself records the creates it was
+/// asked for (MESH_PROVIDER_TIMINGS), and each one must have completed and be in state.
 #[test]
 fn interrupt_mid_apply_keeps_the_provider_alive_and_state_saved() {
     if !enabled("interrupt_mid_apply_keeps_the_provider_alive_and_state_saved") {
@@ -181,7 +186,9 @@ resource "mesh_root_ca" "r" {
 }
 "#,
     );
+    let received_log = ws.dir.join("rpcs.jsonl");
     let mut cmd = ws.command(&["apply", "-auto-approve", "-no-color", "-parallelism=1"]);
+    cmd.env("MESH_PROVIDER_TIMINGS", &received_log);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -224,15 +231,21 @@ resource "mesh_root_ca" "r" {
             "the provider died under SIGINT ({bad}):\n{all}"
         );
     }
-    // Whatever Terraform had started creating finished and is in state.
+    // Every create the provider was asked for finished and is in state.
+    let received = std::fs::read_to_string(&received_log)
+        .expect("the provider recorded no RPC")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["rpc"] == "ApplyResourceChange" && r["type"] == "mesh_root_ca")
+        .count();
     let created = rest
         .iter()
         .filter(|l| l.contains("Creation complete"))
         .count();
     let in_state = ws.state_list();
-    assert!(
-        created >= 1,
-        "the in-flight create did not complete:\n{all}"
+    assert_eq!(
+        created, received,
+        "a create the provider received did not complete:\n{all}"
     );
     assert_eq!(
         in_state.len(),
