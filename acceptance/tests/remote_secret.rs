@@ -829,6 +829,7 @@ fn failed_create_is_destroyed_without_leftovers() {
 /// Two `mesh_cluster`s and the secret between them, whose connections are `kubernetes` blocks
 /// (`blocks = true`) or the clusters' `connection` outputs.
 fn connection_config(kc: &str, blocks: bool) -> String {
+    // The remote's connection string sits beside `connection`; its block inside `remote`.
     let (target, remote) = if blocks {
         (
             format!("kubernetes {{\n    config_path    = \"{kc}\"\n    config_context = \"{TARGET}\"\n  }}"),
@@ -837,7 +838,7 @@ fn connection_config(kc: &str, blocks: bool) -> String {
     } else {
         (
             format!("connection = mesh_cluster.{TARGET}.connection"),
-            format!("connection = mesh_cluster.{REMOTE}.connection"),
+            format!("remote_connection = mesh_cluster.{REMOTE}.connection"),
         )
     };
     let cluster = |name: &str| {
@@ -855,15 +856,21 @@ resource "mesh_cluster" "{name}" {{
 "#
         )
     };
+    let (remote_top, remote_block) = if blocks {
+        (String::new(), remote)
+    } else {
+        (remote, String::new())
+    };
     format!(
         r#"{}{}
 resource "mesh_remote_secret" "c2_in_c1" {{
   namespace = mesh_cluster.{TARGET}.namespace
   {target}
+  {remote_top}
   remote {{
     cluster_name           = mesh_cluster.{REMOTE}.cluster_name
     create_service_account = true
-    {remote}
+    {remote_block}
   }}
 }}
 
@@ -881,7 +888,7 @@ output "target_connection" {{
 }}
 "#,
         cluster(TARGET),
-        cluster(REMOTE)
+        cluster(REMOTE),
     )
 }
 
@@ -949,8 +956,8 @@ fn connection_outputs_replace_blocks_in_place() {
     for (bad, want) in [
         (
             good.replace(
-                &format!("connection = mesh_cluster.{REMOTE}.connection"),
-                "connection = \"{\\\"config_context\\\": 1}\"",
+                &format!("remote_connection = mesh_cluster.{REMOTE}.connection"),
+                "remote_connection = \"{\\\"config_context\\\": 1}\"",
             ),
             "`config_context` must be a string",
         ),

@@ -310,9 +310,14 @@ fn classify(e: &serde_json::Error) -> &'static str {
 /// `kubernetes` block, as block-shaped values: the parsed `connection` when it is set, else
 /// the block. `Ok(Value::Unknown)` while the connection is unknown.
 pub fn settings(v: &Value) -> Result<Value, String> {
-    match v.get(CONNECTION) {
+    settings_of(v.get(CONNECTION), v.get("kubernetes"))
+}
+
+/// [`settings`] of a connection string and the block it stands in for, wherever they are.
+pub fn settings_of(connection_value: &Value, block: &Value) -> Result<Value, String> {
+    match connection_value {
         Value::Unknown => Ok(Value::Unknown),
-        Value::Null => Ok(v.get("kubernetes").clone()),
+        Value::Null => Ok(block.clone()),
         c => parse(c.as_str().unwrap_or_default()),
     }
 }
@@ -320,7 +325,12 @@ pub fn settings(v: &Value) -> Result<Value, String> {
 /// The connection of a resource (or nested block) with `connection` or a `kubernetes` block.
 /// Call it at apply/read time only (values known).
 pub fn connection_of(v: &Value) -> Result<Connection, KubeError> {
-    settings(v)
+    connection_from(v.get(CONNECTION), v.get("kubernetes"))
+}
+
+/// [`connection_of`] a connection string and the block it stands in for.
+pub fn connection_from(connection_value: &Value, block: &Value) -> Result<Connection, KubeError> {
+    settings_of(connection_value, block)
         .map(|block| connection(&block))
         .map_err(|message| KubeError::Config {
             cluster: "(connection)".into(),
@@ -331,16 +341,34 @@ pub fn connection_of(v: &Value) -> Result<Connection, KubeError> {
 /// Checks of `connection` and the block of `v`, the object holding them at `path`: one or the
 /// other, and what either says checked as `validate` checks the block.
 pub fn validate_choice(v: &Value, path: &AttributePath, diags: &mut Diagnostics) {
-    let at = path.clone().attr(CONNECTION);
-    match v.get(CONNECTION) {
-        Value::Null => validate(v.get("kubernetes"), &path.clone().attr("kubernetes"), diags),
+    validate_pair(
+        v.get(CONNECTION),
+        &path.clone().attr(CONNECTION),
+        v.get("kubernetes"),
+        &path.clone().attr("kubernetes"),
+        diags,
+    );
+}
+
+/// [`validate_choice`] of a connection string at `at` and the block at `block_at` it stands
+/// in for.
+pub fn validate_pair(
+    connection_value: &Value,
+    at: &AttributePath,
+    block: &Value,
+    block_at: &AttributePath,
+    diags: &mut Diagnostics,
+) {
+    let at = at.clone();
+    match connection_value {
+        Value::Null => validate(block, block_at, diags),
         Value::Unknown => {}
         c => {
-            if !v.get("kubernetes").is_null() {
+            if !block.is_null() {
                 diags.error_at(
-                    at,
+                    at.clone(),
                     "Conflicting connection settings",
-                    "Set either `connection` or a `kubernetes` block, not both.",
+                    format!("Set either `{at}` or the `kubernetes` block it stands for ({block_at}), not both."),
                 );
                 return;
             }

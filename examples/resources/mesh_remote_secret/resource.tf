@@ -33,12 +33,12 @@ resource "mesh_remote_secret" "west_in_east" {
 # `connection` stands for that cluster's kubernetes block, and referencing the
 # mesh_cluster orders the secret after both control planes.
 resource "mesh_remote_secret" "east_in_west" {
-  namespace  = mesh_cluster.west.namespace
-  connection = mesh_cluster.west.connection
+  namespace         = mesh_cluster.west.namespace
+  connection        = mesh_cluster.west.connection
+  remote_connection = mesh_cluster.east.connection
 
   remote {
     cluster_name = mesh_cluster.east.cluster_name
     server       = "https://10.0.2.16:6443"
-    connection   = mesh_cluster.east.connection
   }
 }

@@ -70,7 +70,10 @@ pub(super) struct Conns {
 pub(super) fn conns(v: &Value) -> Result<Conns, KubeError> {
     Ok(Conns {
         target_conn: kubernetes::connection_of(v)?,
-        remote_conn: kubernetes::connection_of(v.get("remote"))?,
+        remote_conn: kubernetes::connection_from(
+            v.get(REMOTE_CONNECTION),
+            v.get("remote").get("kubernetes"),
+        )?,
     })
 }
 

@@ -29,7 +29,7 @@ use crate::resources::kubernetes;
 
 pub struct MeshRemoteSecret;
 
-const DESCRIPTION: &str = "Lets istiod in one cluster (the *target*, `kubernetes { ... }`) discover endpoints in another (the *remote*, `remote { kubernetes { ... } }`): the `istioctl create-remote-secret ... | kubectl apply` step of Istio's multicluster guides, as a resource.
+const DESCRIPTION: &str = "Lets istiod in one cluster (the *target*, `kubernetes { ... }` or `connection`) discover endpoints in another (the *remote*, `remote { kubernetes { ... } }` or `remote_connection`): the `istioctl create-remote-secret ... | kubectl apply` step of Istio's multicluster guides, as a resource.
 
 In the remote cluster it finds the reader ServiceAccount (`istio-reader-service-account`, created by Istio's install; or creates it with Istio's reader ClusterRole when `create_service_account = true`), creates a `kubernetes.io/service-account-token` Secret for it (one per target, named `token_secret_name`) and waits for the token controller to fill it. In the target it writes Secret `istio-remote-secret-<cluster_name>` (label `istio/multiCluster: \"true\"`, annotation `networking.istio.io/cluster`) whose key `<cluster_name>` is a kubeconfig with the remote's API server, its CA and the bearer token. istiod picks it up live.
 
@@ -40,6 +40,8 @@ The API server address written into the kubeconfig is `remote.server`, else the 
 Drift is repaired: a deleted or edited target secret, a deleted (revoked) token secret, or a changed server or CA shows in the next plan and is put back in place. With `verify_token = true`, refresh also asks the remote API server (TokenReview) whether the token still authenticates, and mints a new one if not. Changing `token_rotation` rotates the token without a gap: the new token is minted and written to the target before the old one is deleted. Destroy removes the target secret, then deletes the token secret (revoking the token); an unreachable remote at that point is a warning, not a failed destroy.";
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The remote's one-value connection, the counterpart of `remote { kubernetes { ... } }`.
+const REMOTE_CONNECTION: &str = "remote_connection";
 const READ_TIMEOUT: Duration = Duration::from_secs(2 * 60);
 /// How long destroy (and refresh) keeps trying an unreachable remote before it warns and
 /// moves on.
@@ -64,7 +66,6 @@ fn remote_block() -> NestedBlock {
             .attr(Attribute::string("service_account", "ServiceAccount the token is minted for.").default(rs::DEFAULT_SERVICE_ACCOUNT))
             .attr(Attribute::string("service_account_namespace", "Namespace of the ServiceAccount (and of the token secret): the remote cluster's istiod namespace.").default("istio-system"))
             .attr(Attribute::bool("create_service_account", "Create the ServiceAccount, with Istio's reader ClusterRole and ClusterRoleBinding, when it does not exist (for remotes whose control plane is installed later, or not by Istio's charts). Destroy removes what it created. When `false`, a missing ServiceAccount is an error: install Istio in the remote cluster first.").default(false))
-            .attr(kubernetes::connection_attribute())
             .block(kubernetes::block()),
     );
     b.min_items = 1;
@@ -87,6 +88,7 @@ fn schema() -> Schema {
             .attr(Attribute::string("server", "The API server URL written into the kubeconfig (`remote.server`, else the remote connection's host).").computed().stable())
             .attr(Attribute::string("kubeconfig_sha256", "SHA-256 (hex) of the kubeconfig held in the target secret. The kubeconfig itself, which contains the token, is never stored in state.").computed().stable())
             .attr(kubernetes::connection_attribute())
+            .attr(Attribute::string(REMOTE_CONNECTION, "How to reach the *remote* cluster, as one value instead of `remote { kubernetes { ... } }`: usually the remote's `mesh_cluster` `connection` output (`remote_connection = mesh_cluster.west.connection`), or a JSON object of the block's attributes, as `connection` takes. Set one or the other. It sits beside `connection` rather than inside `remote`: Terraform records where each sensitive value of a resource is, and a nested place costs every one of a mesh's N·(N−1) secrets several hundred bytes of state more. Changing it to another cluster moves the token there (revoked in the old one) without replacing the resource.").optional().sensitive())
             .block(kubernetes::block())
             .block(remote_block())
             .block(timeouts_block(&[("create", "5m"), ("update", "5m"), ("delete", "5m")])),
@@ -177,11 +179,17 @@ fn validate_config(config: &Value, diags: &mut Diagnostics) {
         }
     }
     kubernetes::validate_choice(config, &AttributePath::root(), diags);
-    kubernetes::validate_choice(remote, &at(&["remote"]), diags);
+    kubernetes::validate_pair(
+        config.get(REMOTE_CONNECTION),
+        &at(&[REMOTE_CONNECTION]),
+        remote.get("kubernetes"),
+        &at(&["remote", "kubernetes"]),
+        diags,
+    );
     if let (false, Ok(target), Ok(other)) = (
         remote.is_null(),
         kubernetes::settings(config),
-        kubernetes::settings(remote),
+        remote_settings(config),
     ) {
         if same_cluster_statically(&target, &other) {
             diags.error_at(remote_connection_path(config), "Remote and target are the same cluster", "The remote connection reaches the same cluster as the target's. A remote secret lets istiod in the target read a *different* cluster; istiod ignores a secret for its own cluster.");
@@ -190,14 +198,18 @@ fn validate_config(config: &Value, diags: &mut Diagnostics) {
     validate_timeouts(config, diags);
 }
 
-/// Where the remote's connection is set: `remote.connection` or `remote.kubernetes`.
+/// Where the remote's connection is set: `remote_connection` or `remote.kubernetes`.
 fn remote_connection_path(v: &Value) -> AttributePath {
-    let field = if v.get("remote").get(kubernetes::CONNECTION).is_null() {
-        "kubernetes"
+    if v.get(REMOTE_CONNECTION).is_null() {
+        at(&["remote", "kubernetes"])
     } else {
-        kubernetes::CONNECTION
-    };
-    at(&["remote", field])
+        at(&[REMOTE_CONNECTION])
+    }
+}
+
+/// The remote's connection settings (see `kubernetes::settings`).
+fn remote_settings(v: &Value) -> Result<Value, String> {
+    kubernetes::settings_of(v.get(REMOTE_CONNECTION), v.get("remote").get("kubernetes"))
 }
 
 /// The server as configuration alone says it: a string, unknown, or null (it then comes from
@@ -208,7 +220,7 @@ fn configured_server(v: &Value) -> Value {
         Value::Null => {}
         other => return other.clone(),
     }
-    match kubernetes::settings(remote) {
+    match remote_settings(v) {
         Ok(Value::Unknown) => Value::Unknown,
         Ok(k) => k.get("host").clone(),
         Err(_) => Value::Null,

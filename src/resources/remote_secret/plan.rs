@@ -28,7 +28,7 @@ pub(super) fn plan_remote_secret(plan: &mut Plan<'_>) {
     let configured = configured_server(config);
     // Which cluster the remote connection reaches can change with these (or be unknown).
     // (Whether it is given as `connection` or as the block does not matter.)
-    let settings = |v: &Value| kubernetes::settings(v.get("remote")).unwrap_or(Value::Unknown);
+    let settings = |v: &Value| remote_settings(v).unwrap_or(Value::Unknown);
     let (new, old) = (settings(&plan.planned), settings(plan.prior));
     let remote_retargeted = !plan.is_create()
         && ["host", "config_path", "config_context"]

@@ -192,8 +192,8 @@ fn with_connections(mut c: Value, target: &str, remote: &str) -> Value {
     c.set(kubernetes::CONNECTION, Value::from(target));
     let mut r = c.get("remote").clone();
     r.set("kubernetes", Value::Null);
-    r.set(kubernetes::CONNECTION, Value::from(remote));
     c.set("remote", r);
+    c.set(REMOTE_CONNECTION, Value::from(remote));
     c
 }
 
@@ -205,15 +205,15 @@ fn connections_are_checked_like_blocks() {
     assert!(error_paths(&with_connections(base.clone(), c1, c2)).is_empty());
     assert_eq!(
         error_paths(&with_connections(base.clone(), c1, c1)),
-        ["remote.connection"]
+        ["remote_connection"]
     );
     // One side a block, the other a string, same cluster: still seen.
     let mut mixed = base.clone();
     let mut r = mixed.get("remote").clone();
     r.set("kubernetes", Value::Null);
-    r.set(kubernetes::CONNECTION, Value::from(c1));
     mixed.set("remote", r);
-    assert_eq!(error_paths(&mixed), ["remote.connection"]);
+    mixed.set(REMOTE_CONNECTION, Value::from(c1));
+    assert_eq!(error_paths(&mixed), ["remote_connection"]);
     assert_eq!(
         error_paths(&with_connections(base, "{", c2)),
         ["connection"]

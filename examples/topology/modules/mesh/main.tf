@@ -136,14 +136,14 @@ resource "mesh_eastwest_gateway" "this" {
 resource "mesh_remote_secret" "this" {
   for_each = local.pairs
 
-  namespace  = local.joined[each.value.target].namespace
-  connection = local.joined[each.value.target].connection
+  namespace         = local.joined[each.value.target].namespace
+  connection        = local.joined[each.value.target].connection
+  remote_connection = local.joined[each.value.remote].connection
 
   remote {
     cluster_name = local.joined[each.value.remote].cluster_name
     # The address the target's istiod dials; null: the remote connection's host.
-    server     = local.clusters[each.value.remote].server
-    connection = local.joined[each.value.remote].connection
+    server = local.clusters[each.value.remote].server
   }
 }
 
