@@ -118,6 +118,22 @@ fn planned(prior: &Value, config: &Value, private: &Private) -> (Value, Vec<Stri
     (plan.planned, warnings)
 }
 
+/// The state and private state after `cfg` was applied: token `tok`, kubeconfig digest `aaa`.
+fn applied(cfg: &Value, server: &str) -> (Value, Private) {
+    let mut prior = cfg.clone();
+    prior.set("id", Value::from("istio-system/istio-remote-secret-west"));
+    prior.set("secret_name", Value::from("istio-remote-secret-west"));
+    prior.set("token_secret_name", Value::from("tok"));
+    prior.set("server", Value::from(server));
+    prior.set("kubeconfig_sha256", Value::from("aaa"));
+    prior.set("sync_status", Value::from("synced"));
+    let private = Private {
+        desired_sha256: Some("aaa".into()),
+        ..Default::default()
+    };
+    (prior, private)
+}
+
 #[test]
 fn plan_mints_rewrites_and_warns_as_needed() {
     let mut cfg = config("west", kube("c1"), kube("c2"));
@@ -137,17 +153,7 @@ fn plan_mints_rewrites_and_warns_as_needed() {
     assert!(p.get("server").is_unknown() && p.get("token_secret_name").is_unknown());
     assert!(w.is_empty());
 
-    let mut prior = cfg.clone();
-    prior.set("id", Value::from("istio-system/istio-remote-secret-west"));
-    prior.set("secret_name", Value::from("istio-remote-secret-west"));
-    prior.set("token_secret_name", Value::from("tok"));
-    prior.set("server", Value::from("https://127.0.0.1:1234"));
-    prior.set("kubeconfig_sha256", Value::from("aaa"));
-    prior.set("sync_status", Value::from("synced"));
-    let private = Private {
-        desired_sha256: Some("aaa".into()),
-        ..Default::default()
-    };
+    let (prior, private) = applied(&cfg, "https://127.0.0.1:1234");
     // No change: nothing unknown, but the loopback warning shows.
     let (p, w) = planned(&prior, &cfg, &private);
     assert_eq!(p, prior);
@@ -229,17 +235,7 @@ fn switching_a_block_to_the_same_connection_string_mints_nothing() {
     let mut remote = cfg.get("remote").clone();
     remote.set("server", Value::from("https://10.1.2.3:6443"));
     cfg.set("remote", remote);
-    let mut prior = cfg.clone();
-    prior.set("id", Value::from("istio-system/istio-remote-secret-west"));
-    prior.set("secret_name", Value::from("istio-remote-secret-west"));
-    prior.set("token_secret_name", Value::from("tok"));
-    prior.set("server", Value::from("https://10.1.2.3:6443"));
-    prior.set("kubeconfig_sha256", Value::from("aaa"));
-    prior.set("sync_status", Value::from("synced"));
-    let private = Private {
-        desired_sha256: Some("aaa".into()),
-        ..Default::default()
-    };
+    let (prior, private) = applied(&cfg, "https://10.1.2.3:6443");
     let same = with_connections(
         cfg.clone(),
         r#"{"config_path":"/kc","config_context":"c1"}"#,
