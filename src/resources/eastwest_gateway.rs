@@ -553,9 +553,8 @@ async fn converge(
         return Err(d.into());
     };
     let deadline = Deadline::new(timeout(config, op, DEFAULT_TIMEOUT), ctx.cancel.clone());
-    let cluster = async { connect(&kubernetes::connection_of(config)?).await }
-        .await
-        .map_err(kube_failure)?;
+    let conn = kubernetes::connection_of(config).map_err(kube_failure)?;
+    let cluster = connect(&conn).await.map_err(kube_failure)?;
     let want = objects(&spec);
 
     // On update, apply only what changed or what refresh found missing or modified; remove

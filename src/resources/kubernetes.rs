@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value as Json};
 
 use crate::kube::{Connection, Exec, KubeError};
+use crate::plugin::value;
 use crate::plugin::{Attribute, AttributePath, Block, Diagnostics, NestedBlock, Value};
 
 /// The one-value form of the block, taken wherever the block is, and given by `mesh_cluster`.
@@ -158,50 +159,30 @@ pub fn connection_attribute() -> Attribute {
 }
 
 /// `mesh_cluster`'s `connection` output: its block as the JSON `connection` takes, the set
-/// attributes only (so equal blocks give equal strings). Unknown until the block is known.
+/// attributes only (so equal blocks give equal strings; no block is `{}`, the default
+/// kubeconfig). Unknown until the block is known.
 pub fn encode(block: &Value) -> Value {
     if !block.is_wholly_known() {
         return Value::Unknown;
     }
-    let c = connection(block);
-    let mut m = Map::new();
-    let mut put = |k: &str, v: Option<Json>| {
-        if let Some(v) = v {
-            m.insert(k.to_string(), v);
+    /// The JSON of `v` without its null members.
+    fn set_only(v: &Value) -> Json {
+        match v {
+            Value::Map(fields) => Json::Object(
+                fields
+                    .iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), set_only(v)))
+                    .collect(),
+            ),
+            other => value::to_json(other),
         }
+    }
+    let json = match block {
+        Value::Null => Json::Object(Map::new()),
+        b => set_only(b),
     };
-    put("host", c.host.map(Json::from));
-    put(
-        "cluster_ca_certificate",
-        c.cluster_ca_certificate.map(Json::from),
-    );
-    put("token", c.token.map(Json::from));
-    put("client_certificate", c.client_certificate.map(Json::from));
-    put("client_key", c.client_key.map(Json::from));
-    put("insecure", c.insecure.map(Json::from));
-    put("tls_server_name", c.tls_server_name.map(Json::from));
-    put("proxy_url", c.proxy_url.map(Json::from));
-    put("config_path", c.config_path.map(Json::from));
-    put("config_context", c.config_context.map(Json::from));
-    put(
-        "exec",
-        c.exec.map(|e| {
-            let mut x = Map::new();
-            x.insert("api_version".into(), e.api_version.into());
-            x.insert("command".into(), e.command.into());
-            if !e.args.is_empty() {
-                x.insert("args".into(), e.args.into());
-            }
-            if !e.env.is_empty() {
-                x.insert(
-                    "env".into(),
-                    Json::Object(e.env.into_iter().map(|(k, v)| (k, v.into())).collect()),
-                );
-            }
-            Json::Object(x)
-        }),
-    );
-    Value::from(Json::Object(m).to_string())
+    Value::from(json.to_string())
 }
 
 /// A `connection` string as the block's value, or why it is not one. The messages name keys

@@ -118,6 +118,15 @@ fn planned(prior: &Value, config: &Value, private: &Private) -> (Value, Vec<Stri
     (plan.planned, warnings)
 }
 
+/// The configuration of secret "west" (target c1, remote c2) with its defaults, as planned.
+fn planned_config() -> Value {
+    let mut cfg = config("west", kube("c1"), kube("c2"));
+    cfg.set("token_rotation", Value::Null);
+    cfg.set("verify_token", Value::from(false));
+    cfg.set("wait_for_sync", Value::from(true));
+    cfg
+}
+
 /// The state and private state after `cfg` was applied: token `tok`, kubeconfig digest `aaa`.
 fn applied(cfg: &Value, server: &str) -> (Value, Private) {
     let mut prior = cfg.clone();
@@ -136,10 +145,7 @@ fn applied(cfg: &Value, server: &str) -> (Value, Private) {
 
 #[test]
 fn plan_mints_rewrites_and_warns_as_needed() {
-    let mut cfg = config("west", kube("c1"), kube("c2"));
-    cfg.set("token_rotation", Value::Null);
-    cfg.set("verify_token", Value::from(false));
-    cfg.set("wait_for_sync", Value::from(true));
+    let cfg = planned_config();
     // Create: server from the kubeconfig is unknown until apply.
     let (p, w) = planned(&Value::Null, &cfg, &Private::default());
     assert_eq!(
@@ -228,10 +234,7 @@ fn connections_are_checked_like_blocks() {
 
 #[test]
 fn switching_a_block_to_the_same_connection_string_mints_nothing() {
-    let mut cfg = config("west", kube("c1"), kube("c2"));
-    cfg.set("token_rotation", Value::Null);
-    cfg.set("verify_token", Value::from(false));
-    cfg.set("wait_for_sync", Value::from(true));
+    let mut cfg = planned_config();
     let mut remote = cfg.get("remote").clone();
     remote.set("server", Value::from("https://10.1.2.3:6443"));
     cfg.set("remote", remote);
