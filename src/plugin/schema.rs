@@ -155,6 +155,12 @@ impl Attribute {
         self
     }
 
+    /// Optional; when omitted, the resource computes it (unknown on create until planned).
+    pub fn optional_computed(mut self) -> Self {
+        self.mode = Mode::OptionalComputed;
+        self
+    }
+
     /// Optional, with a value planned when omitted.
     pub fn default(mut self, value: impl Into<Value>) -> Self {
         self.mode = Mode::OptionalComputed;

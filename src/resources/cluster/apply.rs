@@ -32,13 +32,8 @@ pub(super) fn namespace_failure(ns_name: &str, err: KubeError) -> Failure {
 /// Builds or repairs everything: namespace, trust, control plane — in that order, since
 /// istiod must find `cacerts` at its first start. A failure after the namespace step returns
 /// what exists by then, so Terraform keeps the resource (tainted) and nothing is orphaned.
-pub(super) async fn converge(
-    ctx: &Ctx,
-    planned: &Value,
-    config: &Value,
-    private: &[u8],
-    op: &str,
-) -> Result<Applied, Failure> {
+pub(super) async fn converge(ctx: &Ctx, change: Change<'_>, op: &str) -> Result<Applied, Failure> {
+    let (planned, config) = (change.planned, change.config);
     let mut diags = Diagnostics::new();
     let trust = trust_from(config, &mut diags);
     let cp = control_plane_from(config, &mut diags);
@@ -60,11 +55,10 @@ pub(super) async fn converge(
         }
         return Err(diags.into());
     }
-    let mut private = Private::load(private);
+    let mut private = Private::load(change.private, change.prior);
     let deadline = Deadline::new(timeout(config, op, DEFAULT_TIMEOUT), ctx.cancel.clone());
-    let cluster = connect(&kubernetes::connection(config.get("kubernetes")))
-        .await
-        .map_err(kube_failure)?;
+    let connection = kubernetes::connection_of(config).map_err(kube_failure)?;
+    let cluster = connect(&connection).await.map_err(kube_failure)?;
     let ns_name = planned
         .get("namespace")
         .as_str()
@@ -83,10 +77,12 @@ pub(super) async fn converge(
     let ours = labels(&instance(planned));
     let mut state = planned.clone();
     state.set("id", Value::from(cluster_name.clone()));
-    state.set(
-        kubernetes::CONNECTION,
-        kubernetes::encode(config.get("kubernetes")),
-    );
+    if config.get(kubernetes::CONNECTION).is_null() {
+        state.set(
+            kubernetes::CONNECTION,
+            kubernetes::encode(config.get("kubernetes")),
+        );
+    }
 
     // Namespace first: create it, marked as created by this instance, or adopt it with our
     // labels only. The mark lives in the cluster, so a namespace made by an apply that was
@@ -143,12 +139,15 @@ pub(super) async fn converge(
         .await
         .map_err(|e| namespace_failure(&ns_name, e))?;
 
-    let partial = |state: &Value, private: &Private, diags: Diagnostics| Failure {
-        diags,
-        partial: Some(Applied {
-            state: state.known_or_null(),
-            private: private.store(),
-        }),
+    let partial = |state: &Value, private: &Private, diags: Diagnostics| {
+        let state = state.known_or_null();
+        Failure {
+            diags,
+            partial: Some(Applied {
+                private: private.store(&state),
+                state,
+            }),
+        }
     };
     let kube_partial = |state: &Value, private: &Private, e: KubeError| {
         let mut d = Diagnostics::new();
@@ -242,8 +241,8 @@ pub(super) async fn converge(
         }
     }
     Ok(Applied {
+        private: private.store(&state),
         state,
-        private: private.store(),
     })
 }
 
@@ -561,12 +560,12 @@ pub(super) fn recorded_operators(ns: &Namespace) -> Vec<String> {
 }
 
 pub(super) async fn remove(ctx: &Ctx, prior: &Value, private: &[u8]) -> Result<(), KubeError> {
-    let private = Private::load(private);
+    let private = Private::load(private, prior);
     let deadline = Deadline::new(
         timeout(prior, "delete", DEFAULT_TIMEOUT),
         ctx.cancel.clone(),
     );
-    let cluster = connect(&kubernetes::connection(prior.get("kubernetes"))).await?;
+    let cluster = connect(&kubernetes::connection_of(prior)?).await?;
     let ns_name = prior
         .get("namespace")
         .as_str()

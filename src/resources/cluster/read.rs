@@ -7,9 +7,9 @@ pub(super) async fn observe(
     state: &Value,
     private_bytes: &[u8],
 ) -> Result<Option<Applied>, KubeError> {
-    let private = Private::load(private_bytes);
+    let private = Private::load(private_bytes, state);
     let deadline = Deadline::new(READ_TIMEOUT, ctx.cancel.clone());
-    let cluster: Cluster = connect(&kubernetes::connection(state.get("kubernetes"))).await?;
+    let cluster: Cluster = connect(&kubernetes::connection_of(state)?).await?;
     let ns_name = state
         .get("namespace")
         .as_str()
@@ -21,10 +21,10 @@ pub(super) async fn observe(
     };
     let mut state = state.clone();
     // Filled in for state written before the attribute existed, so that no plan shows it.
-    state.set(
-        kubernetes::CONNECTION,
-        kubernetes::encode(state.get("kubernetes")),
-    );
+    if state.get(kubernetes::CONNECTION).is_null() {
+        let connection = kubernetes::encode(state.get("kubernetes"));
+        state.set(kubernetes::CONNECTION, connection);
+    }
     let live_network = ns
         .metadata
         .labels
@@ -61,7 +61,7 @@ pub(super) async fn observe(
         }
     }
     Ok(Some(Applied {
+        private: private.store(&state),
         state,
-        private: private.store(),
     }))
 }

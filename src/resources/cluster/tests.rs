@@ -567,3 +567,99 @@ fn the_connection_output_is_the_block_as_one_value_and_unknown_with_it() {
     // A cluster created in the same apply: unknown until then.
     assert!(plan_of(Value::object([("host", Value::Unknown)])).is_unknown());
 }
+
+#[test]
+fn private_state_leaves_out_the_intermediate_the_state_beside_it_holds() {
+    let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let state = Value::object([("ca_cert_pem", Value::from(cert))]);
+    let issued = Private {
+        namespace_created: true,
+        cacerts_digest: Some("d1".into()),
+        issued_cert_pem: Some(cert.into()),
+        operator_name: Some("installed-state".into()),
+        ..Default::default()
+    };
+    // The usual case: the certificate is not written twice, and reads back the same.
+    let bytes = issued.store(&state);
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(!text.contains("issued_cert_pem"), "{text}");
+    assert!(!text.contains("MIIB"), "{text}");
+    assert_eq!(Private::load(&bytes, &state), issued);
+
+    // Refresh found cacerts gone and emptied the attribute: the intermediate to keep is only
+    // in private state, so it is written out, and read back although the state is null.
+    let emptied = Value::object([("ca_cert_pem", Value::Null)]);
+    let bytes = issued.store(&emptied);
+    assert!(String::from_utf8(bytes.clone()).unwrap().contains("MIIB"));
+    assert_eq!(Private::load(&bytes, &emptied), issued);
+
+    // Own CA: the state has a certificate, no intermediate was issued. The None is written,
+    // or it would read back as the state's certificate (and the trust mode would flip).
+    let own = Private {
+        cacerts_digest: Some("d2".into()),
+        issued_cert_pem: None,
+        ..Default::default()
+    };
+    let bytes = own.store(&state);
+    assert!(String::from_utf8(bytes.clone())
+        .unwrap()
+        .contains("\"issued_cert_pem\":null"));
+    assert_eq!(Private::load(&bytes, &state), own);
+
+    // Written before the mirroring (the field always present) reads as before, with any state.
+    let legacy = serde_json::to_vec(&serde_json::json!({
+        "namespace_created": true, "cacerts_digest": "d1", "issued_cert_pem": "other",
+        "operator_name": null, "operator_digest": null, "remove_crds": false,
+    }))
+    .unwrap();
+    let read = Private::load(&legacy, &state);
+    assert_eq!(read.issued_cert_pem.as_deref(), Some("other"));
+    assert!(read.namespace_created);
+    // No private state (import, a provider killed mid-apply): nothing known, nothing mirrored.
+    assert_eq!(Private::load(&[], &state), Private::default());
+}
+
+#[test]
+fn connection_set_instead_of_the_block_is_taken_as_given_and_checked() {
+    let s = schema();
+    let attr = s.block.attribute(kubernetes::CONNECTION).unwrap();
+    assert!(
+        attr.mode == crate::plugin::schema::Mode::OptionalComputed
+            && attr.sensitive
+            && !attr.force_new
+    );
+    let given = r#"{"config_context":"east","config_path":"/kc"}"#;
+    let mut config = Value::object(base());
+    config.set(kubernetes::CONNECTION, Value::from(given));
+    assert_eq!(errors(&config), Vec::<String>::new());
+    let mut plan = Plan::new(&s, &Value::Null, config.clone(), &config, &[]);
+    MeshCluster.modify_plan(&mut plan);
+    // The configured string is the plan (Terraform requires it), not a re-encoding of it.
+    assert_eq!(
+        plan.planned.get(kubernetes::CONNECTION).as_str(),
+        Some(given)
+    );
+    let conn = kubernetes::connection_of(&config).unwrap();
+    assert_eq!(conn.config_context.as_deref(), Some("east"));
+
+    // Unknown (a cluster created in the same plan): left unknown, not encoded from the block.
+    config.set(kubernetes::CONNECTION, Value::Unknown);
+    let mut plan = Plan::new(&s, &Value::Null, config.clone(), &config, &[]);
+    MeshCluster.modify_plan(&mut plan);
+    assert!(plan.planned.get(kubernetes::CONNECTION).is_unknown());
+
+    // One or the other, and a bad string is refused on the attribute.
+    let mut both = Value::object(base());
+    both.set(kubernetes::CONNECTION, Value::from(given));
+    both.set(
+        "kubernetes",
+        Value::object([("config_context", Value::from("east"))]),
+    );
+    assert_eq!(errors(&both), vec!["connection".to_string()]);
+    let mut bad = Value::object(base());
+    bad.set(
+        kubernetes::CONNECTION,
+        Value::from(r#"{"config_context": 3}"#),
+    );
+    assert_eq!(errors(&bad), vec!["connection".to_string()]);
+}

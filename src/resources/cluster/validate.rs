@@ -234,11 +234,7 @@ pub(super) fn validate_config(config: &Value, diags: &mut Diagnostics) {
             );
         }
     }
-    kubernetes::validate(
-        config.get("kubernetes"),
-        &AttributePath::attrs(&["kubernetes"]),
-        diags,
-    );
+    kubernetes::validate_choice(config, &AttributePath::root(), diags);
     trust_from(config, diags);
     for (i, v) in config
         .get("additional_roots_pem")
