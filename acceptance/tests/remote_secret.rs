@@ -841,17 +841,20 @@ fn connection_config(kc: &str, blocks: bool) -> String {
             format!("remote_connection = mesh_cluster.{REMOTE}.connection"),
         )
     };
+    // Without blocks, the remote's mesh_cluster takes its connection as a string too.
     let cluster = |name: &str| {
+        let connection = if !blocks && name == REMOTE {
+            format!("connection = jsonencode({{ config_path = \"{kc}\", config_context = \"{name}\" }})")
+        } else {
+            format!("kubernetes {{\n    config_path    = \"{kc}\"\n    config_context = \"{name}\"\n  }}")
+        };
         format!(
             r#"
 resource "mesh_cluster" "{name}" {{
   cluster_name = "{name}"
   mesh_id      = "mesh1"
   network      = "net1"
-  kubernetes {{
-    config_path    = "{kc}"
-    config_context = "{name}"
-  }}
+  {connection}
 }}
 "#
         )
@@ -918,13 +921,18 @@ fn connection_outputs_replace_blocks_in_place() {
 
     ws.config(&connection_config(&kc, false));
     let plan = plan_shows_changes(&ws);
-    assert!(
-        plan.contains("mesh_remote_secret.c2_in_c1 will be updated in-place"),
-        "{plan}"
-    );
+    for updated in [
+        "mesh_remote_secret.c2_in_c1",
+        &format!("mesh_cluster.{REMOTE}"),
+    ] {
+        assert!(
+            plan.contains(&format!("{updated} will be updated in-place")),
+            "{plan}"
+        );
+    }
     assert!(!plan.contains("must be replaced"), "{plan}");
     assert!(
-        plan.contains("Plan: 0 to add, 1 to change, 0 to destroy."),
+        plan.contains("Plan: 0 to add, 2 to change, 0 to destroy."),
         "{plan}"
     );
     ws.apply();
@@ -932,21 +940,38 @@ fn connection_outputs_replace_blocks_in_place() {
     assert_eq!(after["token_secret_name"], before["token_secret_name"]);
     assert_eq!(after["kubeconfig_sha256"], before["kubeconfig_sha256"]);
     assert_eq!(written(&sim, &ws).token(), token);
+    // The cluster given its connection as a string keeps it as given and holds no block.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(ws.dir.join("terraform.tfstate")).unwrap()).unwrap();
+    let remote_cluster = state["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "mesh_cluster" && r["name"] == REMOTE)
+        .unwrap();
+    let attrs = &remote_cluster["instances"][0]["attributes"];
+    assert_eq!(attrs["kubernetes"], serde_json::json!([]));
+    let given: Value = serde_json::from_str(attrs["connection"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        given,
+        serde_json::json!({"config_path": kc, "config_context": REMOTE})
+    );
     ws.assert_empty_plan();
 
-    // State from before the attribute existed: refresh fills it in, the plan stays empty.
+    // State from before the attribute existed (so from a cluster with its block): refresh
+    // fills it in, the plan stays empty.
     let path = ws.dir.join("terraform.tfstate");
     let mut state: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let mut removed = 0;
     for r in state["resources"].as_array_mut().unwrap() {
-        if r["type"] == "mesh_cluster" {
+        if r["type"] == "mesh_cluster" && r["name"] == TARGET {
             for i in r["instances"].as_array_mut().unwrap() {
                 let attrs = i["attributes"].as_object_mut().unwrap();
                 removed += usize::from(attrs.remove("connection").is_some());
             }
         }
     }
-    assert_eq!(removed, 2);
+    assert_eq!(removed, 1);
     state["serial"] = serde_json::json!(state["serial"].as_u64().unwrap() + 1);
     std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
     ws.assert_empty_plan();

@@ -2,8 +2,8 @@
 # one root CA, then per cluster its trust and control plane, an east-west gateway when
 # the mesh spans networks, and a full mesh of remote secrets (every istiod reads every
 # other cluster's API server). One provider block serves all clusters: each resource
-# carries its own connection, written once in the cluster's `kubernetes` block and handed to
-# the others as `mesh_cluster`'s `connection` output.
+# carries its own connection, given once to the cluster's `mesh_cluster` and handed to the
+# others as its `connection` output.
 
 terraform {
   required_providers {
@@ -15,12 +15,10 @@ terraform {
 
 locals {
   # One normalised entry per cluster, every attribute of the provider's `kubernetes` block
-  # present (null when unset): Terraform 1.0 has no optional() object attributes (1.3+).
-  # `context` and `kubeconfig_path` are shorthand for the connection's config_context and
-  # config_path. Attribute by attribute with try(), not merge(): merge() of an object
-  # holding an unknown value is wholly unknown, which would make even "is exec set?"
-  # unknown at plan time (a `dynamic` block of unknown size, which failed the apply on
-  # Terraform's consistency check when it turned out absent).
+  # present (null when unset, and left out of the cluster's connection JSON): the entries of
+  # var.clusters may each have their own shape, and Terraform 1.0 has no optional() object
+  # attributes (1.3+). `context` and `kubeconfig_path` are shorthand for the connection's
+  # config_context and config_path.
   clusters = {
     for name, c in var.clusters : name => {
       network = c.network
@@ -64,28 +62,10 @@ resource "mesh_cluster" "this" {
   mesh_id      = var.mesh_id
   network      = each.value.network
 
-  kubernetes {
-    host                   = each.value.connection.host
-    cluster_ca_certificate = each.value.connection.cluster_ca_certificate
-    token                  = each.value.connection.token
-    client_certificate     = each.value.connection.client_certificate
-    client_key             = each.value.connection.client_key
-    insecure               = each.value.connection.insecure
-    tls_server_name        = each.value.connection.tls_server_name
-    proxy_url              = each.value.connection.proxy_url
-    config_path            = each.value.connection.config_path
-    config_context         = each.value.connection.config_context
-
-    dynamic "exec" {
-      for_each = each.value.connection.exec == null ? [] : [each.value.connection.exec]
-      content {
-        api_version = exec.value.api_version
-        command     = exec.value.command
-        args        = try(exec.value.args, null)
-        env         = try(exec.value.env, null)
-      }
-    }
-  }
+  # The `kubernetes` block's attributes as one JSON value, the ones that are set: what every
+  # other resource of this cluster is then handed (mesh_cluster.connection), a few bytes in
+  # each of their states.
+  connection = jsonencode({ for k, v in each.value.connection : k => v if v != null })
 
   root_ca {
     cert_pem        = mesh_root_ca.root.cert_pem
