@@ -2,7 +2,9 @@
 """Benchmark: `terraform plan` and `apply` of examples/topology at N clusters on kube-sim,
 with and without injected API latency, with the provider's API request counts, peak memory
 and CPU next to Terraform's; and the same graph's Terraform floor: the same nodes and edges
-made of `terraform_data` (no provider process, no cluster), planned and applied the same way.
+made of `terraform_data` (no provider process, no cluster), planned and applied the same way;
+and its plugin floor: those nodes served by a provider process that does nothing
+(bench/floor_provider.rs, built here), what any plugin provider costs Terraform.
 
 Usage: bench/topology.py [N ...] [--latency-ms 50] [--no-floor] [--details] [--without-sync-wait]
                         [--baseline DIR] [--repeat R]   (run `make build` first)
@@ -23,7 +25,7 @@ applies until one succeeds, each failure's error summary checked for being a cle
 `plan -detailed-exitcode` until it is 0 (up to 3); destroy up to 3 times; then faults off and
 the objects of ours left counted. Exits 1 if any run failed those checks.
 """
-import json, os, resource, shutil, signal, ssl, subprocess, sys, tempfile, threading, time
+import json, os, resource, shutil, signal, ssl, string, subprocess, sys, tempfile, threading, time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,9 +233,11 @@ def state_summary(work):
     return f"state file {len(raw) / 1024:,.0f} KiB; per instance: {per}"
 
 
-def dev_tfrc(work, bin_dir=None):
+def dev_tfrc(work, bin_dir=None, floor_dir=None):
+    floor = '    "registry.terraform.io/tfmesh/floor" = "%s"\n' % floor_dir if floor_dir else ""
     with open(os.path.join(work, "dev.tfrc"), "w") as f:
-        f.write('provider_installation {\n  dev_overrides {\n    "registry.terraform.io/tfmesh/mesh" = "%s"\n  }\n  direct {}\n}\n' % (bin_dir or BIN))
+        f.write('provider_installation {\n  dev_overrides {\n    "registry.terraform.io/tfmesh/mesh" = "%s"\n%s  }\n  direct {}\n}\n'
+                % (bin_dir or BIN, floor))
 
 
 def start_topology(work, names, bin_dir=None):
@@ -331,7 +335,10 @@ def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
 # The topology module's graph with every node a terraform_data: the same for_each keys and
 # the same references (root CA -> clusters -> gateways; both clusters -> each remote secret),
 # inside a module as there. What Terraform spends on this is its own floor for the graph.
-FLOOR_MODULE = """
+# `$node` is the resource type; the plugin floor's `floor_node` takes its input as a string,
+# hence `$enc(`...`)` (jsonencode there, nothing for terraform_data).
+FLOOR_MODULE = string.Template("""
+$required
 variable "clusters" {
   type = map(object({ network = string }))
 }
@@ -339,37 +346,37 @@ variable "clusters" {
 locals {
   pairs = {
     for pair in setproduct(keys(var.clusters), keys(var.clusters)) :
-    "${pair[0]}/${pair[1]}" => { target = pair[0], remote = pair[1] }
+    "$${pair[0]}/$${pair[1]}" => { target = pair[0], remote = pair[1] }
     if pair[0] != pair[1]
   }
 }
 
-resource "terraform_data" "root_ca" {
+resource "$node" "root_ca" {
   input = "root"
 }
 
-resource "terraform_data" "cluster" {
+resource "$node" "cluster" {
   for_each = var.clusters
-  input    = { root = terraform_data.root_ca.id, name = each.key, network = each.value.network }
+  input    = $enc{ root = $node.root_ca.id, name = each.key, network = each.value.network }$end
 }
 
 # As examples/topology reads the clusters: through one small local, not each instance
 # referencing the whole resource with a dynamic key.
 locals {
-  joined = { for name, c in terraform_data.cluster : name => c.id }
+  joined = { for name, c in $node.cluster : name => c.id }
 }
 
-resource "terraform_data" "gateway" {
+resource "$node" "gateway" {
   for_each = var.clusters
-  input    = { cluster = local.joined[each.key], network = each.value.network }
+  input    = $enc{ cluster = local.joined[each.key], network = each.value.network }$end
 }
 
-resource "terraform_data" "remote_secret" {
+resource "$node" "remote_secret" {
   for_each = local.pairs
-  input = {
+  input = $enc{
     target = local.joined[each.value.target]
     remote = local.joined[each.value.remote]
-  }
+  }$end
 }
 
 # The per-cluster status read (data.mesh_status): a data node per cluster read after every
@@ -378,21 +385,37 @@ data "terraform_remote_state" "status" {
   for_each = var.clusters
   backend  = "local"
   config = {
-    path = "${path.module}/status.tfstate"
+    path = "$${path.module}/status.tfstate"
   }
-  depends_on = [terraform_data.remote_secret, terraform_data.gateway]
+  depends_on = [$node.remote_secret, $node.gateway]
 }
 
 output "clusters" {
   value = {
-    for name, c in terraform_data.cluster : name => {
-      gateway        = terraform_data.gateway[name].id
-      remote_secrets = sort([for k, s in terraform_data.remote_secret : k if split("/", k)[0] == name])
+    for name, c in $node.cluster : name => {
+      gateway        = $node.gateway[name].id
+      remote_secrets = sort([for k, s in $node.remote_secret : k if split("/", k)[0] == name])
       status         = data.terraform_remote_state.status[name].outputs
     }
   }
 }
-"""
+""")
+
+# The two floors: Terraform's built-in terraform_data (no provider process at all), and the
+# plugin floor: the same nodes served by bench/floor_provider.rs, a provider process whose one
+# resource does nothing (what any plugin provider costs Terraform for this graph).
+FLOORS = {
+    "terraform_data": dict(node="terraform_data", enc="", end="", required=""),
+    "plugin": dict(node="floor_node", enc="jsonencode(", end=")", required="""
+terraform {
+  required_providers {
+    floor = {
+      source = "registry.terraform.io/tfmesh/floor"
+    }
+  }
+}
+"""),
+}
 
 # The state file the floor's status nodes read: no outputs.
 FLOOR_STATUS_STATE = json.dumps({"version": 4, "terraform_version": "1.4.0", "serial": 1,
@@ -409,29 +432,42 @@ def tf_version():
     return tuple(int(x) for x in v.split("-")[0].split(".")[:2]), v
 
 
-def floor(n, details=False):
+def floor_provider_dir():
+    """Builds bench/floor_provider.rs (release) and returns the directory of its binary."""
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "terraform-provider-floor"],
+                   cwd=ROOT, check=True)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    return os.path.join(target, "release", "examples")
+
+
+def floor(n, details=False, kind="terraform_data"):
     version, text = tf_version()
-    if version is None or version < (1, 4):
+    if kind == "terraform_data" and (version is None or version < (1, 4)):
         print(f"N={n:<3} floor: skipped, terraform_data needs Terraform 1.4+ (this is {text})", flush=True)
         return
     work = tempfile.mkdtemp(prefix=f"mesh-bench-floor-{n}-")
     try:
         os.makedirs(os.path.join(work, "modules", "floor"))
         with open(os.path.join(work, "modules", "floor", "main.tf"), "w") as f:
-            f.write(FLOOR_MODULE)
+            f.write(FLOOR_MODULE.substitute(FLOORS[kind]))
         with open(os.path.join(work, "modules", "floor", "status.tfstate"), "w") as f:
             f.write(FLOOR_STATUS_STATE)
         clusters = "".join(f'    "c{i:02d}" = {{ network = "net{i % 2}" }}\n' for i in range(n))
         with open(os.path.join(work, "main.tf"), "w") as f:
             f.write(f'module "mesh" {{\n  source = "./modules/floor"\n  clusters = {{\n{clusters}  }}\n}}\n'
                     'output "clusters" {\n  value = module.mesh.clusters\n}\n')
-        dev_tfrc(work)
-        tf(work, "init", "-input=false")
+        if kind == "plugin":
+            dev_tfrc(work, floor_dir=floor_provider_dir())
+            tf(work, "get")  # a development override needs no init, and init would query the registry
+        else:
+            dev_tfrc(work)
+            tf(work, "init", "-input=false")
         plan = tf(work, "plan", "-out", "plan.bin")
         apply = tf(work, "apply", "-auto-approve", "plan.bin")
         replan = tf(work, "plan", "-detailed-exitcode")
         tf_cores, _ = apply.cores()
-        print(f"N={n:<3} floor (terraform_data) resources={resources(n):<4} plan={plan.wall:6.2f}s  "
+        label = "floor (terraform_data)" if kind == "terraform_data" else "plugin floor (floor_node)"
+        print(f"N={n:<3} {label} resources={resources(n):<4} plan={plan.wall:6.2f}s  "
               f"apply={apply.wall:6.2f}s  re-plan with refresh={replan.wall:6.2f}s  "
               f"apply CPU: terraform {apply.tf_cpu:.1f}s ({tf_cores:.2f} cores, peak RSS {apply.tf_rss:.0f} MB)  "
               f"plan CPU: terraform {plan.tf_cpu:.1f}s (peak RSS {plan.tf_rss:.0f} MB)  "
@@ -648,3 +684,4 @@ if __name__ == "__main__":
                     run(n, lat, sync_wait=False, details=details)
             if with_floor:
                 floor(n, details=details)
+                floor(n, details=details, kind="plugin")
