@@ -17,6 +17,8 @@ was in flight, the waits on the apply path, and the state bytes per resource typ
 --without-sync-wait: also the same graph with wait_for_sync = false on the remote secrets.
 --baseline DIR: also run the provider and kube-sim built in DIR (e.g. a build from before a
 change; with DIR/examples/topology, that module) before this build's, in the same session. --repeat R: every run R times.
+With the floors, each N ends with this build's ratios to each floor (run by run, without latency):
+the median and range over the repeats, next to issue 17's targets (single runs move by 10-20 %).
 
 --chaos: the chaos soak. kube-sim gives a share (5 % and 20 %) of every cluster's API requests
 a seeded random fault (500/503, 429 with Retry-After as Status or plain text, connection reset,
@@ -326,6 +328,7 @@ def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
             for line in wait_summary(timings["apply"]):
                 print(line, flush=True)
         tf(work, "destroy", "-auto-approve")
+        return plan.wall, apply.wall
     finally:
         sim.send_signal(signal.SIGTERM)
         sim.wait()
@@ -475,8 +478,28 @@ def floor(n, details=False, kind="terraform_data"):
         if details:
             print(f"    {state_summary(work)}", flush=True)
         tf(work, "destroy", "-auto-approve")
+        return plan.wall, apply.wall
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def ratio_summary(n, ours, floors):
+    """Lines comparing this build's runs without latency with each floor's, run by run (the
+    floors ran right after each): the median ratio and its range, next to issue 17's targets."""
+    lines = []
+    for kind, theirs in floors.items():
+        pairs = [(o, f) for o, f in zip(ours, theirs) if f]
+        if not pairs:
+            continue
+        def span(i):
+            r = sorted(o[i] / f[i] for o, f in pairs)
+            mid = r[len(r) // 2] if len(r) % 2 else (r[len(r) // 2 - 1] + r[len(r) // 2]) / 2
+            return f"median {mid:.2f} ({r[0]:.2f}-{r[-1]:.2f})"
+        # Issue 17's targets are set against the terraform_data floor.
+        plan_t, apply_t = (" (target <= 1.5)", " (target <= 2)") if kind == "terraform_data" else ("", "")
+        lines.append(f"N={n:<3} this build / {kind} floor over {len(pairs)} run(s): "
+                     f"plan {span(0)}{plan_t}, apply {span(1)}{apply_t}")
+    return lines
 
 
 # What a failed Terraform command must never say under API faults: a crash of the provider or
@@ -675,13 +698,19 @@ if __name__ == "__main__":
           f"provider from {BIN}{f', baseline from {baseline}' if baseline else ''}, {os.cpu_count()} CPUs",
           flush=True)
     for n in [int(a) for a in args] or [3, 10, 30]:
+        ours, floors = [], {"terraform_data": [], "plugin": []}
         for _ in range(repeat):
             for lat in latencies:
                 if baseline:
                     run(n, lat, details=details, bin_dir=baseline, label="baseline")
-                run(n, lat, details=details, label="this build" if baseline else "")
+                walls = run(n, lat, details=details, label="this build" if baseline else "")
+                if lat == 0:
+                    ours.append(walls)
                 if no_sync_too:
                     run(n, lat, sync_wait=False, details=details)
             if with_floor:
-                floor(n, details=details)
-                floor(n, details=details, kind="plugin")
+                for kind in floors:
+                    floors[kind].append(floor(n, details=details, kind=kind))
+        if ours and with_floor:
+            for line in ratio_summary(n, ours, floors):
+                print(line, flush=True)
