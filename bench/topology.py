@@ -339,7 +339,8 @@ def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
 # the same references (root CA -> clusters -> gateways; both clusters -> each remote secret),
 # inside a module as there. What Terraform spends on this is its own floor for the graph.
 # `$node` is the resource type; the plugin floor's `floor_node` takes its input as a string,
-# hence `$enc(`...`)` (jsonencode there, nothing for terraform_data).
+# hence `$enc` and `$end` around each input (`jsonencode(` and `)` there, nothing for
+# terraform_data, whose module stays as it was).
 FLOOR_MODULE = string.Template("""
 $required
 variable "clusters" {
