@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod eastwest_gateway;
 pub mod kubernetes;
+mod private;
 pub mod remote_secret;
 pub mod root_ca;
 pub mod status;

@@ -20,7 +20,7 @@ use crate::plugin::{
     Applied, Attribute, AttributePath, Block, Change, Ctx, Diagnostics, Failure, NestedBlock, Plan,
     Resource, Schema, Value,
 };
-use crate::resources::kubernetes;
+use crate::resources::{kubernetes, private};
 
 mod apply;
 mod plan;
@@ -176,12 +176,11 @@ impl Private {
     }
 }
 
-/// The private field that mirrors an attribute of the state saved beside it: left out when the
-/// two hold the same value (the usual case, ~1 KB less per cluster in a state Terraform rewrites
-/// after every resource). Present, null included, it says what it says: the attribute is
-/// emptied by a refresh that finds `cacerts` gone, and own-CA mode has an attribute but no
-/// issued intermediate.
-const MIRRORED: (&str, &str) = ("issued_cert_pem", "ca_cert_pem");
+/// The private field that mirrors an attribute of the state saved beside it (see
+/// `resources::private`; ~1 KB less per cluster). They differ when a refresh that found
+/// `cacerts` gone emptied the attribute, and in own-CA mode (an attribute, no issued
+/// intermediate).
+const MIRRORED: [private::Mirror; 1] = [("issued_cert_pem", &["ca_cert_pem"])];
 
 impl Private {
     /// Reads the bytes saved beside `state`. Empty or unreadable bytes (import, a provider
@@ -191,11 +190,7 @@ impl Private {
         let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(bytes) else {
             return Self::default();
         };
-        let (field, attribute) = MIRRORED;
-        if !fields.contains_key(field) {
-            let value = state.get(attribute).as_str().map(serde_json::Value::from);
-            fields.insert(field.into(), value.unwrap_or_default());
-        }
+        private::restore(&mut fields, state, &MIRRORED);
         serde_json::from_value(serde_json::Value::Object(fields)).unwrap_or_default()
     }
 
@@ -204,11 +199,7 @@ impl Private {
         let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(self) else {
             return Vec::new();
         };
-        let (field, attribute) = MIRRORED;
-        let stored = fields.get(field).and_then(|v| v.as_str());
-        if stored.is_some() && stored == state.get(attribute).as_str() {
-            fields.remove(field);
-        }
+        private::leave_out(&mut fields, state, &MIRRORED);
         serde_json::to_vec(&fields).unwrap_or_default()
     }
 }

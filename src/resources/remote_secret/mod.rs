@@ -25,7 +25,7 @@ use crate::plugin::{
     Applied, Attribute, AttributePath, Block, Change, Ctx, Diagnostics, Failure, NestedBlock, Plan,
     Resource, Schema, Value,
 };
-use crate::resources::kubernetes;
+use crate::resources::{kubernetes, private};
 
 pub struct MeshRemoteSecret;
 
@@ -266,15 +266,11 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// The fields of [`Private`] that usually equal an attribute of the state stored with it.
-const MIRRORED: [(&str, &[&str]); 3] = [
+const MIRRORED: [private::Mirror; 3] = [
     ("token_name", &["token_secret_name"]),
     ("token_namespace", &["remote", "service_account_namespace"]),
     ("desired_sha256", &["kubeconfig_sha256"]),
 ];
-
-fn attribute<'a>(state: &'a Value, path: &[&str]) -> &'a Value {
-    path.iter().fold(state, |v, k| v.get(k))
-}
 
 impl Private {
     /// The private state saved beside `state`.
@@ -283,12 +279,7 @@ impl Private {
             Ok(serde_json::Value::Object(fields)) => fields,
             _ => serde_json::Map::new(),
         };
-        for (field, path) in MIRRORED {
-            if !fields.contains_key(field) {
-                let value = attribute(state, path).as_str().map(serde_json::Value::from);
-                fields.insert(field.into(), value.unwrap_or_default());
-            }
-        }
+        private::restore(&mut fields, state, &MIRRORED);
         serde_json::from_value(serde_json::Value::Object(fields)).unwrap_or_default()
     }
 
@@ -297,13 +288,7 @@ impl Private {
         let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(self) else {
             return Vec::new();
         };
-        for (field, path) in MIRRORED {
-            let same =
-                fields.get(field).and_then(|v| v.as_str()) == attribute(state, path).as_str();
-            if same {
-                fields.remove(field);
-            }
-        }
+        private::leave_out(&mut fields, state, &MIRRORED);
         if fields.is_empty() {
             return Vec::new();
         }
