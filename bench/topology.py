@@ -27,7 +27,7 @@ applies until one succeeds, each failure's error summary checked for being a cle
 `plan -detailed-exitcode` until it is 0 (up to 3); destroy up to 3 times; then faults off and
 the objects of ours left counted. Exits 1 if any run failed those checks.
 """
-import json, os, resource, shutil, signal, ssl, string, subprocess, sys, tempfile, threading, time
+import functools, json, os, resource, shutil, signal, ssl, string, subprocess, sys, tempfile, threading, time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -436,8 +436,10 @@ def tf_version():
     return tuple(int(x) for x in v.split("-")[0].split(".")[:2]), v
 
 
+@functools.cache
 def floor_provider_dir():
-    """Builds bench/floor_provider.rs (release) and returns the directory of its binary."""
+    """Builds bench/floor_provider.rs (release), once per run of this script, and returns the
+    directory of its binary."""
     subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "terraform-provider-floor"],
                    cwd=ROOT, check=True)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
