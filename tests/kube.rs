@@ -1593,3 +1593,81 @@ async fn a_refused_watch_fails_at_once_with_the_advice() {
     assert!(msg.contains("waiting for ConfigMap waited"), "{msg}");
     assert!(msg.contains("RBAC"), "{msg}");
 }
+
+/// istiod's debug endpoints through port-forwards: the forward opened for one request stays
+/// open (istiod's HTTP server keeps connections alive) and serves the next requests to the
+/// same pod, concurrent requests included, instead of one forward (TLS, upgrade) each.
+#[tokio::test]
+async fn port_forwards_to_istiod_are_kept_for_the_next_request() {
+    use terraform_provider_mesh::istio::istiod;
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let cluster = cluster_for(c1).await;
+    let dl = deadline(BOUND);
+    let istiod: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "istiod", "namespace": "default", "labels": labels("test.kube")},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "istiod"}},
+            "template": {
+                "metadata": {"labels": {"app": "istiod"}},
+                "spec": {"containers": [{"name": "discovery", "image": "docker.io/istio/pilot:1.30.3",
+                    "args": ["discovery", "--monitoringAddr=:15014"],
+                    "env": [{"name": "CLUSTER_ID", "value": "c1"}]}]}
+            }
+        }
+    }))
+    .unwrap();
+    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
+    cluster.apply(&api, &istiod, &dl).await.unwrap();
+    wait_for(&cluster, api, "istiod", "istiod Available", available, &dl)
+        .await
+        .unwrap();
+    let pods = istiod::pods(&cluster, "default", None, &dl).await.unwrap();
+    let pod = &pods[0].name;
+    let forwards = || async {
+        let counters = control.counters().await.unwrap();
+        counters
+            .counts
+            .iter()
+            .filter(|((_, r), _)| r == "pods/portforward")
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+
+    control.reset_counters().await.unwrap();
+    for _ in 0..3 {
+        let clusters = istiod::clusterz(&cluster, "default", pod, &dl)
+            .await
+            .unwrap();
+        assert_eq!(clusters[0].id, "c1", "the config cluster comes first");
+    }
+    let gateways = istiod::networkz(&cluster, "default", pod, &dl)
+        .await
+        .unwrap();
+    assert!(gateways.is_empty(), "{gateways:?}");
+    assert_eq!(forwards().await, 1, "four reads, one forward");
+
+    // Reads at once each need a stream: a kept one, else a new one, all kept afterwards.
+    let reads = (0..3).map(|_| istiod::clusterz(&cluster, "default", pod, &dl));
+    for r in futures::future::join_all(reads).await {
+        assert_eq!(r.unwrap()[0].id, "c1");
+    }
+    let after = forwards().await;
+    assert!(
+        (1..=3).contains(&after),
+        "{after} forwards for three concurrent reads"
+    );
+    let reads = (0..3).map(|_| istiod::clusterz(&cluster, "default", pod, &dl));
+    for r in futures::future::join_all(reads).await {
+        assert_eq!(r.unwrap()[0].id, "c1");
+    }
+    assert_eq!(
+        forwards().await,
+        after,
+        "the concurrent reads' forwards were kept"
+    );
+}

@@ -169,7 +169,9 @@ fn remote_secret_waits_for_istiod_and_mesh_status_reports_it() {
     }
 
     // 2. The right server, and an istiod that takes 1.5 s to sync: the apply waits for it,
-    //    reading istiod through port-forwards, and records `synced`.
+    //    polling istiod through a port-forward, and records `synced`. The forward stays open
+    //    between polls and serves mesh_status's reads after them: one per provider process
+    //    that asks (the plan's refresh, the apply), where one per request would be 7 or more.
     sim.settings(TARGET, json!({"istiod": {"remote_sync_delay_ms": 1500}}));
     sim.reset_requests(TARGET);
     ws.config(&config(&kc, None, ""));
@@ -182,7 +184,10 @@ fn remote_secret_waits_for_istiod_and_mesh_status_reports_it() {
         sim.request_breakdown(TARGET)
     );
     assert!(took >= Duration::from_millis(1500), "{took:?}");
-    assert!(reads >= 2, "istiod was read {reads} times");
+    assert!(
+        (1..=3).contains(&reads),
+        "{reads} port-forwards opened to c1's istiod"
+    );
     assert_eq!(ws.output("sync_status"), "synced");
     let status = ws.output("status");
     assert_eq!(status["healthy"], true, "{status}");

@@ -20,7 +20,7 @@ pub use apply::{
     created_by, has_instance_label, labels, mark_created, CREATED_BY_ANNOTATION, FIELD_MANAGER,
     INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
-pub use client::{connect, probe_kubeconfig, Cluster, Probe};
+pub use client::{connect, probe_kubeconfig, Cluster, Probe, Prober};
 pub use connection::{Connection, Env, Exec, Resolved};
 pub use error::{ApiDetails, KubeError};
 pub use retry::Deadline;

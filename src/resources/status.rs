@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 
 use crate::istio::{istiod, remote_secret as rs};
-use crate::kube::{connect, probe_kubeconfig, Cluster, Deadline, KubeError, Probe};
+use crate::kube::{connect, probe_kubeconfig, Cluster, Deadline, KubeError, Probe, Prober};
 use crate::plugin::resource::{timeout, timeouts_block, validate_timeouts};
 use crate::plugin::value::Type;
 use crate::plugin::{Attribute, AttributePath, Block, Ctx, DataSource, Diagnostics, Schema, Value};
@@ -291,10 +291,10 @@ async fn check_remote_credentials(
 
 /// Whether a remote cluster runs an istiod in `namespace` (asked with the reader's own
 /// credentials, which may list pods). Unknown counts as yes: no problem is claimed.
-async fn runs_istiod(remote: kube::Client, namespace: &str) -> bool {
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(remote, namespace);
+async fn runs_istiod(remote: Prober, namespace: &str) -> bool {
     let params = ListParams::default().labels("app=istiod").limit(1);
-    match tokio::time::timeout(PROBE_TIMEOUT, pods.list(&params)).await {
+    let pods = remote.list::<k8s_openapi::api::core::v1::Pod>(Some(namespace), &params);
+    match tokio::time::timeout(PROBE_TIMEOUT, pods).await {
         Ok(Ok(list)) => !list.items.is_empty(),
         _ => true,
     }
