@@ -118,15 +118,22 @@ pub async fn install(
     )
     .await;
     // Cleanup gets its own short budget and is not cancelled by StopProvider: leaving a
-    // cluster-admin binding behind is worse than a few more seconds.
+    // cluster-admin binding behind is worse than a few more seconds. It runs while the
+    // control plane the installer wrote comes up.
     let cleanup = Deadline::new(Duration::from_secs(120), CancellationToken::new());
-    if let Err(e) = remove_installer(cluster, installer, &cleanup).await {
+    let ready = async {
+        match outcome {
+            Ok(()) => wait_ready(cluster, installer, cp, deadline).await,
+            Err(e) => Err(e),
+        }
+    };
+    let (removed, ready) = tokio::join!(remove_installer(cluster, installer, &cleanup), ready);
+    if let Err(e) = removed {
         tracing::warn!(cluster = %cluster.name, "could not remove the installer objects: {e}");
-        outcome?;
+        ready?;
         return Err(e.into());
     }
-    outcome?;
-    wait_ready(cluster, installer, cp, deadline).await
+    ready
 }
 
 async fn run_installer(
@@ -141,31 +148,26 @@ async fn run_installer(
     let client = &cluster.client;
     let ns = installer.namespace.as_str();
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    // A Job left by an interrupted earlier run would never start again: start afresh.
-    cluster
-        .delete(&jobs, &installer.name, true, deadline)
-        .await?;
-    cluster
-        .apply(
-            &Api::<ConfigMap>::namespaced(client.clone(), ns),
-            &installer.config_map(iop, labels),
-            deadline,
-        )
-        .await?;
-    cluster
-        .apply(
-            &Api::<ServiceAccount>::namespaced(client.clone(), ns),
-            &installer.service_account(labels),
-            deadline,
-        )
-        .await?;
-    cluster
-        .apply(
-            &Api::<ClusterRoleBinding>::all(client.clone()),
-            &installer.binding(labels),
-            deadline,
-        )
-        .await?;
+    // A Job left by an interrupted earlier run would never start again: start afresh. The
+    // Job's inputs are written meanwhile: none of the four depends on another.
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let service_accounts = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    let bindings = Api::<ClusterRoleBinding>::all(client.clone());
+    let (config_map, service_account, binding) = (
+        installer.config_map(iop, labels),
+        installer.service_account(labels),
+        installer.binding(labels),
+    );
+    let (old_job, config_map, service_account, binding) = tokio::join!(
+        cluster.delete(&jobs, &installer.name, true, deadline),
+        cluster.apply(&config_maps, &config_map, deadline),
+        cluster.apply(&service_accounts, &service_account, deadline),
+        cluster.apply(&bindings, &binding, deadline),
+    );
+    old_job?;
+    config_map?;
+    service_account?;
+    binding?;
     let readiness = deadline.remaining().as_secs().clamp(60, 1800);
     let job = installer.job(cp, readiness, labels, pod_annotations);
     cluster.apply(&jobs, &job, deadline).await?;
@@ -255,8 +257,9 @@ async fn diagnose(
     )
 }
 
-/// Deletes the installer's Job, ClusterRoleBinding, ServiceAccount and ConfigMap; already
-/// gone is success.
+/// Deletes the installer's Job, ClusterRoleBinding, ServiceAccount and ConfigMap, all at once;
+/// already gone is success. Each is attempted whatever happens to the others; the first
+/// error is returned.
 pub async fn remove_installer(
     cluster: &Cluster,
     installer: &Installer,
@@ -264,38 +267,17 @@ pub async fn remove_installer(
 ) -> Result<(), KubeError> {
     let client = &cluster.client;
     let ns = installer.namespace.as_str();
-    cluster
-        .delete(
-            &Api::<Job>::namespaced(client.clone(), ns),
-            &installer.name,
-            false,
-            deadline,
-        )
-        .await?;
-    cluster
-        .delete(
-            &Api::<ClusterRoleBinding>::all(client.clone()),
-            &installer.binding,
-            false,
-            deadline,
-        )
-        .await?;
-    cluster
-        .delete(
-            &Api::<ServiceAccount>::namespaced(client.clone(), ns),
-            &installer.name,
-            false,
-            deadline,
-        )
-        .await?;
-    cluster
-        .delete(
-            &Api::<ConfigMap>::namespaced(client.clone(), ns),
-            &installer.name,
-            false,
-            deadline,
-        )
-        .await?;
+    let jobs = Api::<Job>::namespaced(client.clone(), ns);
+    let bindings = Api::<ClusterRoleBinding>::all(client.clone());
+    let service_accounts = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let (job, binding, service_account, config_map) = tokio::join!(
+        cluster.delete(&jobs, &installer.name, false, deadline),
+        cluster.delete(&bindings, &installer.binding, false, deadline),
+        cluster.delete(&service_accounts, &installer.name, false, deadline),
+        cluster.delete(&config_maps, &installer.name, false, deadline),
+    );
+    job.and(binding).and(service_account).and(config_map)?;
     Ok(())
 }
 

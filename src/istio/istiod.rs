@@ -254,6 +254,17 @@ pub async fn views(
     deadline: &Deadline,
 ) -> Result<Vec<PodView>, KubeError> {
     let pods = pods(cluster, namespace, revision, deadline).await?;
+    Ok(ask(cluster, namespace, pods, deadline).await)
+}
+
+/// Asks each of `pods` that is Ready for the clusters it reads, in parallel; the others are
+/// listed with an error, not asked.
+pub async fn ask(
+    cluster: &Cluster,
+    namespace: &str,
+    pods: Vec<IstiodPod>,
+    deadline: &Deadline,
+) -> Vec<PodView> {
     // One replica that does not answer (replaced since it was listed, overloaded) must not
     // hold up the others, nor a caller that polls.
     let per_pod = &deadline.capped(PER_POD_READ);
@@ -267,7 +278,7 @@ pub async fn views(
         };
         PodView { pod, clusters }
     });
-    Ok(futures::future::join_all(asks).await)
+    futures::future::join_all(asks).await
 }
 
 /// [`views`] shared between callers asking about the same istiod within `max_age`: a refresh

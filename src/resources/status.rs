@@ -156,7 +156,29 @@ async fn observe(
     deadline: &Deadline,
 ) -> Result<Report, KubeError> {
     let mut report = Report::default();
-    let views = istiod::views(cluster, namespace, revision, deadline).await?;
+    // The remote secrets' credentials are checked while istiod is asked: the two need each
+    // other only for whether an istiod here serves remotes, which the credential check awaits
+    // after its probes (a read sits at the end of every apply and refresh: round trips count).
+    let (serves_tx, serves_rx) = tokio::sync::watch::channel(None);
+    let istiod = async {
+        let views = istiod::views(cluster, namespace, revision, deadline).await?;
+        let _ = serves_tx.send(Some(views.iter().any(|v| v.pod.serves_remotes)));
+        // Gateways: every replica that answers clusterz is asked for networkz too, on the
+        // port-forward its clusterz answer came through.
+        let gateways = futures::future::join_all(views.iter().filter(|v| v.clusters.is_ok()).map(
+            |v| async move {
+                (
+                    v.pod.name.clone(),
+                    istiod::networkz(cluster, namespace, &v.pod.name, deadline).await,
+                )
+            },
+        ))
+        .await;
+        Ok::<_, KubeError>((views, gateways))
+    };
+    let credentials = check_remote_credentials(cluster, namespace, serves_rx, deadline);
+    let (istiod, credentials) = futures::future::join(istiod, credentials).await;
+    let (views, gateways) = istiod?;
     if views.is_empty() {
         report.problems.push(format!(
             "No istiod pod (label app=istiod{}) runs in namespace {namespace}.",
@@ -192,20 +214,6 @@ async fn observe(
             ));
         }
     }
-    // Gateways: every replica that answers clusterz is asked for networkz too; meanwhile the
-    // remote secrets' credentials are checked. Both are one round of requests in parallel,
-    // not one request after another: the read sits at the end of every apply and refresh.
-    let serves = report.istiod.iter().any(|p| p.serves_remotes);
-    let gateways = futures::future::join_all(views.iter().filter(|v| v.clusters.is_ok()).map(
-        |v| async move {
-            (
-                &v.pod.name,
-                istiod::networkz(cluster, namespace, &v.pod.name, deadline).await,
-            )
-        },
-    ));
-    let credentials = check_remote_credentials(cluster, namespace, serves, deadline);
-    let (gateways, credentials) = futures::future::join(gateways, credentials).await;
     for (pod, answer) in gateways {
         match answer {
             Ok(gws) => report.gateways.extend(
@@ -223,12 +231,13 @@ async fn observe(
 
 /// Presents each remote secret's kubeconfig to the API server it names, all at once, and
 /// returns the problems found. istiod latches `synced` after its first read, so a token revoked
-/// later shows only this way. `serves`: an istiod here serves remotes (then a remote without
-/// istiod of its own is no problem, and is not asked).
+/// later shows only this way. `serves`: whether an istiod here serves remotes, once known
+/// (then a remote without istiod of its own is no problem, and is not asked; never known:
+/// istiod could not be read, and the read fails on that).
 async fn check_remote_credentials(
     cluster: &Cluster,
     namespace: &str,
-    serves: bool,
+    serves: tokio::sync::watch::Receiver<Option<bool>>,
     deadline: &Deadline,
 ) -> Result<Vec<String>, KubeError> {
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), namespace);
@@ -245,11 +254,13 @@ async fn check_remote_credentials(
             };
             let yaml = yaml.to_string();
             let (name, cluster_id) = (name.clone(), cluster_id.clone());
+            let mut serves = serves.clone();
             checks.push(async move {
                 let probe = probe_kubeconfig(&yaml, PROBE_TIMEOUT).await;
-                // Asked with the same client, right after: one round trip more per remote.
-                let own_istiod = match &probe {
-                    Probe::Accepted(remote) if !serves => {
+                // Asked with the same credentials, right after: one round trip more per remote.
+                let serves = serves.wait_for(Option::is_some).await.map(|s| *s);
+                let own_istiod = match (&probe, serves) {
+                    (Probe::Accepted(remote), Ok(Some(false))) => {
                         Some(runs_istiod(remote.clone(), namespace).await)
                     }
                     _ => None,

@@ -372,7 +372,14 @@ pub(super) async fn converge(
                 service_account: str_of(config, &["remote", "service_account"]),
                 rotation: "",
             });
-            let t = match mint_token(&remote, config, &token_name, &owner, &deadline).await {
+            // Tokens of ours the state forgot (a killed apply) are revoked like rotated ones.
+            // They are looked for while the new one is minted: the list leaves out the new
+            // one by name, whether it sees it yet or not.
+            let (minted, orphans) = tokio::join!(
+                mint_token(&remote, config, &token_name, &owner, &deadline),
+                orphaned_tokens(&remote, config, &owner, Some(&token_name), &deadline)
+            );
+            let t = match minted {
                 Ok(t) => t,
                 Err(f) => return Err(keep(f, &state, &private)),
             };
@@ -380,8 +387,7 @@ pub(super) async fn converge(
             if let Some(old) = current.filter(|o| *o != (sa_ns.clone(), token_name.clone())) {
                 private.stale_tokens.push(old);
             }
-            // Tokens of ours the state forgot (a killed apply) are revoked like rotated ones.
-            match orphaned_tokens(&remote, config, &owner, Some(&token_name), &deadline).await {
+            match orphans {
                 Ok(found) => {
                     for t in found {
                         if !private.stale_tokens.contains(&t) {
@@ -421,7 +427,18 @@ pub(super) async fn converge(
         labels(&instance(planned)),
     );
     drop(kubeconfig);
-    if let Err(e) = target.apply(&target_secrets, &secret, &deadline).await {
+    let wait = config.get("wait_for_sync").as_bool() == Some(true);
+    // istiod's pods are listed while the secret is written (which pods run does not depend on
+    // it): the first sync check after the write then only asks them.
+    let write = target.apply(&target_secrets, &secret, &deadline);
+    let (written, listed) = if wait {
+        let (written, pods) =
+            tokio::join!(write, istiod::pods(&target, &namespace, None, &deadline));
+        (written, pods.ok())
+    } else {
+        (write.await, None)
+    };
+    if let Err(e) = written {
         let mut f = if e.is_not_found() {
             error("Namespace not found in the target cluster", format!("cluster {}: namespace {namespace:?} does not exist. Install the mesh there first (mesh_cluster creates it) and make this resource depend on it.", target.name))
         } else {
@@ -434,14 +451,14 @@ pub(super) async fn converge(
     state.set("kubeconfig_sha256", Value::from(sha.as_str()));
     private.desired_sha256 = Some(sha);
     delete_stale(&remote, &mut private, &deadline).await;
-    let sync = if config.get("wait_for_sync").as_bool() == Some(true) {
+    let sync = if wait {
         let remote_side = Remote {
             cluster: &remote,
             cluster_name: &cluster_name,
             server: &server,
             token: &token,
         };
-        match wait_for_sync(ctx, &target, &namespace, &remote_side, &deadline).await {
+        match wait_for_sync(ctx, &target, &namespace, &remote_side, listed, &deadline).await {
             Ok(sync) => sync,
             Err(mut f) => {
                 state.set("sync_status", Value::Null);

@@ -20,11 +20,14 @@ const SYNC_POLL: Duration = Duration::from_millis(500);
 /// Waits until every Ready istiod in the target's `namespace` reports the remote `synced`
 /// (`Ok(Some(Synced))`). No istiod at all: a warning and `Ok(None)`, never a hang. Not synced
 /// by the deadline: an error naming every replica's last status and the likely cause.
+/// `listed`: istiod's pods when already listed (while the secret was written), for the first
+/// check; later checks list them again.
 pub(super) async fn wait_for_sync(
     ctx: &Ctx,
     target: &Cluster,
     namespace: &str,
     remote: &Remote<'_>,
+    mut listed: Option<Vec<istiod::IstiodPod>>,
     deadline: &Deadline,
 ) -> Result<Option<istiod::Sync>, Failure> {
     // Leave time for the diagnosis (a TokenReview in the remote) after the wait.
@@ -38,7 +41,11 @@ pub(super) async fn wait_for_sync(
     let mut last: Vec<istiod::PodView> = Vec::new();
     let mut polls = 0u32;
     loop {
-        let views = match istiod::views(target, namespace, None, &wait).await {
+        let views = match listed.take() {
+            Some(pods) => Ok(istiod::ask(target, namespace, pods, &wait).await),
+            None => istiod::views(target, namespace, None, &wait).await,
+        };
+        let views = match views {
             Ok(v) => v,
             Err(KubeError::Timeout { .. }) => break,
             Err(e) => return Err(kube_failure(e)),
