@@ -1670,4 +1670,21 @@ async fn port_forwards_to_istiod_are_kept_for_the_next_request() {
         after,
         "the concurrent reads' forwards were kept"
     );
+
+    // A port nothing listens on: the kubelet's refusal on the error channel is the error,
+    // and that forward is not kept.
+    use terraform_provider_mesh::kube::portforward;
+    control.reset_counters().await.unwrap();
+    for _ in 0..2 {
+        let err = portforward::get(&cluster, "default", pod, 15010, "/debug/x", &dl)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connection refused"), "{err}");
+        assert!(
+            err.contains(&format!("pod default/{pod} port 15010")),
+            "{err}"
+        );
+    }
+    assert_eq!(forwards().await, 2, "a refused forward is not reused");
 }

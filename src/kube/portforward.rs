@@ -19,6 +19,10 @@ use super::retry::{bounded, retry, Deadline};
 /// Largest response body read; debug endpoints answer a few KiB.
 const MAX_BODY: usize = 8 << 20;
 
+/// How long a failed request waits for the pod side's error message, which the kubelet sends
+/// as the forward fails.
+const POD_ERROR_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A response read through a port-forward.
 #[derive(Debug)]
 pub struct Response {
@@ -207,11 +211,27 @@ impl Session {
                 .to_vec();
             Ok(Response { status, body })
         };
-        let result = tokio::select! {
-            r = response => r,
-            message = &mut self.pod_error => {
+        tokio::pin!(response);
+        let first = tokio::select! {
+            r = &mut response => Ok(r),
+            message = &mut self.pod_error => Err(message),
+        };
+        let result = match first {
+            // The HTTP side failed first (its stream closed): the pod side's word, which
+            // follows at once when there is one (nothing listening), says more.
+            Ok(Err(failed)) => {
+                match tokio::time::timeout(POD_ERROR_GRACE, &mut self.pod_error).await {
+                    Ok(Some(message)) => Err(Failed(message)),
+                    _ => Err(failed),
+                }
+            }
+            Ok(r) => r,
+            Err(Some(message)) => Err(Failed(message)),
+            // The forward ended (the server closed it after answering, say): what it
+            // delivered before decides, and it is not used again.
+            Err(None) => {
                 self.closed = true;
-                Err(Failed(message.unwrap_or_else(|| "the port-forward closed".into())))
+                response.await
             }
         };
         if result.is_err() {
