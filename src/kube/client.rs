@@ -31,21 +31,25 @@ fn cache() -> &'static Mutex<HashMap<Key, Arc<OnceCell<Cluster>>>> {
     CACHE.get_or_init(Default::default)
 }
 
+/// The cache key of kubeconfig settings: a SHA-256 of their JSON, made through a Value, whose
+/// maps are sorted, while ExecConfig.env holds HashMaps (random order).
+fn key_of(kubeconfig: &kube::config::Kubeconfig) -> Result<Key, serde_json::Error> {
+    let serialized = serde_json::to_vec(&serde_json::to_value(kubeconfig)?)?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &serialized);
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    Ok(key)
+}
+
 /// The cached client for `conn`, creating it on first use. The cache key is a hash of the
 /// *resolved* settings (kubeconfig content included), so editing a kubeconfig between runs of
 /// a long-lived provider (debug mode) is noticed, and two spellings of one connection share.
 pub async fn connect(conn: &Connection) -> Result<Cluster, KubeError> {
     let Resolved { kubeconfig, name } = conn.resolve_named()?;
-    // Through a Value: its maps are sorted, while ExecConfig.env holds HashMaps (random order).
-    let serialized = serde_json::to_value(&kubeconfig)
-        .and_then(|v| serde_json::to_vec(&v))
-        .map_err(|e| KubeError::Config {
-            cluster: name.clone(),
-            message: format!("cannot serialize the connection settings: {e}"),
-        })?;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &serialized);
-    let mut key = [0u8; 32];
-    key.copy_from_slice(digest.as_ref());
+    let key = key_of(&kubeconfig).map_err(|e| KubeError::Config {
+        cluster: name.clone(),
+        message: format!("cannot serialize the connection settings: {e}"),
+    })?;
 
     let cell = {
         let mut map = cache().lock().unwrap_or_else(|e| e.into_inner());
@@ -172,10 +176,7 @@ impl Prober {
 /// distinct remainder (server, CA, TLS settings) in this process.
 async fn shared_client(kubeconfig: kube::config::Kubeconfig) -> Result<kube::Client, String> {
     static CLIENTS: OnceLock<Mutex<HashMap<Key, kube::Client>>> = OnceLock::new();
-    let serialized = serde_json::to_vec(&kubeconfig).map_err(|e| e.to_string())?;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &serialized);
-    let mut key = [0u8; 32];
-    key.copy_from_slice(digest.as_ref());
+    let key = key_of(&kubeconfig).map_err(|e| e.to_string())?;
     let clients = CLIENTS.get_or_init(Default::default);
     if let Some(c) = clients.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(c.clone());

@@ -87,7 +87,7 @@ pub async fn get(
 }
 
 /// Which forward: the connection's identity, namespace, pod and port.
-type Key = ([u8; 32], String, String, u16);
+type Key = (super::client::Key, String, String, u16);
 
 /// How many idle forwards are kept per pod and port: as many as requests ran at once, up to
 /// this.
