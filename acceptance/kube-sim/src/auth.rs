@@ -2,7 +2,7 @@
 //! users, RBAC for service accounts).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -325,10 +325,11 @@ fn rule_allows(rule: &Value, attrs: &Attributes<'_>) -> bool {
         && names_ok
 }
 
-fn role_rules(store: &Store, role_ref: &Value, binding_ns: &str) -> Vec<Value> {
+/// The role a binding refers to, shared with the store (read per request: no copy of its rules).
+fn bound_role(store: &Store, role_ref: &Value, binding_ns: &str) -> Option<Arc<Value>> {
     let kind = role_ref.get("kind").and_then(Value::as_str).unwrap_or("");
     let name = role_ref.get("name").and_then(Value::as_str).unwrap_or("");
-    let role = match kind {
+    match kind {
         "ClusterRole" => store.get(
             &ResKey::new("rbac.authorization.k8s.io", "clusterroles"),
             "",
@@ -340,9 +341,7 @@ fn role_rules(store: &Store, role_ref: &Value, binding_ns: &str) -> Vec<Value> {
             name,
         ),
         _ => None,
-    };
-    role.and_then(|r| r.get("rules").and_then(Value::as_array).cloned())
-        .unwrap_or_default()
+    }
 }
 
 fn rbac_allows(store: &Store, ns: &str, sa: &str, attrs: &Attributes<'_>) -> bool {
@@ -367,10 +366,13 @@ fn rbac_allows(store: &Store, ns: &str, sa: &str, attrs: &Attributes<'_>) -> boo
         if !subjects.is_some_and(|s| s.iter().any(|s| subject_matches(s, ns, sa))) {
             return false;
         }
-        let role_ref = b.get("roleRef").cloned().unwrap_or(Value::Null);
-        role_rules(store, &role_ref, object::namespace(b))
-            .iter()
-            .any(|r| rule_allows(r, attrs))
+        let role = b
+            .get("roleRef")
+            .and_then(|r| bound_role(store, r, object::namespace(b)));
+        role.as_deref()
+            .and_then(|r| r.get("rules"))
+            .and_then(Value::as_array)
+            .is_some_and(|rules| rules.iter().any(|r| rule_allows(r, attrs)))
     })
 }
 

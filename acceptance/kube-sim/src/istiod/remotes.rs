@@ -3,6 +3,8 @@
 //! `istio/multiCluster=true` in istiod's namespace, the key being the cluster ID and the value a
 //! kubeconfig; the entry's sync status follows `Cluster.SyncStatus()`.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -83,12 +85,31 @@ pub fn remotes(cluster: &Cluster, ns: &str, config_cluster: &str) -> Vec<(Remote
             if e.key.1 == config_cluster || out.iter().any(|(o, _)| o.key.1 == e.key.1) {
                 continue;
             }
-            if let Ok(t) = parse_kubeconfig(&e.kubeconfig) {
+            if let Ok(t) = parsed_kubeconfig(&e.kubeconfig) {
                 out.push((e, t));
             }
         }
     }
     out
+}
+
+/// [`parse_kubeconfig`], remembered by content: every clusterz request and every background
+/// evaluation reads every remote secret again, and the same few kubeconfigs would be parsed from
+/// YAML each time (kube-sim's own cost, on the cores the benchmarks measure the provider on).
+fn parsed_kubeconfig(bytes: &[u8]) -> Result<Target, String> {
+    type Parsed = HashMap<Vec<u8>, Result<Target, String>>;
+    static PARSED: OnceLock<Mutex<Parsed>> = OnceLock::new();
+    let cache = PARSED.get_or_init(Default::default);
+    if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(bytes) {
+        return hit.clone();
+    }
+    let parsed = parse_kubeconfig(bytes);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= 4096 {
+        cache.clear();
+    }
+    cache.insert(bytes.to_vec(), parsed.clone());
+    parsed
 }
 
 /// What istiod's client would use from a remote's kubeconfig.
@@ -397,5 +418,31 @@ mod tests {
         assert!(parse_kubeconfig(kc("{exec: {command: aws}}").as_bytes()).is_err());
         assert!(parse_kubeconfig(b"current-context: nope\n").is_err());
         assert!(parse_kubeconfig(b"").is_err());
+    }
+
+    #[test]
+    fn remembered_kubeconfigs_answer_for_their_content() {
+        let kc = |user: &str| {
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: m\nclusters:\n- name: m\n  cluster: {{server: https://127.0.0.1:2, insecure-skip-tls-verify: true}}\ncontexts:\n- name: m\n  context: {{cluster: m, user: m}}\nusers:\n- name: m\n  user: {user}\n"
+            )
+        };
+        let first = kc("{token: remembered-one}");
+        for _ in 0..2 {
+            let t = parsed_kubeconfig(first.as_bytes()).unwrap();
+            assert_eq!(t.token.as_deref(), Some("remembered-one"));
+            assert!(t.insecure);
+        }
+        // A rotated token is new content: it is read, not the remembered answer.
+        let rotated = parsed_kubeconfig(kc("{token: remembered-two}").as_bytes()).unwrap();
+        assert_eq!(rotated.token.as_deref(), Some("remembered-two"));
+        // A refusal is remembered as a refusal, with istiod's reason.
+        for _ in 0..2 {
+            let e = parsed_kubeconfig(kc("{exec: {command: aws}}").as_bytes()).unwrap_err();
+            assert_eq!(
+                e,
+                parse_kubeconfig(kc("{exec: {command: aws}}").as_bytes()).unwrap_err()
+            );
+        }
     }
 }
