@@ -83,6 +83,11 @@ pub struct Settings {
     /// 1.30): exec websockets offering `v5.channel.k8s.io` are served by the API server's
     /// translator. Off, they go to the kubelet, which negotiates v4.
     pub translate_streaming_websocket_requests: bool,
+    /// The API server offers HTTP/2 as well as HTTP/1.1 in TLS ALPN (kube-apiserver serves
+    /// both, as any Go HTTPS server). Off: HTTP/1.1 only, as behind a front that speaks only
+    /// 1.1; a client asking for HTTP/2 alone then fails the handshake (no common protocol).
+    /// Taken by connections accepted after the change.
+    pub http2: bool,
 }
 
 impl Default for Settings {
@@ -100,6 +105,7 @@ impl Default for Settings {
             istiod: IstiodSetting::default(),
             chaos: ChaosSetting::default(),
             translate_streaming_websocket_requests: true,
+            http2: true,
         }
     }
 }

@@ -351,9 +351,18 @@ pub struct Counters {
     pub total: u64,
     pub by_verb_resource: BTreeMap<(String, String), u64>,
     pub non_resource: BTreeMap<String, u64>,
+    /// TLS connections that carried API requests (counted at their first one; the control
+    /// endpoint's own are not), and how many of them spoke HTTP/2.
+    pub connections: u64,
+    pub connections_http2: u64,
 }
 
 impl Counters {
+    pub fn count_connection(&mut self, http2: bool) {
+        self.connections += 1;
+        self.connections_http2 += u64::from(http2);
+    }
+
     pub fn count(&mut self, verb: &str, resource: Option<&str>, path: &str) {
         self.total += 1;
         match resource {
@@ -383,6 +392,8 @@ impl Counters {
             "counts": counts,
             "by_key": by_key,
             "non_resource": self.non_resource,
+            "connections": self.connections,
+            "connections_http2": self.connections_http2,
         })
     }
 }
@@ -578,6 +589,9 @@ pub struct CounterSnapshot {
     pub total: u64,
     pub counts: BTreeMap<(String, String), u64>,
     pub non_resource: BTreeMap<String, u64>,
+    /// TLS connections that carried API requests since the last reset, and of them HTTP/2.
+    pub connections: u64,
+    pub connections_http2: u64,
 }
 
 impl CounterSnapshot {
@@ -687,6 +701,8 @@ impl Control {
         let v = self.request("GET", "/_sim/counters", None).await?;
         let mut snap = CounterSnapshot {
             total: v["total"].as_u64().unwrap_or(0),
+            connections: v["connections"].as_u64().unwrap_or(0),
+            connections_http2: v["connections_http2"].as_u64().unwrap_or(0),
             ..Default::default()
         };
         for c in v["counts"].as_array().into_iter().flatten() {

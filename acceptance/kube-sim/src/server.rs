@@ -1,6 +1,7 @@
 //! The HTTPS server of one cluster: TLS accept loop and the request pipeline (control endpoint,
 //! counters, faults, authentication, authorization, dispatch).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,8 @@ pub async fn start(cluster: Arc<Cluster>) -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let _ = cluster.addr.set(addr);
-    let acceptor = TlsAcceptor::from(Arc::new(cluster.pki.server_config()?));
+    let acceptor = TlsAcceptor::from(Arc::new(cluster.pki.server_config(true)?));
+    let acceptor_http1 = TlsAcceptor::from(Arc::new(cluster.pki.server_config(false)?));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -32,24 +34,30 @@ pub async fn start(cluster: Arc<Cluster>) -> anyhow::Result<()> {
             };
             let Ok((tcp, _)) = accepted else { continue };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let acceptor = if cluster.settings().http2 {
+                acceptor.clone()
+            } else {
+                acceptor_http1.clone()
+            };
             let cluster = cluster.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let cert = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|c| c.as_ref().to_vec());
-                let cert = Arc::new(cert);
+                let session = tls.get_ref().1;
+                let conn = Arc::new(Conn {
+                    cert: session
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.as_ref().to_vec()),
+                    http2: session.alpn_protocol() == Some(b"h2"),
+                    counted: AtomicBool::new(false),
+                });
                 let shutdown = cluster.shutdown.clone();
                 let svc = hyper::service::service_fn(move |req| {
                     let cluster = cluster.clone();
-                    let cert = cert.clone();
-                    async move { serve(cluster, req, cert).await }
+                    let conn = conn.clone();
+                    async move { serve(cluster, req, conn).await }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
@@ -62,6 +70,16 @@ pub async fn start(cluster: Arc<Cluster>) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// One accepted TLS connection.
+struct Conn {
+    /// The client certificate presented, DER.
+    cert: Option<Vec<u8>>,
+    /// Negotiated HTTP/2 (ALPN `h2`).
+    http2: bool,
+    /// Counted in the connection counters (at its first API request).
+    counted: AtomicBool,
 }
 
 fn bearer(req: &hyper::Request<Incoming>) -> Option<String> {
@@ -78,9 +96,9 @@ fn bearer(req: &hyper::Request<Incoming>) -> Option<String> {
 async fn serve(
     cluster: Arc<Cluster>,
     mut req: hyper::Request<Incoming>,
-    cert: Arc<Option<Vec<u8>>>,
+    conn: Arc<Conn>,
 ) -> Result<Resp, BoxError> {
-    let cert = cert.as_ref().as_deref();
+    let cert = conn.cert.as_deref();
     let websocket = crate::wsstream::Handshake::from_request(&mut req);
     let token = bearer(&req);
     let method = req.method().as_str().to_string();
@@ -124,11 +142,13 @@ async fn serve(
         Ok(Route::Resource(t)) => (t.verb, Some(t.resource_label())),
         _ => ("get", None),
     };
-    cluster
-        .counters
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .count(verb, label.as_deref(), &request.path);
+    {
+        let mut counters = cluster.counters.lock().unwrap_or_else(|e| e.into_inner());
+        if !conn.counted.swap(true, Ordering::Relaxed) {
+            counters.count_connection(conn.http2);
+        }
+        counters.count(verb, label.as_deref(), &request.path);
+    }
 
     let mut fault = control::faults_for(&cluster, &request.path, verb);
     control::chaos_for(&cluster, &mut fault);

@@ -93,8 +93,9 @@ impl ClusterPki {
         })
     }
 
-    /// Server config: HTTP/2 and HTTP/1.1, client certificates optional (verified against the CA).
-    pub fn server_config(&self) -> Result<ServerConfig> {
+    /// Server config: HTTP/2 (with `http2`) and HTTP/1.1, client certificates optional
+    /// (verified against the CA).
+    pub fn server_config(&self, http2: bool) -> Result<ServerConfig> {
         let mut roots = RootCertStore::empty();
         roots.add(CertificateDer::from(self.ca_der.clone()))?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
@@ -108,7 +109,11 @@ impl ClusterPki {
                 vec![CertificateDer::from(self.server_cert_der.clone())],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone())),
             )?;
-        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        cfg.alpn_protocols = if http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         Ok(cfg)
     }
 }

@@ -528,3 +528,89 @@ async fn a_hold_stops_matching_requests_until_released_or_the_client_leaves() {
     assert_eq!(holds_reach(&control, 0).await, (0, 2));
     assert_eq!(control.release_holds().await.unwrap(), 0);
 }
+
+/// A TLS connection to `c`'s API server offering `alpn` (e.g. `h2` alone), or the handshake's
+/// error.
+async fn tls_to(
+    c: &kube_sim::ClusterHandle,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(c.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let addr = c.url.trim_start_matches("https://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+}
+
+/// As kube-apiserver, the API server speaks HTTP/2 to a client asking for it in ALPN, with
+/// many requests over the one connection; `http2: false` makes it a HTTP/1.1-only server
+/// (no common protocol with a client asking for h2 alone). The counters count the TLS
+/// connections that carried API requests, and which spoke HTTP/2.
+#[tokio::test]
+async fn http2_is_offered_and_connections_are_counted() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    control.reset_counters().await.unwrap();
+
+    let tls = tls_to(c1, &[b"h2"])
+        .await
+        .expect("handshake offering h2 alone");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let get = |token: &str| {
+        hyper::Request::get(format!("{}/api/v1/namespaces/kube-system", c1.url))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    // Concurrent streams with different credentials, each answered for its own.
+    let (ok, denied) = tokio::join!(
+        send.clone().send_request(get(&c1.admin_token)),
+        send.send_request(get("not-a-token"))
+    );
+    let ok = ok.unwrap();
+    assert_eq!(ok.status(), 200);
+    let body = ok.into_body().collect().await.unwrap().to_bytes();
+    let ns: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(ns["metadata"]["name"], "kube-system");
+    assert_eq!(denied.unwrap().status(), 401);
+
+    // Plain kube-rs (HTTP/1.1) opens connections of its own.
+    let c = client(&sim, "c1").await;
+    let secrets: Api<Secret> = Api::namespaced(c, "default");
+    secrets.list(&ListParams::default()).await.unwrap();
+    let counters = control.counters().await.unwrap();
+    assert_eq!(counters.total, 3);
+    assert!(counters.connections >= 2, "{counters:?}");
+    assert_eq!(counters.connections_http2, 1, "{counters:?}");
+
+    // HTTP/1.1 only: a client asking for h2 alone finds no common protocol; HTTP/1.1 works.
+    control.settings(&json!({"http2": false})).await.unwrap();
+    assert!(tls_to(c1, &[b"h2"]).await.is_err(), "no common protocol");
+    let tls = tls_to(c1, &[b"h2", b"http/1.1"]).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    control.settings(&json!({"http2": true})).await.unwrap();
+    let tls = tls_to(c1, &[b"h2", b"http/1.1"]).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+}
