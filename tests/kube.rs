@@ -957,6 +957,69 @@ async fn missing_permission_is_403_with_the_servers_message_and_rbac_hint() {
 }
 
 // ---------------------------------------------------------------------------------------------
+/// A reader kubeconfig as a remote secret holds it: server, CA and a bearer token.
+fn reader_kubeconfig(c: &ClusterHandle, token: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(&c.ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {n}\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {n}\n  context: {{cluster: {n}, user: {n}}}\ncurrent-context: {n}\nusers:\n- name: {n}\n  user:\n    token: {token}\n",
+        n = c.name,
+        url = c.url,
+    )
+}
+
+/// Probes six tokens for `c` at once (admin, wrong, admin, ...): each gets its own answer.
+async fn probe_six(c: &ClusterHandle) {
+    use terraform_provider_mesh::kube::{probe_kubeconfig, Probe};
+    let tokens = [c.admin_token.as_str(), "not-a-token"];
+    let kubeconfigs: Vec<String> = (0..6)
+        .map(|i| reader_kubeconfig(c, tokens[i % 2]))
+        .collect();
+    let probes = kubeconfigs.iter().map(|k| probe_kubeconfig(k, BOUND));
+    let answers = within(BOUND, "the probes", futures::future::join_all(probes)).await;
+    for (i, answer) in answers.iter().enumerate() {
+        match (i % 2, answer) {
+            (0, Probe::Accepted(_)) | (1, Probe::Refused(401)) => {}
+            (_, Probe::Accepted(_)) => panic!("probe {i} accepted"),
+            (_, Probe::Refused(code)) => panic!("probe {i} refused with {code}"),
+            (_, Probe::Unreachable(why)) => panic!("probe {i} unreachable: {why}"),
+        }
+    }
+}
+
+/// The credential probes of `mesh_status` present many tokens to one server at once: over
+/// HTTP/2 they share one connection, as client-go's requests do; a server without HTTP/2
+/// (kube-sim's `http2: false`, a front speaking only HTTP/1.1) is asked over HTTP/1.1, with the
+/// same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_probes_share_one_http2_connection_or_fall_back_to_http1() {
+    let sim = sim(&["c1", "c2"]).await;
+    let (c1, c2) = (sim.cluster("c1"), sim.cluster("c2"));
+    c2.control()
+        .settings(&json!({"http2": false}))
+        .await
+        .unwrap();
+    for c in [c1, c2] {
+        c.control().reset_counters().await.unwrap();
+    }
+
+    probe_six(c1).await;
+    let counters = c1.control().counters().await.unwrap();
+    assert_eq!(counters.get("list", "namespaces"), 6);
+    assert_eq!(
+        (counters.connections, counters.connections_http2),
+        (1, 1),
+        "six probes, one HTTP/2 connection"
+    );
+
+    probe_six(c2).await;
+    probe_six(c2).await;
+    let counters = c2.control().counters().await.unwrap();
+    assert_eq!(counters.get("list", "namespaces"), 12);
+    assert!(counters.connections >= 1, "{counters:?}");
+    assert_eq!(counters.connections_http2, 0, "{counters:?}");
+}
+
 // 5. TLS and unreachable servers
 
 #[tokio::test]

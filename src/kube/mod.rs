@@ -12,6 +12,7 @@ pub mod namespace;
 pub mod pod;
 pub mod pod_exec;
 pub mod portforward;
+pub mod probe;
 pub mod retry;
 pub mod retry_after;
 pub mod wait;
@@ -20,7 +21,8 @@ pub use apply::{
     created_by, has_instance_label, labels, mark_created, CREATED_BY_ANNOTATION, FIELD_MANAGER,
     INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
-pub use client::{connect, probe_kubeconfig, Cluster, Probe, Prober};
+pub use client::{connect, Cluster};
 pub use connection::{Connection, Env, Exec, Resolved};
 pub use error::{ApiDetails, KubeError};
+pub use probe::{probe_kubeconfig, Probe, Prober};
 pub use retry::Deadline;
