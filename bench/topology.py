@@ -4,7 +4,9 @@ with and without injected API latency, with the provider's API request counts, p
 and CPU next to Terraform's; and the same graph's Terraform floor: the same nodes and edges
 made of `terraform_data` (no provider process, no cluster), planned and applied the same way;
 and its plugin floor: those nodes served by a provider process that does nothing
-(bench/floor_provider.rs, built here), what any plugin provider costs Terraform.
+(bench/floor_provider.rs, built here), what any plugin provider costs Terraform; and its
+state-sized floor: the plugin floor with each node's instance in the state padded to the size
+of this build's (measured in the run before it), what our state's bytes alone cost Terraform.
 
 Usage: bench/topology.py [N ...] [--latency-ms 50] [--no-floor] [--details] [--without-sync-wait]
                         [--baseline DIR] [--repeat R]   (run `make build` first)
@@ -217,22 +219,31 @@ def wait_summary(path):
     return lines
 
 
-def state_summary(work):
-    """Bytes of state per resource instance, by type, as Terraform writes them (the file is
-    rewritten whole after every resource an apply completes), and the file's size."""
-    path = os.path.join(work, "terraform.tfstate")
+def state_sizes(work):
+    """(the state file's size, {type: [bytes of each instance]}) after an apply: the instances
+    as Terraform writes them (the file is rewritten whole after every resource an apply
+    completes); None without a state."""
     try:
-        with open(path) as f:
+        with open(os.path.join(work, "terraform.tfstate")) as f:
             raw = f.read()
     except OSError:
-        return "state: none"
+        return None
     groups = {}
     for r in json.loads(raw).get("resources", []):
         for inst in r["instances"]:
             key = ("data." if r["mode"] == "data" else "") + r["type"]
             groups.setdefault(key, []).append(len(json.dumps(inst, indent=2)))
+    return len(raw), groups
+
+
+def state_summary(work):
+    """Bytes of state per resource instance, by type, and the file's size."""
+    sizes = state_sizes(work)
+    if sizes is None:
+        return "state: none"
+    size, groups = sizes
     per = ", ".join(f"{k} {sum(v) // len(v):,} B (n={len(v)})" for k, v in sorted(groups.items()))
-    return f"state file {len(raw) / 1024:,.0f} KiB; per instance: {per}"
+    return f"state file {size / 1024:,.0f} KiB; per instance: {per}"
 
 
 def dev_tfrc(work, bin_dir=None, floor_dir=None):
@@ -302,7 +313,10 @@ def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
         apply = tf(work, "apply", "-auto-approve", "plan.bin", timings=timings["apply"])
         # The clusters' side of the apply: kube-sim serving all N API servers on this machine.
         sim_cores = (proc_stat(sim.pid)[1] - sim_before) / apply.wall
-        apply_requests = sum(control(info, c, "GET", "/_sim/counters")["total"] for c in names) - plan_requests
+        counters = [control(info, c, "GET", "/_sim/counters") for c in names]
+        apply_requests = sum(c["total"] for c in counters) - plan_requests
+        # TLS connections to the API servers that carried requests (the plan opens none).
+        apply_connections = sum(c.get("connections", 0) for c in counters)
         for c in names:
             control(info, c, "POST", "/_sim/counters/reset", {})
         replan = tf(work, "plan", "-detailed-exitcode", timings=timings["replan"])
@@ -311,7 +325,8 @@ def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
         variant = (f" [{label}]" if label else "") + ("" if sync_wait else " wait_for_sync=false")
         print(f"N={n:<3} latency={latency_ms:>3}ms{variant} resources={resources(n):<4} plan={plan.wall:6.2f}s "
               f"(requests {plan_requests})  apply={apply.wall:6.2f}s (requests {apply_requests}, "
-              f"{apply_requests / resources(n):.1f}/resource)  re-plan with refresh={replan.wall:6.2f}s "
+              f"{apply_requests / resources(n):.1f}/resource, TLS connections {apply_connections})  "
+              f"re-plan with refresh={replan.wall:6.2f}s "
               f"(requests {replan_requests})  "
               f"apply CPU: terraform {apply.tf_cpu:.1f}s ({tf_cores:.2f} cores, peak RSS {apply.tf_rss:.0f} MB), "
               f"provider {apply.provider_cpu:.1f}s ({provider_cores:.2f} cores, peak RSS {apply.provider_rss:.0f} MB), "
@@ -327,8 +342,9 @@ def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
                     print(line, flush=True)
             for line in wait_summary(timings["apply"]):
                 print(line, flush=True)
+        sizes = state_sizes(work)
         tf(work, "destroy", "-auto-approve")
-        return plan.wall, apply.wall
+        return plan.wall, apply.wall, {k: sum(v) // len(v) for k, v in (sizes[1] if sizes else {}).items()}
     finally:
         sim.send_signal(signal.SIGTERM)
         sim.wait()
@@ -356,12 +372,12 @@ locals {
 }
 
 resource "$node" "root_ca" {
-  input = "root"
+  input = $root_input
 }
 
 resource "$node" "cluster" {
   for_each = var.clusters
-  input    = $enc{ root = $node.root_ca.id, name = each.key, network = each.value.network }$end
+  input    = $enc{ root = $node.root_ca.id, name = each.key, network = each.value.network$pad_cluster }$end
 }
 
 # As examples/topology reads the clusters: through one small local, not each instance
@@ -372,14 +388,14 @@ locals {
 
 resource "$node" "gateway" {
   for_each = var.clusters
-  input    = $enc{ cluster = local.joined[each.key], network = each.value.network }$end
+  input    = $enc{ cluster = local.joined[each.key], network = each.value.network$pad_gateway }$end
 }
 
 resource "$node" "remote_secret" {
   for_each = local.pairs
   input = $enc{
     target = local.joined[each.value.target]
-    remote = local.joined[each.value.remote]
+    remote = local.joined[each.value.remote]$pad_secret
   }$end
 }
 
@@ -405,12 +421,15 @@ output "clusters" {
 }
 """)
 
-# The two floors: Terraform's built-in terraform_data (no provider process at all), and the
-# plugin floor: the same nodes served by bench/floor_provider.rs, a provider process whose one
-# resource does nothing (what any plugin provider costs Terraform for this graph).
-FLOORS = {
-    "terraform_data": dict(node="terraform_data", enc="", end="", required=""),
-    "plugin": dict(node="floor_node", enc="jsonencode(", end=")", required="""
+# The floors: Terraform's built-in terraform_data (no provider process at all); the plugin
+# floor: the same nodes served by bench/floor_provider.rs, a provider process whose one resource
+# does nothing (what any plugin provider costs Terraform for this graph); and the state-sized
+# floor: the plugin floor with each node's input padded so that its instance in the state is as
+# large as this build's instance of the same role (what Terraform costs for our state's bytes
+# alone, with a provider and clusters that cost nothing; our sensitive paths and nesting not
+# modelled, so a lower bound).
+NO_PAD = dict(root_input='"root"', pad_cluster="", pad_gateway="", pad_secret="")
+PLUGIN_FLOOR = dict(node="floor_node", enc="jsonencode(", end=")", required="""
 terraform {
   required_providers {
     floor = {
@@ -418,8 +437,32 @@ terraform {
     }
   }
 }
-"""),
+""")
+FLOORS = {
+    "terraform_data": dict(node="terraform_data", enc="", end="", required="", **NO_PAD),
+    "plugin": dict(PLUGIN_FLOOR, **NO_PAD),
+    "state-sized": dict(PLUGIN_FLOOR, **NO_PAD),
 }
+# Which of this build's types each node of the floor stands for; a floor_node instance's bytes
+# without padding (it stores its input twice: input and output), and a status node's.
+ROLES = {"root": "mesh_root_ca", "cluster": "mesh_cluster", "gateway": "mesh_eastwest_gateway",
+         "secret": "mesh_remote_secret", "status": "data.mesh_status"}
+FLOOR_NODE_BYTES, FLOOR_STATUS_BYTES = 482, 449
+
+
+def padded(sizes):
+    """The state-sized floor's module parameters and status state for this build's per-instance
+    state sizes (`sizes`: type -> bytes)."""
+    def pad(role, base, copies):
+        return "p" * max(0, (sizes.get(ROLES[role], base) - base) // copies)
+    params = dict(PLUGIN_FLOOR,
+                  root_input=f'jsonencode({{ x = "root", pad = "{pad("root", FLOOR_NODE_BYTES, 2)}" }})',
+                  pad_cluster=f', pad = "{pad("cluster", FLOOR_NODE_BYTES, 2)}"',
+                  pad_gateway=f', pad = "{pad("gateway", FLOOR_NODE_BYTES, 2)}"',
+                  pad_secret=f'\n    pad = "{pad("secret", FLOOR_NODE_BYTES, 2)}"')
+    status = json.loads(FLOOR_STATUS_STATE)
+    status["outputs"] = {"pad": {"value": pad("status", FLOOR_STATUS_BYTES + 40, 1), "type": "string"}}
+    return params, json.dumps(status)
 
 # The state file the floor's status nodes read: no outputs.
 FLOOR_STATUS_STATE = json.dumps({"version": 4, "terraform_version": "1.4.0", "serial": 1,
@@ -446,7 +489,9 @@ def floor_provider_dir():
     return os.path.join(target, "release", "examples")
 
 
-def floor(n, details=False, kind="terraform_data"):
+def floor(n, details=False, kind="terraform_data", sizes=None):
+    """The floor `kind` at N clusters: (plan, apply) wall times, None when skipped. The
+    state-sized floor takes this build's per-instance state sizes (`sizes`, from `run`)."""
     version, text = tf_version()
     if kind == "terraform_data" and (version is None or version < (1, 4)):
         print(f"N={n:<3} floor: skipped, terraform_data needs Terraform 1.4+ (this is {text})", flush=True)
@@ -454,15 +499,17 @@ def floor(n, details=False, kind="terraform_data"):
     work = tempfile.mkdtemp(prefix=f"mesh-bench-floor-{n}-")
     try:
         os.makedirs(os.path.join(work, "modules", "floor"))
+        params, status = (padded(sizes or {}) if kind == "state-sized"
+                          else (FLOORS[kind], FLOOR_STATUS_STATE))
         with open(os.path.join(work, "modules", "floor", "main.tf"), "w") as f:
-            f.write(FLOOR_MODULE.substitute(FLOORS[kind]))
+            f.write(FLOOR_MODULE.substitute(params))
         with open(os.path.join(work, "modules", "floor", "status.tfstate"), "w") as f:
-            f.write(FLOOR_STATUS_STATE)
+            f.write(status)
         clusters = "".join(f'    "c{i:02d}" = {{ network = "net{i % 2}" }}\n' for i in range(n))
         with open(os.path.join(work, "main.tf"), "w") as f:
             f.write(f'module "mesh" {{\n  source = "./modules/floor"\n  clusters = {{\n{clusters}  }}\n}}\n'
                     'output "clusters" {\n  value = module.mesh.clusters\n}\n')
-        if kind == "plugin":
+        if kind != "terraform_data":
             dev_tfrc(work, floor_dir=floor_provider_dir())
             tf(work, "get")  # a development override needs no init, and init would query the registry
         else:
@@ -472,7 +519,8 @@ def floor(n, details=False, kind="terraform_data"):
         apply = tf(work, "apply", "-auto-approve", "plan.bin")
         replan = tf(work, "plan", "-detailed-exitcode")
         tf_cores, _ = apply.cores()
-        label = "floor (terraform_data)" if kind == "terraform_data" else "plugin floor (floor_node)"
+        label = {"terraform_data": "floor (terraform_data)", "plugin": "plugin floor (floor_node)",
+                 "state-sized": "state-sized plugin floor"}[kind]
         print(f"N={n:<3} {label} resources={resources(n):<4} plan={plan.wall:6.2f}s  "
               f"apply={apply.wall:6.2f}s  re-plan with refresh={replan.wall:6.2f}s  "
               f"apply CPU: terraform {apply.tf_cpu:.1f}s ({tf_cores:.2f} cores, peak RSS {apply.tf_rss:.0f} MB)  "
@@ -488,20 +536,27 @@ def floor(n, details=False, kind="terraform_data"):
 
 def ratio_summary(n, ours, floors):
     """Lines comparing this build's runs without latency with each floor's, run by run (the
-    floors ran right after each): the median ratio and its range, next to issue 17's targets."""
+    floors ran right after each): the median ratio and its range, next to issue 17's targets;
+    then the state-sized floor against the terraform_data floor (what our state's bytes alone
+    cost Terraform)."""
+    def span(pairs, i):
+        r = sorted(o[i] / f[i] for o, f in pairs)
+        mid = r[len(r) // 2] if len(r) % 2 else (r[len(r) // 2 - 1] + r[len(r) // 2]) / 2
+        return f"median {mid:.2f} ({r[0]:.2f}-{r[-1]:.2f})"
     lines = []
     for kind, theirs in floors.items():
         pairs = [(o, f) for o, f in zip(ours, theirs) if f]
         if not pairs:
             continue
-        def span(i):
-            r = sorted(o[i] / f[i] for o, f in pairs)
-            mid = r[len(r) // 2] if len(r) % 2 else (r[len(r) // 2 - 1] + r[len(r) // 2]) / 2
-            return f"median {mid:.2f} ({r[0]:.2f}-{r[-1]:.2f})"
         # Issue 17's targets are set against the terraform_data floor.
         plan_t, apply_t = (" (target <= 1.5)", " (target <= 2)") if kind == "terraform_data" else ("", "")
         lines.append(f"N={n:<3} this build / {kind} floor over {len(pairs)} run(s): "
-                     f"plan {span(0)}{plan_t}, apply {span(1)}{apply_t}")
+                     f"plan {span(pairs, 0)}{plan_t}, apply {span(pairs, 1)}{apply_t}")
+    pairs = [(s, f) for s, f in zip(floors.get("state-sized", []), floors.get("terraform_data", []))
+             if s and f]
+    if pairs:
+        lines.append(f"N={n:<3} state-sized floor / terraform_data floor over {len(pairs)} run(s): "
+                     f"plan {span(pairs, 0)}, apply {span(pairs, 1)}")
     return lines
 
 
@@ -701,19 +756,21 @@ if __name__ == "__main__":
           f"provider from {BIN}{f', baseline from {baseline}' if baseline else ''}, {os.cpu_count()} CPUs",
           flush=True)
     for n in [int(a) for a in args] or [3, 10, 30]:
-        ours, floors = [], {"terraform_data": [], "plugin": []}
+        ours, floors = [], {kind: [] for kind in FLOORS}
         for _ in range(repeat):
+            sizes = None
             for lat in latencies:
                 if baseline:
                     run(n, lat, details=details, bin_dir=baseline, label="baseline")
-                walls = run(n, lat, details=details, label="this build" if baseline else "")
+                plan_wall, apply_wall, sizes = run(n, lat, details=details,
+                                                   label="this build" if baseline else "")
                 if lat == 0:
-                    ours.append(walls)
+                    ours.append((plan_wall, apply_wall))
                 if no_sync_too:
                     run(n, lat, sync_wait=False, details=details)
             if with_floor:
                 for kind in floors:
-                    floors[kind].append(floor(n, details=details, kind=kind))
+                    floors[kind].append(floor(n, details=details, kind=kind, sizes=sizes))
         if ours and with_floor:
             for line in ratio_summary(n, ours, floors):
                 print(line, flush=True)
