@@ -1,7 +1,8 @@
 //! The cluster-access layer (`terraform_provider_mesh::kube`) against kube-sim: server-side
 //! apply and adoption, reads and deletes (finalizers), the retry policy under injected faults,
-//! authentication/authorization/TLS/unreachable errors, watch-based waits with deadline and
-//! cancellation, the client cache with an exec credential plugin, and kubeconfig selection.
+//! authentication/authorization/TLS/unreachable errors, credential probes over HTTP/2 (and
+//! HTTP/1.1), watch-based waits with deadline and cancellation, the client cache with an exec
+//! credential plugin, and kubeconfig selection.
 //!
 //! Every test starts its own kube-sim (its own ports and CAs), so the process-global client cache
 //! never shares a client between tests. No fixed sleeps: everything waits on a condition, bounded.
@@ -956,7 +957,6 @@ async fn missing_permission_is_403_with_the_servers_message_and_rbac_hint() {
     );
 }
 
-// ---------------------------------------------------------------------------------------------
 /// A reader kubeconfig as a remote secret holds it: server, CA and a bearer token.
 fn reader_kubeconfig(c: &ClusterHandle, token: &str) -> String {
     use base64::Engine;
@@ -1020,6 +1020,7 @@ async fn credential_probes_share_one_http2_connection_or_fall_back_to_http1() {
     assert_eq!(counters.connections_http2, 0, "{counters:?}");
 }
 
+// ---------------------------------------------------------------------------------------------
 // 5. TLS and unreachable servers
 
 #[tokio::test]
