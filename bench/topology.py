@@ -438,11 +438,12 @@ terraform {
   }
 }
 """)
+# The floors' module parameters; the state-sized floor's come from `padded`, per run.
 FLOORS = {
     "terraform_data": dict(node="terraform_data", enc="", end="", required="", **NO_PAD),
     "plugin": dict(PLUGIN_FLOOR, **NO_PAD),
-    "state-sized": dict(PLUGIN_FLOOR, **NO_PAD),
 }
+FLOOR_KINDS = (*FLOORS, "state-sized")
 # Which of this build's types each node of the floor stands for; a floor_node instance's bytes
 # without padding (it stores its input twice: input and output), and a status node's.
 ROLES = {"root": "mesh_root_ca", "cluster": "mesh_cluster", "gateway": "mesh_eastwest_gateway",
@@ -461,6 +462,7 @@ def padded(sizes):
                   pad_gateway=f', pad = "{pad("gateway", FLOOR_NODE_BYTES, 2)}"',
                   pad_secret=f'\n    pad = "{pad("secret", FLOOR_NODE_BYTES, 2)}"')
     status = json.loads(FLOOR_STATUS_STATE)
+    # An output in the status state costs about 40 bytes besides its value.
     status["outputs"] = {"pad": {"value": pad("status", FLOOR_STATUS_BYTES + 40, 1), "type": "string"}}
     return params, json.dumps(status)
 
@@ -756,7 +758,7 @@ if __name__ == "__main__":
           f"provider from {BIN}{f', baseline from {baseline}' if baseline else ''}, {os.cpu_count()} CPUs",
           flush=True)
     for n in [int(a) for a in args] or [3, 10, 30]:
-        ours, floors = [], {kind: [] for kind in FLOORS}
+        ours, floors = [], {kind: [] for kind in FLOOR_KINDS}
         for _ in range(repeat):
             sizes = None
             for lat in latencies:

@@ -147,10 +147,7 @@ async fn server_of(kubeconfig: kube::config::Kubeconfig, http2: bool) -> Result<
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .map_err(|e| format!("the kubeconfig cannot be used: {e}"))?;
-    let http2 = match http2 {
-        true => http2_client(&config)?,
-        false => None,
-    };
+    let http2 = if http2 { http2_client(&config)? } else { None };
     let http1 =
         kube::Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
     Ok(Server {
