@@ -7,6 +7,11 @@ stripping keeps. Used for the Terraform side of bench/README.md's profiles.
   perf script -i perf.data -F comm,ip,sym,dso | bench/gosym.py $(command -v terraform) [TOP]
 
 Samples of other processes (the provider, `tokio-rt-worker` threads) count as one entry each.
+
+  ... | bench/gosym.py $(command -v terraform) --parts
+
+instead counts each sample once, in the first of PARTS (the parts of a `terraform plan`) its
+stack passes through, other processes by name: the table of bench/README.md's seventh round.
 """
 import bisect
 import collections
@@ -37,11 +42,28 @@ def functions(binary):
     return out
 
 
+# --parts: a part's name and the functions that mark it, tried in this order (a sample inside
+# the human plan output is counted there, not in the plan walk that called it).
+PARTS = [
+    ("garbage collection", ["runtime.gcBgMarkWorker", "runtime.bgsweep", "runtime.bgscavenge"]),
+    ("human plan output", ["views.(*OperationHuman).Plan"]),
+    ("plan file", ["planfile.Create"]),
+    ("apply graph checked at plan", ["terraform.(*Context).checkApplyGraph"]),
+    ("planning the instances", ["terraform.(*NodeAbstractResourceInstance).plan"]),
+    ("rest of the plan walk", ["terraform.(*ContextGraphWalker).Execute"]),
+    ("graph building", ["terraform.(*BasicGraphBuilder).Build"]),
+    ("validation", ["terraform.(*Context).Validate"]),
+    ("start (package init)", ["runtime.doInit"]),
+]
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     binary = sys.argv[1]
-    top = int(sys.argv[2]) if len(sys.argv) > 2 else 40
+    want_parts = "--parts" in sys.argv[2:]
+    rest = [a for a in sys.argv[2:] if a != "--parts"]
+    top = int(rest[0]) if rest else 40
     funcs = functions(binary)
     starts = [f[0] for f in funcs]
     # perf prints a non-PIE binary's addresses relative to its first mapping (0x400000).
@@ -52,12 +74,18 @@ def main():
         return funcs[i][1] if i >= 0 else "?"
 
     flat, inclusive, total, stack, comm = collections.Counter(), collections.Counter(), 0, [], None
+    by_part = collections.Counter()
     def sample():
         nonlocal total
         if comm is None:
             return
         frames = stack if comm == "terraform" else [f"<{comm}>"]
         total += 1
+        if comm != "terraform":
+            by_part[f"<{comm}>"] += 1
+        else:
+            by_part[next((part for part, marks in PARTS
+                          if any(m in f for f in frames for m in marks)), "other")] += 1
         if frames:
             flat[frames[0]] += 1
         for f in set(frames):
@@ -79,6 +107,10 @@ def main():
             comm = line.split()[0]
     sample()
     print(f"samples {total}")
+    if want_parts:
+        for part, count in by_part.most_common():
+            print(f"{count:7} {count * 100 / total:5.1f}% {part}")
+        return
     for title, counts in (("flat", flat), ("inclusive", inclusive)):
         print(f"-- {title}")
         for f, c in counts.most_common(top):

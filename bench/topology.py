@@ -11,6 +11,7 @@ of this build's (measured in the run before it), what our state's bytes alone co
 Usage: bench/topology.py [N ...] [--latency-ms 50] [--no-floor] [--details] [--without-sync-wait]
                         [--baseline DIR] [--repeat R]   (run `make build` first)
        bench/topology.py --chaos [N ...] [--seed S] [--share 0.05 ...]
+       bench/topology.py --plan-only [N ...] [--repeat R] [--graphs this,plugin,terraform_data]
 Prints one line per run; see bench/README.md for recorded figures.
 
 --details: also the provider's own records (MESH_PROVIDER_TIMINGS): per RPC and resource type
@@ -22,6 +23,11 @@ change; with DIR/examples/topology, that module) before this build's, in the sam
 With the floors, each N ends with this build's ratios to each floor (run by run, without latency):
 the median and range over the repeats, next to issue 17's targets (single runs move by 10-20 %).
 
+--plan-only: only `terraform plan -out` from an empty state (default N = 10, R = 5), of this
+build's graph and of the terraform_data and plugin floors' (or those --graphs names), one after
+the other R times: wall time and CPU per graph, and this build's ratios run by run. Wrap it in
+`perf record -g` with one graph for a profile of Terraform planning that graph.
+
 --chaos: the chaos soak. kube-sim gives a share (5 % and 20 %) of every cluster's API requests
 a seeded random fault (500/503, 429 with Retry-After as Status or plain text, connection reset,
 50-300 ms latency) while Terraform applies the N-cluster topology (default N = 10): up to 3
@@ -29,7 +35,7 @@ applies until one succeeds, each failure's error summary checked for being a cle
 `plan -detailed-exitcode` until it is 0 (up to 3); destroy up to 3 times; then faults off and
 the objects of ours left counted. Exits 1 if any run failed those checks.
 """
-import functools, json, os, resource, shutil, signal, ssl, string, subprocess, sys, tempfile, threading, time
+import functools, json, os, resource, shutil, signal, ssl, statistics, string, subprocess, sys, tempfile, threading, time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -491,6 +497,27 @@ def floor_provider_dir():
     return os.path.join(target, "release", "examples")
 
 
+def floor_work(work, n, kind, sizes=None):
+    """Sets up `work` (an empty directory) to plan the floor `kind` at N clusters."""
+    os.makedirs(os.path.join(work, "modules", "floor"))
+    params, status = (padded(sizes or {}) if kind == "state-sized"
+                      else (FLOORS[kind], FLOOR_STATUS_STATE))
+    with open(os.path.join(work, "modules", "floor", "main.tf"), "w") as f:
+        f.write(FLOOR_MODULE.substitute(params))
+    with open(os.path.join(work, "modules", "floor", "status.tfstate"), "w") as f:
+        f.write(status)
+    clusters = "".join(f'    "c{i:02d}" = {{ network = "net{i % 2}" }}\n' for i in range(n))
+    with open(os.path.join(work, "main.tf"), "w") as f:
+        f.write(f'module "mesh" {{\n  source = "./modules/floor"\n  clusters = {{\n{clusters}  }}\n}}\n'
+                'output "clusters" {\n  value = module.mesh.clusters\n}\n')
+    if kind != "terraform_data":
+        dev_tfrc(work, floor_dir=floor_provider_dir())
+        tf(work, "get")  # a development override needs no init, and init would query the registry
+    else:
+        dev_tfrc(work)
+        tf(work, "init", "-input=false")
+
+
 def floor(n, details=False, kind="terraform_data", sizes=None):
     """The floor `kind` at N clusters: (plan, apply) wall times, None when skipped. The
     state-sized floor takes this build's per-instance state sizes (`sizes`, from `run`)."""
@@ -500,23 +527,7 @@ def floor(n, details=False, kind="terraform_data", sizes=None):
         return
     work = tempfile.mkdtemp(prefix=f"mesh-bench-floor-{n}-")
     try:
-        os.makedirs(os.path.join(work, "modules", "floor"))
-        params, status = (padded(sizes or {}) if kind == "state-sized"
-                          else (FLOORS[kind], FLOOR_STATUS_STATE))
-        with open(os.path.join(work, "modules", "floor", "main.tf"), "w") as f:
-            f.write(FLOOR_MODULE.substitute(params))
-        with open(os.path.join(work, "modules", "floor", "status.tfstate"), "w") as f:
-            f.write(status)
-        clusters = "".join(f'    "c{i:02d}" = {{ network = "net{i % 2}" }}\n' for i in range(n))
-        with open(os.path.join(work, "main.tf"), "w") as f:
-            f.write(f'module "mesh" {{\n  source = "./modules/floor"\n  clusters = {{\n{clusters}  }}\n}}\n'
-                    'output "clusters" {\n  value = module.mesh.clusters\n}\n')
-        if kind != "terraform_data":
-            dev_tfrc(work, floor_dir=floor_provider_dir())
-            tf(work, "get")  # a development override needs no init, and init would query the registry
-        else:
-            dev_tfrc(work)
-            tf(work, "init", "-input=false")
+        floor_work(work, n, kind, sizes)
         plan = tf(work, "plan", "-out", "plan.bin")
         apply = tf(work, "apply", "-auto-approve", "plan.bin")
         replan = tf(work, "plan", "-detailed-exitcode")
@@ -534,6 +545,53 @@ def floor(n, details=False, kind="terraform_data", sizes=None):
         return plan.wall, apply.wall
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# --plan-only: the graphs that can be planned side by side, and their names in the output.
+PLAN_GRAPHS = {"this": "this build", "plugin": "plugin floor", "terraform_data": "terraform_data floor"}
+
+
+def plan_only(n, repeat, graphs):
+    """`terraform plan -out` from an empty state of this build's graph and of the fixed floors',
+    one after the other, `repeat` rounds: each graph's wall time and CPU (Terraform with its
+    provider processes), and this build's ratio to each floor run by run. A plan contacts no
+    cluster, so kube-sim only runs to write the clusters' kubeconfig."""
+    version, text = tf_version()
+    if "terraform_data" in graphs and (version is None or version < (1, 4)):
+        print(f"N={n:<3} terraform_data floor: skipped, it needs Terraform 1.4+ (this is {text})", flush=True)
+        graphs = [g for g in graphs if g != "terraform_data"]
+    base = tempfile.mkdtemp(prefix=f"mesh-bench-plans-{n}-")
+    try:
+        works = {}
+        for graph in graphs:
+            work = works[graph] = os.path.join(base, graph)
+            if graph == "this":
+                shutil.copytree(os.path.join(ROOT, "examples", "topology"), work)
+                sim, _ = start_topology(work, [f"c{i:02d}" for i in range(n)])
+                sim.send_signal(signal.SIGTERM)
+                sim.wait()
+                tf(work, "get")
+            else:
+                os.makedirs(work)
+                floor_work(work, n, graph)
+        runs = {graph: [] for graph in graphs}
+        for _ in range(repeat):
+            for graph in graphs:
+                runs[graph].append(tf(works[graph], "plan", "-out", "plan.bin"))
+        def spread(values):
+            v = sorted(values)
+            return f"median {statistics.median(v):.2f} ({v[0]:.2f}-{v[-1]:.2f})"
+        for graph in graphs:
+            print(f"N={n:<3} plan of {PLAN_GRAPHS[graph]} over {repeat} run(s): wall {spread(r.wall for r in runs[graph])} s, "
+                  f"CPU of Terraform and its provider processes {spread(r.tf_cpu + r.provider_cpu for r in runs[graph])} s",
+                  flush=True)
+        for graph in graphs:
+            if graph != "this" and "this" in runs:
+                target = " (target <= 1.5)" if graph == "terraform_data" else ""
+                print(f"N={n:<3} plan, this build / {PLAN_GRAPHS[graph]}, run by run: "
+                      f"{spread(o.wall / f.wall for o, f in zip(runs['this'], runs[graph]))}{target}", flush=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def ratio_summary(n, ours, floors):
@@ -732,6 +790,24 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if "--chaos" in args:
         chaos_main([a for a in args if a != "--chaos"])
+        sys.exit(0)
+    if "--plan-only" in args:
+        args.remove("--plan-only")
+        repeat, graphs = 5, list(PLAN_GRAPHS)
+        if "--repeat" in args:
+            i = args.index("--repeat")
+            repeat = int(args[i + 1])
+            del args[i:i + 2]
+        if "--graphs" in args:
+            i = args.index("--graphs")
+            graphs = args[i + 1].split(",")
+            del args[i:i + 2]
+            if unknown := [g for g in graphs if g not in PLAN_GRAPHS]:
+                sys.exit(f"--graphs: unknown {unknown}; choose from {', '.join(PLAN_GRAPHS)}")
+        print(f"{subprocess.run([TF, 'version'], capture_output=True, text=True).stdout.splitlines()[0]}, "
+              f"provider from {BIN}, {os.cpu_count()} CPUs, plans only", flush=True)
+        for n in [int(a) for a in args] or [10]:
+            plan_only(n, repeat, graphs)
         sys.exit(0)
     latencies = [0, 50]
     with_floor = "--no-floor" not in args
