@@ -766,16 +766,21 @@ def chaos_run(n, share, seed):
             shutil.rmtree(work, ignore_errors=True)
 
 
+def take(args, name):
+    """Removes every `name VALUE` pair from the command line `args`; the values, in order."""
+    values = []
+    while name in args:
+        i = args.index(name)
+        if i + 1 == len(args):
+            sys.exit(f"{name} needs a value")
+        values.append(args[i + 1])
+        del args[i:i + 2]
+    return values
+
+
 def chaos_main(args):
-    seed, shares = 1, []
-    while "--seed" in args:
-        i = args.index("--seed")
-        seed = int(args[i + 1])
-        del args[i:i + 2]
-    while "--share" in args:
-        i = args.index("--share")
-        shares.append(float(args[i + 1]))
-        del args[i:i + 2]
+    seed = int((take(args, "--seed") or [1])[-1])
+    shares = [float(s) for s in take(args, "--share")]
     print(f"{subprocess.run([TF, 'version'], capture_output=True, text=True).stdout.splitlines()[0]}, "
           f"provider from {BIN}, {os.cpu_count()} CPUs, chaos soak", flush=True)
     problems = []
@@ -793,17 +798,10 @@ if __name__ == "__main__":
         sys.exit(0)
     if "--plan-only" in args:
         args.remove("--plan-only")
-        repeat, graphs = 5, list(PLAN_GRAPHS)
-        if "--repeat" in args:
-            i = args.index("--repeat")
-            repeat = int(args[i + 1])
-            del args[i:i + 2]
-        if "--graphs" in args:
-            i = args.index("--graphs")
-            graphs = args[i + 1].split(",")
-            del args[i:i + 2]
-            if unknown := [g for g in graphs if g not in PLAN_GRAPHS]:
-                sys.exit(f"--graphs: unknown {unknown}; choose from {', '.join(PLAN_GRAPHS)}")
+        repeat = int((take(args, "--repeat") or [5])[-1])
+        graphs = (take(args, "--graphs") or [",".join(PLAN_GRAPHS)])[-1].split(",")
+        if unknown := [g for g in graphs if g not in PLAN_GRAPHS]:
+            sys.exit(f"--graphs: unknown {unknown}; choose from {', '.join(PLAN_GRAPHS)}")
         print(f"{subprocess.run([TF, 'version'], capture_output=True, text=True).stdout.splitlines()[0]}, "
               f"provider from {BIN}, {os.cpu_count()} CPUs, plans only", flush=True)
         for n in [int(a) for a in args] or [10]:
@@ -815,21 +813,11 @@ if __name__ == "__main__":
     # Also the graph without the sync wait (wait_for_sync = false), to show what it costs.
     no_sync_too = "--without-sync-wait" in args
     args = [a for a in args if a not in ("--no-floor", "--details", "--without-sync-wait")]
-    if "--latency-ms" in args:
-        i = args.index("--latency-ms")
-        latencies = [int(args[i + 1])]
-        del args[i:i + 2]
-    baseline = None
-    if "--baseline" in args:
-        # Another build (e.g. before a change), run next to this one in the same session.
-        i = args.index("--baseline")
-        baseline = os.path.abspath(args[i + 1])
-        del args[i:i + 2]
-    repeat = 1
-    if "--repeat" in args:
-        i = args.index("--repeat")
-        repeat = int(args[i + 1])
-        del args[i:i + 2]
+    if given := take(args, "--latency-ms"):
+        latencies = [int(given[-1])]
+    # Another build (e.g. before a change), run next to this one in the same session.
+    baseline = os.path.abspath(given[-1]) if (given := take(args, "--baseline")) else None
+    repeat = int((take(args, "--repeat") or [1])[-1])
     print(f"{subprocess.run([TF, 'version'], capture_output=True, text=True).stdout.splitlines()[0]}, "
           f"provider from {BIN}{f', baseline from {baseline}' if baseline else ''}, {os.cpu_count()} CPUs",
           flush=True)
