@@ -8,8 +8,8 @@ and its plugin floor: those nodes served by a provider process that does nothing
 state-sized floor: the plugin floor with each node's instance in the state padded to the size
 of this build's (measured in the run before it), what our state's bytes alone cost Terraform.
 
-Usage: bench/topology.py [N ...] [--latency-ms 50] [--no-floor] [--details] [--without-sync-wait]
-                        [--baseline DIR] [--repeat R]   (run `make build` first)
+Usage: bench/topology.py [N ...] [--latency-ms 50] [--connect-latency-ms 100] [--no-floor] [--details]
+                        [--without-sync-wait] [--baseline DIR] [--repeat R]   (run `make build` first)
        bench/topology.py --chaos [N ...] [--seed S] [--share 0.05 ...]
        bench/topology.py --plan-only [N ...] [--repeat R] [--graphs this,plugin,terraform_data]
 Prints one line per run; see bench/README.md for recorded figures.
@@ -18,6 +18,9 @@ Prints one line per run; see bench/README.md for recorded figures.
 the count and server-side time of plan, apply and re-plan, the share of the wall time any RPC
 was in flight, the waits on the apply path, and the state bytes per resource type.
 --without-sync-wait: also the same graph with wait_for_sync = false on the remote secrets.
+--connect-latency-ms C: in the runs with latency, kube-sim also holds each new connection C ms
+before its TLS handshake (kube-sim's connect_latency_ms): the round trips of TCP and TLS, which
+per-request latency leaves out (2 × the latency with TLS 1.3).
 --baseline DIR: also run the provider and kube-sim built in DIR (e.g. a build from before a
 change; with DIR/examples/topology, that module) before this build's, in the same session. --repeat R: every run R times.
 With the floors, each N ends with this build's ratios to each floor (run by run, without latency):
@@ -284,6 +287,10 @@ def resources(n):
     return 1 + 2 * n + n * (n - 1)
 
 
+# --connect-latency-ms: what each new connection to an API server costs in the runs with latency.
+CONNECT_LATENCY_MS = 0
+
+
 def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
     """One run of examples/topology at N clusters with the provider (and kube-sim) of
     `bin_dir` (default: BIN); `label` names that build in the output."""
@@ -309,6 +316,8 @@ def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
         if latency_ms:
             for c in names:
                 control(info, c, "POST", "/_sim/faults", {"path": "*", "latency_ms": latency_ms})
+                if CONNECT_LATENCY_MS:
+                    control(info, c, "POST", "/_sim/settings", {"connect_latency_ms": CONNECT_LATENCY_MS})
         for c in names:
             control(info, c, "POST", "/_sim/counters/reset", {})
         timings = {step: os.path.join(work, f"timings-{step}.jsonl") if details else None
@@ -329,6 +338,8 @@ def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
         replan_requests = sum(control(info, c, "GET", "/_sim/counters")["total"] for c in names)
         tf_cores, provider_cores = apply.cores()
         variant = (f" [{label}]" if label else "") + ("" if sync_wait else " wait_for_sync=false")
+        if latency_ms and CONNECT_LATENCY_MS:
+            variant += f" +{CONNECT_LATENCY_MS}ms per new connection"
         print(f"N={n:<3} latency={latency_ms:>3}ms{variant} resources={resources(n):<4} plan={plan.wall:6.2f}s "
               f"(requests {plan_requests})  apply={apply.wall:6.2f}s (requests {apply_requests}, "
               f"{apply_requests / resources(n):.1f}/resource, TLS connections {apply_connections})  "
@@ -815,6 +826,7 @@ if __name__ == "__main__":
     args = [a for a in args if a not in ("--no-floor", "--details", "--without-sync-wait")]
     if given := take(args, "--latency-ms"):
         latencies = [int(given[-1])]
+    CONNECT_LATENCY_MS = int((take(args, "--connect-latency-ms") or [0])[-1])
     # Another build (e.g. before a change), run next to this one in the same session.
     baseline = os.path.abspath(given[-1]) if (given := take(args, "--baseline")) else None
     repeat = int((take(args, "--repeat") or [1])[-1])

@@ -34,13 +34,18 @@ pub async fn start(cluster: Arc<Cluster>) -> anyhow::Result<()> {
             };
             let Ok((tcp, _)) = accepted else { continue };
             let _ = tcp.set_nodelay(true);
-            let acceptor = if cluster.settings().http2 {
+            let settings = cluster.settings();
+            let acceptor = if settings.http2 {
                 acceptor.clone()
             } else {
                 acceptor_http1.clone()
             };
             let cluster = cluster.clone();
             tokio::spawn(async move {
+                // The handshakes' round trips on a network (see Settings::connect_latency_ms).
+                if settings.connect_latency_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(settings.connect_latency_ms)).await;
+                }
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };

@@ -614,3 +614,50 @@ async fn http2_is_offered_and_connections_are_counted() {
     let tls = tls_to(c1, &[b"h2", b"http/1.1"]).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 }
+
+/// `connect_latency_ms` stands for the round trips a network charges to open a connection (TCP,
+/// then TLS): each new connection is held that long before its handshake, and only new ones,
+/// so a request over a connection already open is answered at once.
+#[tokio::test]
+async fn connect_latency_holds_new_connections_only() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let sim = sim(&["c1"]).await;
+    let c1 = sim.cluster("c1");
+    let control = c1.control();
+    let hold = Duration::from_millis(1500);
+    // A connection opened before the setting.
+    let tls = tls_to(c1, &[b"h2"]).await.expect("handshake");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    control
+        .settings(&json!({"connect_latency_ms": hold.as_millis() as u64}))
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let _fresh = tls_to(c1, &[b"h2"]).await.expect("handshake");
+    let opening = started.elapsed();
+    assert!(opening >= hold, "a new connection is held: {opening:?}");
+
+    let started = Instant::now();
+    let get = hyper::Request::get(format!("{}/api/v1/namespaces/kube-system", c1.url))
+        .header("authorization", format!("Bearer {}", c1.admin_token))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(get).await.unwrap().status(), 200);
+    let request = started.elapsed();
+    assert!(request < hold, "an open connection is not held: {request:?}");
+
+    control
+        .settings(&json!({"connect_latency_ms": 0}))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    tls_to(c1, &[b"h2"]).await.expect("handshake");
+    let opening = started.elapsed();
+    assert!(opening < hold, "0 holds nothing: {opening:?}");
+}
