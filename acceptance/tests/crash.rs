@@ -413,10 +413,12 @@ resource "mesh_remote_secret" "c2_in_c1" {{
 }
 
 /// The token wait in the remote; with the token controller paused, the token cannot be in the
-/// apply's answer already, so the provider always reaches the wait.
+/// apply's answer already, so the provider always reaches the wait. Its watch is held, not its
+/// initial list: the earlier token secrets are listed while the new one is written, and holding
+/// that list could stop the provider before the token secret exists.
 fn hold_token_wait(sim: &Clusters) {
     sim.settings("c2", json!({"tokens": {"enabled": false}}));
-    sim.hold("c2", "list", &format!("/api/v1/namespaces/{NS}/secrets"));
+    sim.hold("c2", "watch", &format!("/api/v1/namespaces/{NS}/secrets"));
 }
 
 fn resume_tokens(sim: &Clusters) {

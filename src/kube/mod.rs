@@ -15,6 +15,7 @@ pub mod portforward;
 pub mod probe;
 pub mod retry;
 pub mod retry_after;
+pub mod transport;
 pub mod wait;
 
 pub use apply::{

@@ -650,7 +650,10 @@ async fn connect_latency_holds_new_connections_only() {
         .unwrap();
     assert_eq!(send.send_request(get).await.unwrap().status(), 200);
     let request = started.elapsed();
-    assert!(request < hold, "an open connection is not held: {request:?}");
+    assert!(
+        request < hold,
+        "an open connection is not held: {request:?}"
+    );
 
     control
         .settings(&json!({"connect_latency_ms": 0}))
