@@ -1,8 +1,8 @@
 //! The cluster-access layer (`terraform_provider_mesh::kube`) against kube-sim: server-side
 //! apply and adoption, reads and deletes (finalizers), the retry policy under injected faults,
-//! authentication/authorization/TLS/unreachable errors, cluster clients and credential probes
-//! over HTTP/2 (and HTTP/1.1), watch-based waits with deadline and cancellation, the client cache
-//! with an exec credential plugin, and kubeconfig selection.
+//! authentication/authorization/TLS/unreachable errors, credential probes over HTTP/2 (and
+//! HTTP/1.1), watch-based waits with deadline and cancellation, the client cache with an exec
+//! credential plugin, and kubeconfig selection.
 //!
 //! Every test starts its own kube-sim (its own ports and CAs), so the process-global client cache
 //! never shares a client between tests. No fixed sleeps: everything waits on a condition, bounded.
@@ -1018,48 +1018,6 @@ async fn credential_probes_share_one_http2_connection_or_fall_back_to_http1() {
     assert_eq!(counters.get("list", "namespaces"), 12);
     assert!(counters.connections >= 1, "{counters:?}");
     assert_eq!(counters.connections_http2, 0, "{counters:?}");
-}
-
-/// A cluster's client speaks HTTP/2 where the API server offers it, as client-go does: once a
-/// request has opened the connection, the requests sent at once share it. A server offering
-/// only HTTP/1.1 is spoken to in HTTP/1.1, with a connection per request in flight.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_clients_share_one_http2_connection_or_speak_http1() {
-    let sim = sim(&["c1", "c2"]).await;
-    let (c1, c2) = (sim.cluster("c1"), sim.cluster("c2"));
-    c2.control()
-        .settings(&json!({"http2": false}))
-        .await
-        .unwrap();
-    for c in [c1, c2] {
-        c.control().reset_counters().await.unwrap();
-        let cluster = cluster_for(c).await;
-        let api = configmaps(&cluster);
-        let dl = deadline(BOUND);
-        assert!(cluster.get_opt(&api, "first", &dl).await.unwrap().is_none());
-        let names: Vec<String> = (0..8).map(|i| format!("cm-{i}")).collect();
-        let gets: Vec<_> = names
-            .iter()
-            .map(|name| cluster.get_opt(&api, name, &dl))
-            .collect();
-        for got in within(BOUND, "eight gets", futures::future::join_all(gets)).await {
-            assert!(got.unwrap().is_none());
-        }
-    }
-    let h2 = c1.control().counters().await.unwrap();
-    assert_eq!(h2.total, 9, "{h2:?}");
-    assert_eq!(
-        (h2.connections, h2.connections_http2),
-        (1, 1),
-        "nine requests, one HTTP/2 connection"
-    );
-    let h1 = c2.control().counters().await.unwrap();
-    assert_eq!(h1.total, 9, "{h1:?}");
-    assert_eq!(h1.connections_http2, 0, "{h1:?}");
-    assert!(
-        h1.connections > 1,
-        "HTTP/1.1: a connection per request in flight: {h1:?}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ use super::connection::{Connection, Exec, Resolved};
 use super::error::KubeError;
 use super::exec;
 use super::retry_after::RetryAfterLayer;
-use super::transport;
 
 /// A connected cluster: the client and the name used in messages.
 #[derive(Clone)]
@@ -113,17 +112,12 @@ async fn build(
         }
     }
     let config = conn.config(kubeconfig, &name).await?;
-    let cannot = |e: kube::Error| {
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| {
         fail(format!(
             "cannot build a client: {}",
             super::error::error_chain(&e)
         ))
-    };
-    // HTTP/2 where the server offers it (transport.rs); kube-rs's own client behind a proxy.
-    let builder = match transport::service(&config).map_err(cannot)? {
-        Some(stack) => kube::client::ClientBuilder::new(stack, config.default_namespace.clone()),
-        None => kube::client::ClientBuilder::try_from(config).map_err(cannot)?,
-    };
+    })?;
     // Innermost, on the raw response: Retry-After must be read before kube-rs drops headers.
     let builder = builder.with_layer(&RetryAfterLayer);
     let client = match layer {

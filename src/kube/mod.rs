@@ -15,7 +15,6 @@ pub mod portforward;
 pub mod probe;
 pub mod retry;
 pub mod retry_after;
-pub mod transport;
 pub mod wait;
 
 pub use apply::{
