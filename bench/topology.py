@@ -245,13 +245,18 @@ def state_sizes(work):
     return len(raw), groups
 
 
+def mean_bytes(groups):
+    """{type: mean bytes of an instance} of `state_sizes`' groups."""
+    return {k: sum(v) // len(v) for k, v in groups.items()}
+
+
 def state_summary(work):
     """Bytes of state per resource instance, by type, and the file's size."""
     sizes = state_sizes(work)
     if sizes is None:
         return "state: none"
     size, groups = sizes
-    per = ", ".join(f"{k} {sum(v) // len(v):,} B (n={len(v)})" for k, v in sorted(groups.items()))
+    per = ", ".join(f"{k} {mean:,} B (n={len(groups[k])})" for k, mean in sorted(mean_bytes(groups).items()))
     return f"state file {size / 1024:,.0f} KiB; per instance: {per}"
 
 
@@ -361,7 +366,7 @@ def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
                 print(line, flush=True)
         sizes = state_sizes(work)
         tf(work, "destroy", "-auto-approve")
-        return plan.wall, apply.wall, {k: sum(v) // len(v) for k, v in (sizes[1] if sizes else {}).items()}
+        return plan.wall, apply.wall, mean_bytes(sizes[1] if sizes else {})
     finally:
         sim.send_signal(signal.SIGTERM)
         sim.wait()
@@ -489,6 +494,25 @@ FLOOR_STATUS_STATE = json.dumps({"version": 4, "terraform_version": "1.4.0", "se
                                  "outputs": {}, "resources": []})
 
 
+def banner(baseline=None, mode=None):
+    """The first line of every mode's output: Terraform's version, the provider's directory (and
+    the baseline's), the CPUs, and the mode."""
+    version = subprocess.run([TF, "version"], capture_output=True, text=True).stdout.splitlines()[0]
+    print(f"{version}, provider from {BIN}{f', baseline from {baseline}' if baseline else ''}, "
+          f"{os.cpu_count()} CPUs{f', {mode}' if mode else ''}", flush=True)
+
+
+def floor_skipped(n, kind):
+    """True, saying so, when this Terraform cannot run the floor `kind` (terraform_data: 1.4+)."""
+    if kind != "terraform_data":
+        return False
+    version, text = tf_version()
+    if version is None or version < (1, 4):
+        print(f"N={n:<3} floor: skipped, terraform_data needs Terraform 1.4+ (this is {text})", flush=True)
+        return True
+    return False
+
+
 def tf_version():
     out = subprocess.run([TF, "version", "-json"], capture_output=True, text=True)
     try:
@@ -532,9 +556,7 @@ def floor_work(work, n, kind, sizes=None):
 def floor(n, details=False, kind="terraform_data", sizes=None):
     """The floor `kind` at N clusters: (plan, apply) wall times, None when skipped. The
     state-sized floor takes this build's per-instance state sizes (`sizes`, from `run`)."""
-    version, text = tf_version()
-    if kind == "terraform_data" and (version is None or version < (1, 4)):
-        print(f"N={n:<3} floor: skipped, terraform_data needs Terraform 1.4+ (this is {text})", flush=True)
+    if floor_skipped(n, kind):
         return
     work = tempfile.mkdtemp(prefix=f"mesh-bench-floor-{n}-")
     try:
@@ -558,6 +580,12 @@ def floor(n, details=False, kind="terraform_data", sizes=None):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def spread(values):
+    """The median and range of `values`, as "median M (min-max)"."""
+    v = sorted(values)
+    return f"median {statistics.median(v):.2f} ({v[0]:.2f}-{v[-1]:.2f})"
+
+
 # --plan-only: the graphs that can be planned side by side, and their names in the output.
 PLAN_GRAPHS = {"this": "this build", "plugin": "plugin floor", "terraform_data": "terraform_data floor"}
 
@@ -567,10 +595,7 @@ def plan_only(n, repeat, graphs):
     one after the other, `repeat` rounds: each graph's wall time and CPU (Terraform with its
     provider processes), and this build's ratio to each floor run by run. A plan contacts no
     cluster, so kube-sim only runs to write the clusters' kubeconfig."""
-    version, text = tf_version()
-    if "terraform_data" in graphs and (version is None or version < (1, 4)):
-        print(f"N={n:<3} terraform_data floor: skipped, it needs Terraform 1.4+ (this is {text})", flush=True)
-        graphs = [g for g in graphs if g != "terraform_data"]
+    graphs = [g for g in graphs if not floor_skipped(n, g)]
     base = tempfile.mkdtemp(prefix=f"mesh-bench-plans-{n}-")
     try:
         works = {}
@@ -589,9 +614,6 @@ def plan_only(n, repeat, graphs):
         for _ in range(repeat):
             for graph in graphs:
                 runs[graph].append(tf(works[graph], "plan", "-out", "plan.bin"))
-        def spread(values):
-            v = sorted(values)
-            return f"median {statistics.median(v):.2f} ({v[0]:.2f}-{v[-1]:.2f})"
         for graph in graphs:
             print(f"N={n:<3} plan of {PLAN_GRAPHS[graph]} over {repeat} run(s): wall {spread(r.wall for r in runs[graph])} s, "
                   f"CPU of Terraform and its provider processes {spread(r.tf_cpu + r.provider_cpu for r in runs[graph])} s",
@@ -611,9 +633,7 @@ def ratio_summary(n, ours, floors):
     then the state-sized floor against the terraform_data floor (what our state's bytes alone
     cost Terraform)."""
     def span(pairs, i):
-        r = sorted(o[i] / f[i] for o, f in pairs)
-        mid = r[len(r) // 2] if len(r) % 2 else (r[len(r) // 2 - 1] + r[len(r) // 2]) / 2
-        return f"median {mid:.2f} ({r[0]:.2f}-{r[-1]:.2f})"
+        return spread(o[i] / f[i] for o, f in pairs)
     lines = []
     for kind, theirs in floors.items():
         pairs = [(o, f) for o, f in zip(ours, theirs) if f]
@@ -792,8 +812,7 @@ def take(args, name):
 def chaos_main(args):
     seed = int((take(args, "--seed") or [1])[-1])
     shares = [float(s) for s in take(args, "--share")]
-    print(f"{subprocess.run([TF, 'version'], capture_output=True, text=True).stdout.splitlines()[0]}, "
-          f"provider from {BIN}, {os.cpu_count()} CPUs, chaos soak", flush=True)
+    banner(mode="chaos soak")
     problems = []
     for n in [int(a) for a in args] or [10]:
         for share in shares or [0.05, 0.2]:
@@ -813,8 +832,7 @@ if __name__ == "__main__":
         graphs = (take(args, "--graphs") or [",".join(PLAN_GRAPHS)])[-1].split(",")
         if unknown := [g for g in graphs if g not in PLAN_GRAPHS]:
             sys.exit(f"--graphs: unknown {unknown}; choose from {', '.join(PLAN_GRAPHS)}")
-        print(f"{subprocess.run([TF, 'version'], capture_output=True, text=True).stdout.splitlines()[0]}, "
-              f"provider from {BIN}, {os.cpu_count()} CPUs, plans only", flush=True)
+        banner(mode="plans only")
         for n in [int(a) for a in args] or [10]:
             plan_only(n, repeat, graphs)
         sys.exit(0)
@@ -830,9 +848,7 @@ if __name__ == "__main__":
     # Another build (e.g. before a change), run next to this one in the same session.
     baseline = os.path.abspath(given[-1]) if (given := take(args, "--baseline")) else None
     repeat = int((take(args, "--repeat") or [1])[-1])
-    print(f"{subprocess.run([TF, 'version'], capture_output=True, text=True).stdout.splitlines()[0]}, "
-          f"provider from {BIN}{f', baseline from {baseline}' if baseline else ''}, {os.cpu_count()} CPUs",
-          flush=True)
+    banner(baseline)
     for n in [int(a) for a in args] or [3, 10, 30]:
         ours, floors = [], {kind: [] for kind in FLOOR_KINDS}
         for _ in range(repeat):

@@ -4,6 +4,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
 use common::{client, sim};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams, PostParams};
@@ -556,38 +560,47 @@ async fn tls_to(
         .await
 }
 
+/// An HTTP/2 connection to `c`'s API server, offering `h2` alone.
+async fn h2_to(
+    c: &kube_sim::ClusterHandle,
+) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let tls = tls_to(c, &[b"h2"])
+        .await
+        .expect("handshake offering h2 alone");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// `GET` of namespace kube-system on `c` with bearer `token`.
+fn get_kube_system(c: &kube_sim::ClusterHandle, token: &str) -> hyper::Request<Empty<Bytes>> {
+    hyper::Request::get(format!("{}/api/v1/namespaces/kube-system", c.url))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap()
+}
+
 /// As kube-apiserver, the API server speaks HTTP/2 to a client asking for it in ALPN, with
 /// many requests over the one connection; `http2: false` makes it a HTTP/1.1-only server
 /// (no common protocol with a client asking for h2 alone). The counters count the TLS
 /// connections that carried API requests, and which spoke HTTP/2.
 #[tokio::test]
 async fn http2_is_offered_and_connections_are_counted() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let sim = sim(&["c1"]).await;
     let c1 = sim.cluster("c1");
     let control = c1.control();
     control.reset_counters().await.unwrap();
 
-    let tls = tls_to(c1, &[b"h2"])
-        .await
-        .expect("handshake offering h2 alone");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let get = |token: &str| {
-        hyper::Request::get(format!("{}/api/v1/namespaces/kube-system", c1.url))
-            .header("authorization", format!("Bearer {token}"))
-            .body(Empty::<bytes::Bytes>::new())
-            .unwrap()
-    };
+    let mut send = h2_to(c1).await;
     // Concurrent streams with different credentials, each answered for its own.
     let (ok, denied) = tokio::join!(
-        send.clone().send_request(get(&c1.admin_token)),
-        send.send_request(get("not-a-token"))
+        send.clone()
+            .send_request(get_kube_system(c1, &c1.admin_token)),
+        send.send_request(get_kube_system(c1, "not-a-token"))
     );
     let ok = ok.unwrap();
     assert_eq!(ok.status(), 200);
@@ -620,19 +633,12 @@ async fn http2_is_offered_and_connections_are_counted() {
 /// so a request over a connection already open is answered at once.
 #[tokio::test]
 async fn connect_latency_holds_new_connections_only() {
-    use http_body_util::Empty;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let sim = sim(&["c1"]).await;
     let c1 = sim.cluster("c1");
     let control = c1.control();
     let hold = Duration::from_millis(1500);
     // A connection opened before the setting.
-    let tls = tls_to(c1, &[b"h2"]).await.expect("handshake");
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_to(c1).await;
     control
         .settings(&json!({"connect_latency_ms": hold.as_millis() as u64}))
         .await
@@ -644,10 +650,7 @@ async fn connect_latency_holds_new_connections_only() {
     assert!(opening >= hold, "a new connection is held: {opening:?}");
 
     let started = Instant::now();
-    let get = hyper::Request::get(format!("{}/api/v1/namespaces/kube-system", c1.url))
-        .header("authorization", format!("Bearer {}", c1.admin_token))
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
+    let get = get_kube_system(c1, &c1.admin_token);
     assert_eq!(send.send_request(get).await.unwrap().status(), 200);
     let request = started.elapsed();
     assert!(
