@@ -288,6 +288,24 @@ def start_topology(work, names, bin_dir=None):
     return sim, info
 
 
+def topology_work(work, names, bin_dir=None):
+    """`work` made a copy of examples/topology (a baseline directory may bring the module of its
+    own version) set up for clusters `names` by start_topology, its modules got. Returns
+    start_topology's kube-sim process and clusters' info."""
+    example = os.path.join(bin_dir or "", "examples", "topology")
+    if not (bin_dir and os.path.isdir(example)):
+        example = os.path.join(ROOT, "examples", "topology")
+    shutil.copytree(example, work, dirs_exist_ok=True)
+    sim, info = start_topology(work, names, bin_dir)
+    try:
+        tf(work, "get")
+    except BaseException:
+        sim.send_signal(signal.SIGTERM)
+        sim.wait()
+        raise
+    return sim, info
+
+
 def resources(n):
     return 1 + 2 * n + n * (n - 1)
 
@@ -300,24 +318,18 @@ def run(n, latency_ms, sync_wait=True, details=False, bin_dir=None, label=""):
     """One run of examples/topology at N clusters with the provider (and kube-sim) of
     `bin_dir` (default: BIN); `label` names that build in the output."""
     work = tempfile.mkdtemp(prefix=f"mesh-bench-{n}-")
-    # A baseline directory may bring the examples/topology of its own version.
-    example = os.path.join(bin_dir or "", "examples", "topology")
-    if not (bin_dir and os.path.isdir(example)):
-        example = os.path.join(ROOT, "examples", "topology")
-    shutil.copytree(example, work, dirs_exist_ok=True)
-    if not sync_wait:
-        # The same graph without the product's wait for istiod (wait_for_sync = false).
-        module = os.path.join(work, "modules", "mesh", "main.tf")
-        with open(module) as f:
-            text = f.read()
-        marker = 'resource "mesh_remote_secret" "this" {\n  for_each = local.pairs\n'
-        assert marker in text, "the remote secret block of examples/topology changed"
-        with open(module, "w") as f:
-            f.write(text.replace(marker, marker + "  wait_for_sync = false\n"))
     names = [f"c{i:02d}" for i in range(n)]
-    sim, info = start_topology(work, names, bin_dir)
+    sim, info = topology_work(work, names, bin_dir)
     try:
-        tf(work, "get")
+        if not sync_wait:
+            # The same graph without the product's wait for istiod (wait_for_sync = false).
+            module = os.path.join(work, "modules", "mesh", "main.tf")
+            with open(module) as f:
+                text = f.read()
+            marker = 'resource "mesh_remote_secret" "this" {\n  for_each = local.pairs\n'
+            assert marker in text, "the remote secret block of examples/topology changed"
+            with open(module, "w") as f:
+                f.write(text.replace(marker, marker + "  wait_for_sync = false\n"))
         if latency_ms:
             for c in names:
                 control(info, c, "POST", "/_sim/faults", {"path": "*", "latency_ms": latency_ms})
@@ -602,11 +614,9 @@ def plan_only(n, repeat, graphs):
         for graph in graphs:
             work = works[graph] = os.path.join(base, graph)
             if graph == "this":
-                shutil.copytree(os.path.join(ROOT, "examples", "topology"), work)
-                sim, _ = start_topology(work, [f"c{i:02d}" for i in range(n)])
+                sim, _ = topology_work(work, [f"c{i:02d}" for i in range(n)])
                 sim.send_signal(signal.SIGTERM)
                 sim.wait()
-                tf(work, "get")
             else:
                 os.makedirs(work)
                 floor_work(work, n, graph)
@@ -751,13 +761,9 @@ CHAOS_KINDS = ["internal_error", "unavailable", "too_many_requests", "too_many_r
 def chaos_run(n, share, seed):
     """One chaos soak; returns the list of problems found (empty = passed)."""
     work = tempfile.mkdtemp(prefix=f"mesh-chaos-{n}-")
-    shutil.copytree(os.path.join(ROOT, "examples", "topology"), work, dirs_exist_ok=True)
     names = [f"c{i:02d}" for i in range(n)]
-    sim, info = start_topology(work, names)
+    sim, info = topology_work(work, names)
     try:
-        code, output, _ = tf_try(work, "get")
-        if code != 0:
-            sys.exit(f"terraform get failed:\n{output}")
         for c in names:
             control(info, c, "POST", "/_sim/chaos", {"share": share, "seed": seed})
             control(info, c, "POST", "/_sim/chaos/reset", {})

@@ -10,7 +10,7 @@ Prints one line per N; see bench/README.md for recorded figures.
 import json, os, signal, shutil, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from topology import ROOT, TF, control, start_topology, tf  # noqa: E402
+from topology import TF, control, tf, topology_work  # noqa: E402
 
 
 def execs(info, name):
@@ -21,11 +21,9 @@ def execs(info, name):
 
 def run(n):
     work = tempfile.mkdtemp(prefix=f"mesh-bench-verify-{n}-")
-    shutil.copytree(os.path.join(ROOT, "examples", "topology"), work, dirs_exist_ok=True)
     names = [f"c{i:02d}" for i in range(n)]
-    sim, info = start_topology(work, names)
+    sim, info = topology_work(work, names)
     try:
-        tf(work, "get")
         tf(work, "apply", "-auto-approve")
         for c in names:
             control(info, c, "POST", "/_sim/counters/reset", {})
